@@ -1,3 +1,131 @@
-fn main() {
-    println!("Hello, world!");
+//! `mmld` command-line entry point.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use cli::{Cli, Command, call};
+
+fn init_tracing(flag: bool) {
+    let spec = std::env::var("MMLD_TRACE").ok();
+    let filter = match (flag, spec.as_deref()) {
+        (true, _) | (_, Some("all" | "1")) => "mmld=debug".to_string(),
+        (false, Some(list)) if !list.is_empty() => list
+            .split(',')
+            .map(|t| format!("mmld::{}=debug", t.trim()))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => return,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.trace);
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mmld: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run {
+            library,
+            symbol,
+            args,
+            ret,
+        } => {
+            let parsed = args
+                .iter()
+                .map(|a| call::parse_arg(a))
+                .collect::<Result<Vec<_>>>()?;
+            let regs = call::assign(&parsed)?;
+            // SAFETY: running a library is what the user asked for.
+            let lib = unsafe { mmld::Library::open(&library) }?;
+            let info = lib.symbol_info(symbol.as_str())?;
+            match info.kind {
+                mmld::SymbolKind::Function | mmld::SymbolKind::IndirectFunction if info.in_code => {
+                }
+                kind => bail!(
+                    "{}: {symbol} is not a function (it is {}, defined in {})",
+                    library.display(),
+                    match kind {
+                        mmld::SymbolKind::Object => "a data object",
+                        mmld::SymbolKind::ThreadLocal => "a thread-local variable",
+                        mmld::SymbolKind::Other => "not a function symbol of an mmld-loaded object",
+                        _ => "outside every executable segment",
+                    },
+                    info.object
+                ),
+            }
+            // SAFETY: the symbol is a function in an executable segment of a
+            // library we keep loaded; its prototype is the user's claim.
+            let out = unsafe { call::call(info.address, &regs, ret) }?;
+            if let Some(line) = out {
+                println!("{line}");
+            }
+            drop(parsed);
+            drop(lib);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Info { library, json } => {
+            let d = mmld::describe::describe(&library)?;
+            if json {
+                println!("{}", cli::info::to_json(&library, &d));
+            } else {
+                print!("{}", cli::info::to_text(&library, &d));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deps { library, json } => {
+            let (tree, errors) = mmld::dependency_tree(&library)?;
+            if json {
+                println!("{}", cli::info::tree_json(&tree));
+            } else {
+                print!("{}", cli::info::tree_text(&tree));
+            }
+            for e in &errors {
+                eprintln!("mmld: {e}");
+            }
+            Ok(if errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Check { library } => {
+            let report = mmld::OpenOptions::new()
+                .check(&library)
+                .with_context(|| format!("{} would not load", library.display()))?;
+            let mut bad = 0;
+            for (object, names) in &report.unresolved {
+                for n in names {
+                    println!("undefined symbol: {n} (in {object})");
+                    bad += 1;
+                }
+            }
+            if bad > 0 {
+                eprintln!("mmld: {}: {bad} undefined symbols", library.display());
+                return Ok(ExitCode::FAILURE);
+            }
+            println!(
+                "{}: ok ({} objects mapped by mmld, all references resolved)",
+                library.display(),
+                report.reports.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -1,0 +1,64 @@
+//! x86-64 (psABI) relocation types and machine facts.
+//!
+//! Owns: the numbers and names from the x86-64 psABI that the loader needs.
+//! Must never: apply a relocation itself (that is `link::reloc`).
+
+/// `e_machine` for x86-64.
+pub const MACHINE: u16 = 62;
+/// The only page size x86-64 Linux uses for user mappings of files.
+pub const PAGE_SIZE: u64 = 4096;
+
+pub const R_NONE: u32 = 0;
+pub const R_64: u32 = 1;
+pub const R_PC32: u32 = 2;
+pub const R_COPY: u32 = 5;
+pub const R_GLOB_DAT: u32 = 6;
+pub const R_JUMP_SLOT: u32 = 7;
+pub const R_RELATIVE: u32 = 8;
+pub const R_DTPMOD64: u32 = 16;
+pub const R_DTPOFF64: u32 = 17;
+pub const R_TPOFF64: u32 = 18;
+pub const R_SIZE64: u32 = 33;
+pub const R_TLSDESC: u32 = 36;
+pub const R_IRELATIVE: u32 = 37;
+
+/// A human name for a relocation type, for error messages and `mmld info`.
+pub fn relocation_name(rtype: u32) -> &'static str {
+    match rtype {
+        R_NONE => "R_X86_64_NONE",
+        R_64 => "R_X86_64_64",
+        R_PC32 => "R_X86_64_PC32",
+        3 => "R_X86_64_GOT32",
+        4 => "R_X86_64_PLT32",
+        R_COPY => "R_X86_64_COPY",
+        R_GLOB_DAT => "R_X86_64_GLOB_DAT",
+        R_JUMP_SLOT => "R_X86_64_JUMP_SLOT",
+        R_RELATIVE => "R_X86_64_RELATIVE",
+        9 => "R_X86_64_GOTPCREL",
+        10 => "R_X86_64_32",
+        11 => "R_X86_64_32S",
+        12 => "R_X86_64_16",
+        13 => "R_X86_64_PC16",
+        14 => "R_X86_64_8",
+        15 => "R_X86_64_PC8",
+        R_DTPMOD64 => "R_X86_64_DTPMOD64",
+        R_DTPOFF64 => "R_X86_64_DTPOFF64",
+        R_TPOFF64 => "R_X86_64_TPOFF64",
+        19 => "R_X86_64_TLSGD",
+        20 => "R_X86_64_TLSLD",
+        21 => "R_X86_64_DTPOFF32",
+        22 => "R_X86_64_GOTTPOFF",
+        23 => "R_X86_64_TPOFF32",
+        24 => "R_X86_64_PC64",
+        25 => "R_X86_64_GOTOFF64",
+        26 => "R_X86_64_GOTPC32",
+        32 => "R_X86_64_SIZE32",
+        R_SIZE64 => "R_X86_64_SIZE64",
+        34 => "R_X86_64_GOTPC32_TLSDESC",
+        35 => "R_X86_64_TLSDESC_CALL",
+        R_TLSDESC => "R_X86_64_TLSDESC",
+        R_IRELATIVE => "R_X86_64_IRELATIVE",
+        38 => "R_X86_64_RELATIVE64",
+        _ => "unknown",
+    }
+}

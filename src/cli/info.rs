@@ -1,0 +1,244 @@
+//! Text and JSON renderings for `mmld info` and `mmld deps`.
+//!
+//! Owns: presentation only. Must never: compute facts about the file
+//! (`mmld::describe` and the loader do that).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use mmld::TreeNode;
+use mmld::describe::Description;
+use mmld::elf::{PF_R, PF_W, PF_X};
+use serde_json::json;
+
+fn perms(flags: u32) -> String {
+    let mut s = String::new();
+    s.push(if flags & PF_R != 0 { 'r' } else { '-' });
+    s.push(if flags & PF_W != 0 { 'w' } else { '-' });
+    s.push(if flags & PF_X != 0 { 'x' } else { '-' });
+    s
+}
+
+fn flag_names(d: &Description) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let f = d.dynamic.flags;
+    let f1 = d.dynamic.flags_1;
+    for (bit, name) in [
+        (mmld::elf::DF_SYMBOLIC, "SYMBOLIC"),
+        (mmld::elf::DF_TEXTREL, "TEXTREL"),
+        (mmld::elf::DF_BIND_NOW, "BIND_NOW"),
+        (mmld::elf::DF_STATIC_TLS, "STATIC_TLS"),
+    ] {
+        if f & bit != 0 {
+            out.push(name);
+        }
+    }
+    for (bit, name) in [
+        (mmld::elf::DF_1_NOW, "NOW"),
+        (mmld::elf::DF_1_NODELETE, "NODELETE"),
+        (0x800, "NODEFLIB"),
+        (0x8, "NODELETE"),
+    ] {
+        if f1 & bit != 0 && !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+pub fn to_text(path: &Path, d: &Description) -> String {
+    let mut s = String::new();
+    let p = &d.plan;
+    let _ = writeln!(s, "{}", path.display());
+    let _ = writeln!(
+        s,
+        "  type:     ET_DYN (shared object), machine x86_64, ELF64 little-endian"
+    );
+    let _ = writeln!(s, "  soname:   {}", d.soname.as_deref().unwrap_or("(none)"));
+    let _ = writeln!(
+        s,
+        "  span:     {:#x} bytes ({} pages), max alignment {:#x}",
+        p.span(),
+        p.span() / 4096,
+        p.max_align
+    );
+    let _ = writeln!(s, "  segments:");
+    let _ = writeln!(
+        s,
+        "    {:>3} {:<4} {:>18} {:>12} {:>12} {:>12}",
+        "idx", "perm", "vaddr", "memsz", "offset", "filesz"
+    );
+    for g in &p.segments {
+        let _ = writeln!(
+            s,
+            "    {:>3} {:<4} {:>#18x} {:>#12x} {:>#12x} {:>#12x}",
+            g.index,
+            perms(g.flags),
+            g.vaddr,
+            g.memsz,
+            g.offset,
+            g.filesz
+        );
+    }
+    match p.relro {
+        Some(r) => {
+            let _ = writeln!(s, "  relro:    {:#x}..{:#x}", r.vaddr, r.vaddr + r.size);
+        }
+        None => {
+            let _ = writeln!(s, "  relro:    none");
+        }
+    }
+    match p.tls {
+        Some(t) => {
+            let _ = writeln!(
+                s,
+                "  tls:      template at {:#x}, {:#x} bytes initialised of {:#x}, align {}",
+                t.vaddr, t.filesz, t.memsz, t.align
+            );
+        }
+        None => {
+            let _ = writeln!(s, "  tls:      none");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  stack:    {}",
+        match p.stack_executable {
+            Some(true) => "executable requested",
+            Some(false) => "non-executable",
+            None => "no PT_GNU_STACK",
+        }
+    );
+    let _ = writeln!(
+        s,
+        "  needed:   {}",
+        if d.needed.is_empty() {
+            "(none)".to_string()
+        } else {
+            d.needed.join(", ")
+        }
+    );
+    if let Some(r) = &d.rpath {
+        let _ = writeln!(s, "  rpath:    {r}");
+    }
+    if let Some(r) = &d.runpath {
+        let _ = writeln!(s, "  runpath:  {r}");
+    }
+    let flags = flag_names(d);
+    let _ = writeln!(
+        s,
+        "  flags:    {}",
+        if flags.is_empty() {
+            "(none)".to_string()
+        } else {
+            flags.join(" ")
+        }
+    );
+    let _ = writeln!(s, "  relocations:");
+    for (name, n) in &d.relocations {
+        let _ = writeln!(s, "    {name:<22} {n}");
+    }
+    if d.relr_addresses > 0 || d.dynamic.relr.is_some() {
+        let _ = writeln!(
+            s,
+            "    {:<22} {} addresses in {} words",
+            "DT_RELR",
+            d.relr_addresses,
+            d.dynamic.relr.map_or(0, |r| r.size / 8)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  symbols:  {} in .dynsym ({} hash): {} defined ({} functions, {} objects, {} TLS, {} IFUNC), {} undefined",
+        d.symbols_total,
+        d.hash,
+        d.symbols_defined,
+        d.functions,
+        d.objects,
+        d.tls_symbols,
+        d.ifuncs,
+        d.symbols_undefined
+    );
+    if !d.version_definitions.is_empty() {
+        let _ = writeln!(
+            s,
+            "  versions defined:    {}",
+            d.version_definitions.join(", ")
+        );
+    }
+    if !d.version_references.is_empty() {
+        let _ = writeln!(
+            s,
+            "  versions required:   {}",
+            d.version_references.join(", ")
+        );
+    }
+    s
+}
+
+pub fn to_json(path: &Path, d: &Description) -> String {
+    let p = &d.plan;
+    json!({
+        "path": path.display().to_string(),
+        "soname": d.soname,
+        "span": p.span(),
+        "segments": p.segments.iter().map(|g| json!({
+            "index": g.index, "perms": perms(g.flags), "vaddr": g.vaddr, "memsz": g.memsz,
+            "offset": g.offset, "filesz": g.filesz, "align": g.align,
+        })).collect::<Vec<_>>(),
+        "relro": p.relro.map(|r| json!({"vaddr": r.vaddr, "size": r.size})),
+        "tls": p.tls.map(|t| json!({"vaddr": t.vaddr, "filesz": t.filesz, "memsz": t.memsz, "align": t.align})),
+        "needed": d.needed,
+        "rpath": d.rpath,
+        "runpath": d.runpath,
+        "flags": flag_names(d),
+        "relocations": d.relocations,
+        "relr_addresses": d.relr_addresses,
+        "symbols": {"total": d.symbols_total, "defined": d.symbols_defined, "undefined": d.symbols_undefined,
+                     "functions": d.functions, "objects": d.objects, "tls": d.tls_symbols, "ifunc": d.ifuncs, "hash": d.hash},
+        "versions_defined": d.version_definitions,
+        "versions_required": d.version_references,
+    })
+    .to_string()
+}
+
+pub fn tree_text(tree: &[TreeNode]) -> String {
+    let mut s = String::new();
+    for n in tree {
+        let indent = "    ".repeat(n.depth);
+        let _ = match (&n.path, n.host) {
+            (_, _) if n.path.is_none() && !n.host => writeln!(
+                s,
+                "{indent}{} => NOT FOUND (needed by {})",
+                n.name,
+                n.needed_by.as_deref().unwrap_or("?")
+            ),
+            (Some(p), true) => writeln!(s, "{indent}{} => {} [host]", n.name, p.display()),
+            (None, true) => writeln!(s, "{indent}{} => [host]", n.name),
+            (Some(p), false) => writeln!(
+                s,
+                "{indent}{} => {} [mmld, {}]",
+                n.name,
+                p.display(),
+                n.provenance
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default()
+            ),
+            (None, false) => Ok(()),
+        };
+    }
+    s
+}
+
+pub fn tree_json(tree: &[TreeNode]) -> String {
+    json!(tree.iter().map(|n| json!({
+        "name": n.name,
+        "path": n.path.as_ref().map(|p| p.display().to_string()),
+        "found_by": n.provenance.as_ref().map(|p| p.to_string()),
+        "provider": if n.host { "host" } else if n.path.is_some() { "mmld" } else { "missing" },
+        "needed_by": n.needed_by,
+        "depth": n.depth,
+    })).collect::<Vec<_>>())
+    .to_string()
+}

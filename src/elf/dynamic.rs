@@ -1,0 +1,311 @@
+//! Dynamic-section facts.
+//!
+//! Owns: decoding `PT_DYNAMIC` entries (with goblin's `Dyn` layout) into
+//! [`DynamicInfo`], and checking that every table they point to lies inside
+//! the object's image, has a sane entry size, and sits where LINK can trust
+//! it not to change. Must never: dereference an address; LINK reads the
+//! tables from the mapped image through `map::Image`.
+
+use goblin::elf::dynamic as dt;
+
+use super::plan::{LoadPlan, VRange};
+use crate::error::{ErrorKind, KindResult};
+
+/// Tags goblin does not name (packed relative relocations, binutils 2.38+).
+pub const DT_RELRSZ: u64 = 35;
+pub const DT_RELR: u64 = 36;
+pub const DT_RELRENT: u64 = 37;
+
+pub const DF_SYMBOLIC: u64 = dt::DF_SYMBOLIC;
+pub const DF_TEXTREL: u64 = dt::DF_TEXTREL;
+pub const DF_BIND_NOW: u64 = dt::DF_BIND_NOW;
+pub const DF_STATIC_TLS: u64 = dt::DF_STATIC_TLS;
+pub const DF_1_NOW: u64 = dt::DF_1_NOW;
+pub const DF_1_NODELETE: u64 = dt::DF_1_NODELETE;
+
+const DYN_SIZE: usize = 16;
+const RELA_SIZE: u64 = 24;
+const SYM_SIZE: u64 = 24;
+
+/// The dynamic section, decoded and validated against the load plan.
+#[derive(Debug, Clone, Default)]
+pub struct DynamicInfo {
+    /// `DT_NEEDED` string-table offsets, in order.
+    pub needed: Vec<u64>,
+    pub soname: Option<u64>,
+    pub rpath: Option<u64>,
+    pub runpath: Option<u64>,
+    pub strtab: Option<VRange>,
+    pub symtab: Option<u64>,
+    pub hash: Option<u64>,
+    pub gnu_hash: Option<u64>,
+    pub versym: Option<u64>,
+    pub verdef: Option<(u64, u64)>,
+    pub verneed: Option<(u64, u64)>,
+    pub rela: Option<VRange>,
+    pub jmprel: Option<VRange>,
+    pub relr: Option<VRange>,
+    pub init: Option<u64>,
+    pub fini: Option<u64>,
+    pub init_array: Option<VRange>,
+    pub fini_array: Option<VRange>,
+    pub flags: u64,
+    pub flags_1: u64,
+    pub textrel: bool,
+    pub symbolic: bool,
+    /// Every `(tag, value)` up to `DT_NULL`, for `mmld info`.
+    pub entries: Vec<(u64, u64)>,
+}
+
+impl DynamicInfo {
+    /// Decode `bytes` (the file contents of `PT_DYNAMIC`) and validate every
+    /// address against `plan`.
+    pub fn parse(bytes: &[u8], plan: &LoadPlan) -> KindResult<DynamicInfo> {
+        let mut info = DynamicInfo::default();
+        let mut strsz = None;
+        let mut syment = None;
+        let mut rela = (None, None, None);
+        let mut jmprel = (None, None, None);
+        let mut relr = (None, None, None);
+        let mut init_array = (None, None);
+        let mut fini_array = (None, None);
+        let mut verdefnum = None;
+        let mut verneednum = None;
+        let mut has_rel = false;
+
+        for chunk in bytes.chunks_exact(DYN_SIZE) {
+            let (tag, val) = decode_dyn(chunk);
+            if tag == dt::DT_NULL {
+                break;
+            }
+            info.entries.push((tag, val));
+            match tag {
+                dt::DT_NEEDED => info.needed.push(val),
+                dt::DT_SONAME => info.soname = Some(val),
+                dt::DT_RPATH => info.rpath = Some(val),
+                dt::DT_RUNPATH => info.runpath = Some(val),
+                dt::DT_STRTAB => {
+                    info.strtab = Some(VRange {
+                        vaddr: val,
+                        size: 0,
+                    })
+                }
+                dt::DT_STRSZ => strsz = Some(val),
+                dt::DT_SYMTAB => info.symtab = Some(val),
+                dt::DT_SYMENT => syment = Some(val),
+                dt::DT_HASH => info.hash = Some(val),
+                dt::DT_GNU_HASH => info.gnu_hash = Some(val),
+                dt::DT_VERSYM => info.versym = Some(val),
+                dt::DT_VERDEF => info.verdef = Some((val, 0)),
+                dt::DT_VERDEFNUM => verdefnum = Some(val),
+                dt::DT_VERNEED => info.verneed = Some((val, 0)),
+                dt::DT_VERNEEDNUM => verneednum = Some(val),
+                dt::DT_RELA => rela.0 = Some(val),
+                dt::DT_RELASZ => rela.1 = Some(val),
+                dt::DT_RELAENT => rela.2 = Some(val),
+                dt::DT_REL | dt::DT_RELSZ => has_rel |= val != 0,
+                dt::DT_JMPREL => jmprel.0 = Some(val),
+                dt::DT_PLTRELSZ => jmprel.1 = Some(val),
+                dt::DT_PLTREL => jmprel.2 = Some(val),
+                DT_RELR => relr.0 = Some(val),
+                DT_RELRSZ => relr.1 = Some(val),
+                DT_RELRENT => relr.2 = Some(val),
+                dt::DT_INIT => info.init = Some(val),
+                dt::DT_FINI => info.fini = Some(val),
+                dt::DT_INIT_ARRAY => init_array.0 = Some(val),
+                dt::DT_INIT_ARRAYSZ => init_array.1 = Some(val),
+                dt::DT_FINI_ARRAY => fini_array.0 = Some(val),
+                dt::DT_FINI_ARRAYSZ => fini_array.1 = Some(val),
+                dt::DT_FLAGS => info.flags |= val,
+                dt::DT_FLAGS_1 => info.flags_1 |= val,
+                dt::DT_TEXTREL => info.textrel = true,
+                dt::DT_SYMBOLIC => info.symbolic = true,
+                _ => {}
+            }
+        }
+        info.textrel |= info.flags & DF_TEXTREL != 0;
+        info.symbolic |= info.flags & DF_SYMBOLIC != 0;
+        if has_rel {
+            return Err(ErrorKind::MalformedTable {
+                table: "dynamic section",
+                detail: "DT_REL relocations (without addends) are not used on x86-64".into(),
+            });
+        }
+
+        if let Some(s) = info.strtab.as_mut() {
+            s.size = strsz.ok_or(ErrorKind::MissingDynamicEntry {
+                tag: "DT_STRSZ",
+                needed_by: "DT_STRTAB",
+            })?;
+        } else if !info.needed.is_empty() || info.soname.is_some() || info.symtab.is_some() {
+            return Err(ErrorKind::MissingDynamicEntry {
+                tag: "DT_STRTAB",
+                needed_by: "DT_NEEDED, DT_SONAME or DT_SYMTAB",
+            });
+        }
+        if let Some(e) = syment
+            && e != SYM_SIZE
+        {
+            return Err(ErrorKind::BadEntrySize {
+                what: "DT_SYMENT",
+                found: e,
+                expected: SYM_SIZE,
+            });
+        }
+        info.rela = table_with_size("DT_RELA", rela.0, rela.1, RELA_SIZE)?;
+        if let Some(e) = rela.2
+            && e != RELA_SIZE
+        {
+            return Err(ErrorKind::BadEntrySize {
+                what: "DT_RELAENT",
+                found: e,
+                expected: RELA_SIZE,
+            });
+        }
+        info.jmprel = table_with_size("DT_JMPREL", jmprel.0, jmprel.1, RELA_SIZE)?;
+        if info.jmprel.is_some() && jmprel.2.is_some_and(|k| k != dt::DT_RELA) {
+            return Err(ErrorKind::MalformedTable {
+                table: "DT_PLTREL",
+                detail: format!(
+                    "PLT relocations are of kind {}, but x86-64 uses DT_RELA (7)",
+                    jmprel.2.unwrap_or(0)
+                ),
+            });
+        }
+        info.relr = table_with_size("DT_RELR", relr.0, relr.1, 8)?;
+        if let Some(e) = relr.2
+            && e != 8
+        {
+            return Err(ErrorKind::BadEntrySize {
+                what: "DT_RELRENT",
+                found: e,
+                expected: 8,
+            });
+        }
+        info.init_array = table_with_size("DT_INIT_ARRAY", init_array.0, init_array.1, 8)?;
+        info.fini_array = table_with_size("DT_FINI_ARRAY", fini_array.0, fini_array.1, 8)?;
+        if let Some((addr, _)) = info.verdef {
+            info.verdef = Some((addr, verdefnum.unwrap_or(0)));
+        }
+        if let Some((addr, _)) = info.verneed {
+            info.verneed = Some((addr, verneednum.unwrap_or(0)));
+        }
+
+        info.validate_addresses(plan)?;
+        Ok(info)
+    }
+
+    fn validate_addresses(&self, plan: &LoadPlan) -> KindResult<()> {
+        // Tables LINK reads in place must sit in segments that never become
+        // writable: that is what lets LINK hold plain slices of them.
+        let read_only: [(&'static str, Option<VRange>); 4] = [
+            ("DT_STRTAB", self.strtab),
+            ("DT_RELA", self.rela),
+            ("DT_JMPREL", self.jmprel),
+            ("DT_RELR", self.relr),
+        ];
+        for (tag, range) in read_only {
+            if let Some(r) = range {
+                check_range(plan, tag, r, true)?;
+            }
+        }
+        // Tables whose length LINK learns only later: the start must be in
+        // a read-only segment now; LINK bounds the rest by that segment.
+        let starts: [(&'static str, Option<u64>); 6] = [
+            ("DT_SYMTAB", self.symtab),
+            ("DT_HASH", self.hash),
+            ("DT_GNU_HASH", self.gnu_hash),
+            ("DT_VERSYM", self.versym),
+            ("DT_VERDEF", self.verdef.map(|v| v.0)),
+            ("DT_VERNEED", self.verneed.map(|v| v.0)),
+        ];
+        for (tag, addr) in starts {
+            if let Some(vaddr) = addr {
+                check_range(plan, tag, VRange { vaddr, size: 1 }, true)?;
+            }
+        }
+        // Arrays of code pointers are written by relocation, then read.
+        for (tag, range) in [
+            ("DT_INIT_ARRAY", self.init_array),
+            ("DT_FINI_ARRAY", self.fini_array),
+        ] {
+            if let Some(r) = range {
+                check_range(plan, tag, r, false)?;
+            }
+        }
+        for (tag, addr) in [("DT_INIT", self.init), ("DT_FINI", self.fini)] {
+            if let Some(vaddr) = addr
+                && !plan
+                    .segment_containing(vaddr, 1)
+                    .is_some_and(|s| s.executable())
+            {
+                return Err(ErrorKind::BadCodePointer {
+                    what: tag.to_string(),
+                    addr: vaddr,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn bind_now(&self) -> bool {
+        self.flags & DF_BIND_NOW != 0 || self.flags_1 & DF_1_NOW != 0
+    }
+
+    pub fn nodelete(&self) -> bool {
+        self.flags_1 & DF_1_NODELETE != 0
+    }
+}
+
+fn decode_dyn(chunk: &[u8]) -> (u64, u64) {
+    let mut tag = [0u8; 8];
+    let mut val = [0u8; 8];
+    // `chunks_exact(16)` guarantees both halves exist.
+    tag.copy_from_slice(chunk.get(..8).unwrap_or(&[0; 8]));
+    val.copy_from_slice(chunk.get(8..16).unwrap_or(&[0; 8]));
+    (u64::from_le_bytes(tag), u64::from_le_bytes(val))
+}
+
+fn table_with_size(
+    what: &'static str,
+    addr: Option<u64>,
+    size: Option<u64>,
+    unit: u64,
+) -> KindResult<Option<VRange>> {
+    match (addr, size) {
+        (None, None) => Ok(None),
+        (Some(_), None) | (None, Some(_)) => Err(ErrorKind::MalformedTable {
+            table: what,
+            detail: "address and size entries must come together".into(),
+        }),
+        (Some(vaddr), Some(size)) => {
+            if size % unit != 0 {
+                return Err(ErrorKind::BadTableSize { what, size, unit });
+            }
+            Ok((size > 0).then_some(VRange { vaddr, size }))
+        }
+    }
+}
+
+fn check_range(plan: &LoadPlan, tag: &'static str, r: VRange, read_only: bool) -> KindResult<()> {
+    let end = r.vaddr.saturating_add(r.size);
+    let seg = plan
+        .segment_containing(r.vaddr, r.size)
+        .ok_or(ErrorKind::TableOutsideImage {
+            tag,
+            addr: r.vaddr,
+            end,
+        })?;
+    // A table must come from the file, not from zero-filled .bss.
+    if end > seg.file_end_vaddr() {
+        return Err(ErrorKind::TableOutsideImage {
+            tag,
+            addr: r.vaddr,
+            end,
+        });
+    }
+    if read_only && seg.writable() {
+        return Err(ErrorKind::TableInWritableSegment { tag, addr: r.vaddr });
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! READ: file bytes to a validated load plan and dynamic-section facts.
+//!
+//! Owns: opening the file safely (no blocking on FIFOs, no directories),
+//! reading only the headers and the dynamic section, and validating them.
+//! Must never: map memory or follow addresses into the image; everything
+//! here is pure, bounded work on bytes, which makes it the fuzz surface.
+
+mod dynamic;
+mod plan;
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+pub use dynamic::*;
+pub use plan::*;
+
+use crate::error::{ErrorKind, KindResult};
+
+/// An opened, validated ELF shared object, not yet mapped.
+#[derive(Debug)]
+pub struct ElfFile {
+    pub file: File,
+    pub dev: u64,
+    pub ino: u64,
+    pub plan: LoadPlan,
+    pub dynamic: DynamicInfo,
+}
+
+/// Bytes read up front: enough for the headers of every real library.
+const FIRST_READ: usize = 4096;
+
+impl ElfFile {
+    /// Open `path` and validate its headers and dynamic section.
+    pub fn open(path: &Path) -> KindResult<ElfFile> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            // O_NONBLOCK: opening a FIFO must fail fast, not wait for a writer.
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|source| ErrorKind::Io { op: "open", source })?;
+        let meta = file.metadata().map_err(|source| ErrorKind::Io {
+            op: "fstat",
+            source,
+        })?;
+        let ft = meta.file_type();
+        if !ft.is_file() {
+            let what = if ft.is_dir() {
+                "a directory"
+            } else if ft.is_fifo() {
+                "a FIFO"
+            } else if ft.is_socket() {
+                "a socket"
+            } else if ft.is_char_device() {
+                "a character device"
+            } else if ft.is_block_device() {
+                "a block device"
+            } else {
+                "not a regular file"
+            };
+            return Err(ErrorKind::NotRegularFile { what });
+        }
+        let file_len = meta.len();
+        let mut head = vec![0u8; FIRST_READ.min(file_len as usize)];
+        read_exact_at(&file, &mut head, 0, "reading the ELF header")?;
+        let extent = LoadPlan::header_extent(&head)?;
+        if extent > head.len() as u64 && extent <= file_len {
+            head.resize(extent as usize, 0);
+            read_exact_at(&file, &mut head, 0, "reading program headers")?;
+        }
+        let plan = LoadPlan::parse(&head, file_len)?;
+        let dynamic = match plan.dynamic_file {
+            Some((offset, size)) => {
+                let mut bytes = vec![0u8; size as usize];
+                read_exact_at(&file, &mut bytes, offset, "reading the dynamic section")?;
+                DynamicInfo::parse(&bytes, &plan)?
+            }
+            None => return Err(ErrorKind::NoDynamic),
+        };
+        Ok(ElfFile {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            file,
+            plan,
+            dynamic,
+        })
+    }
+}
+
+/// Parse headers and dynamic section from bytes already in memory.
+pub fn parse_bytes(bytes: &[u8]) -> KindResult<(LoadPlan, DynamicInfo)> {
+    let plan = LoadPlan::parse(bytes, bytes.len() as u64)?;
+    let (offset, size) = plan.dynamic_file.ok_or(ErrorKind::NoDynamic)?;
+    // parse() checked offset + size <= bytes.len().
+    let dyn_bytes = usize::try_from(offset)
+        .ok()
+        .and_then(|o| bytes.get(o..o.checked_add(usize::try_from(size).ok()?)?))
+        .ok_or(ErrorKind::DynamicOutsideImage {
+            vaddr: plan.dynamic.map_or(0, |d| d.vaddr),
+            size,
+        })?;
+    let dynamic = DynamicInfo::parse(dyn_bytes, &plan)?;
+    Ok((plan, dynamic))
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, op: &'static str) -> KindResult<()> {
+    file.read_exact_at(buf, offset)
+        .map_err(|source| ErrorKind::Io { op, source })
+}

@@ -1,0 +1,468 @@
+//! The public, `libloading`-shaped API: `Library`, `Symbol`, `OpenOptions`.
+//!
+//! Owns: handles users hold, their lifetimes, and the translation of user
+//! names into lookups. Must never: expose a raw pointer into an object that
+//! can outlive the `Library` it came from (except what `get` returns, which
+//! is the caller's `unsafe` promise, as in `libloading`).
+
+use std::borrow::Cow;
+use std::ffi::{CStr, CString};
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorKind, Result, Stage};
+use crate::link::symbols::{self, Request};
+use crate::loader::{self, Loaded, Settings};
+use crate::map::Strategy;
+use crate::object::{LoadedObject, ScopeItem};
+
+/// A name for a symbol: `&str`, `&[u8]`, `&CStr`, `String`, `CString`. A
+/// trailing NUL is accepted and ignored; an inner NUL is an error.
+pub trait SymbolName {
+    fn symbol_bytes(&self) -> &[u8];
+}
+
+impl SymbolName for str {
+    fn symbol_bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+impl SymbolName for [u8] {
+    fn symbol_bytes(&self) -> &[u8] {
+        self
+    }
+}
+impl SymbolName for CStr {
+    fn symbol_bytes(&self) -> &[u8] {
+        self.to_bytes()
+    }
+}
+impl SymbolName for String {
+    fn symbol_bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+impl SymbolName for CString {
+    fn symbol_bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+impl<const N: usize> SymbolName for [u8; N] {
+    fn symbol_bytes(&self) -> &[u8] {
+        self
+    }
+}
+impl<T: SymbolName + ?Sized> SymbolName for &T {
+    fn symbol_bytes(&self) -> &[u8] {
+        (**self).symbol_bytes()
+    }
+}
+
+fn clean_name(raw: &[u8]) -> std::result::Result<&[u8], ErrorKind> {
+    let name = raw.strip_suffix(&[0]).unwrap_or(raw);
+    if name.contains(&0) {
+        return Err(ErrorKind::InvalidSymbolName {
+            name: String::from_utf8_lossy(raw).into_owned(),
+        });
+    }
+    Ok(name)
+}
+
+/// The kind of a symbol, from its ELF type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SymbolKind {
+    Function,
+    /// An `STT_GNU_IFUNC`: the address is the implementation its resolver chose.
+    IndirectFunction,
+    Object,
+    ThreadLocal,
+    Other,
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone)]
+pub struct SymbolInfo {
+    pub address: u64,
+    pub size: u64,
+    pub kind: SymbolKind,
+    /// The object that defines it (soname or file name).
+    pub object: String,
+    /// `true` when the symbol lies in an executable segment.
+    pub in_code: bool,
+    pub version: Option<String>,
+}
+
+/// A symbol borrowed from a [`Library`]; cannot outlive it.
+pub struct Symbol<'lib, T> {
+    value: T,
+    _library: PhantomData<&'lib Library>,
+}
+
+impl<T> Deref for Symbol<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: Copy> Symbol<'_, T> {
+    /// The value, detached from the library's lifetime: the caller must not
+    /// use it after the library is dropped.
+    ///
+    /// # Safety
+    /// The library must outlive every use of the returned value.
+    pub unsafe fn into_raw(self) -> T {
+        self.value
+    }
+}
+
+impl<T> std::fmt::Debug for Symbol<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Symbol { .. }")
+    }
+}
+
+/// Options for opening a library (like `dlopen`'s flags).
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    settings: Settings,
+}
+
+impl OpenOptions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Make the library's symbols available to libraries loaded later
+    /// (like `RTLD_GLOBAL`).
+    pub fn global(&mut self, yes: bool) -> &mut Self {
+        self.settings.global = yes;
+        self
+    }
+    /// Resolve the library's references in its own scope before the global
+    /// scope (like `RTLD_DEEPBIND`).
+    pub fn deep_bind(&mut self, yes: bool) -> &mut Self {
+        self.settings.deep_bind = yes;
+        self
+    }
+    /// Keep the library mapped for the life of the process (like
+    /// `RTLD_NODELETE`).
+    pub fn nodelete(&mut self, yes: bool) -> &mut Self {
+        self.settings.nodelete = yes;
+        self
+    }
+    /// Copy segments into anonymous memory instead of mapping the file
+    /// (`read`), to compare with the normal `mmap` strategy.
+    pub fn copy_segments(&mut self, yes: bool) -> &mut Self {
+        self.settings.strategy = if yes { Strategy::Read } else { Strategy::Mmap };
+        self
+    }
+    /// Accept segments that are both writable and executable.
+    pub fn allow_writable_executable(&mut self, yes: bool) -> &mut Self {
+        self.settings.allow_writable_executable = yes;
+        self
+    }
+    /// Accept `DT_TEXTREL` objects (mmld still refuses to apply them).
+    pub fn allow_text_relocations(&mut self, yes: bool) -> &mut Self {
+        self.settings.allow_text_relocations = yes;
+        self
+    }
+    /// Accept objects whose `PT_GNU_STACK` asks for an executable stack.
+    /// mmld never changes the stack's protection either way.
+    pub fn allow_executable_stack(&mut self, yes: bool) -> &mut Self {
+        self.settings.allow_executable_stack = yes;
+        self
+    }
+
+    /// Load `path` and its dependencies, and run their constructors.
+    ///
+    /// # Safety
+    /// Loading a library runs its code (constructors, IFUNC resolvers),
+    /// which can do anything.
+    pub unsafe fn open(&self, path: impl AsRef<Path>) -> Result<Library> {
+        let Loaded { root, scope } = loader::open(path.as_ref(), self.settings)?;
+        Ok(Library { root, scope })
+    }
+
+    /// Load and link `path` and its tree without running any of its code,
+    /// with every segment mapped non-executable. Safe: nothing of the file
+    /// runs.
+    pub fn check(&self, path: impl AsRef<Path>) -> Result<loader::CheckReport> {
+        loader::check(path.as_ref(), self.settings)
+    }
+}
+
+/// A loaded library. Dropping it unloads the library and every dependency
+/// no other library needs.
+pub struct Library {
+    root: Arc<LoadedObject>,
+    scope: Vec<ScopeItem>,
+}
+
+impl std::fmt::Debug for Library {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Library")
+            .field("path", &self.root.path)
+            .field("base", &format_args!("{:#x}", self.root.mapping.base()))
+            .finish()
+    }
+}
+
+impl Library {
+    /// Load `path` with default options.
+    ///
+    /// # Safety
+    /// See [`OpenOptions::open`].
+    pub unsafe fn open(path: impl AsRef<Path>) -> Result<Library> {
+        // SAFETY: forwarded to the caller.
+        unsafe { OpenOptions::new().open(path) }
+    }
+
+    /// Look up `name` (default version) in the library's local scope (the
+    /// library, then its dependencies breadth-first), as `dlsym` on a
+    /// handle does.
+    ///
+    /// # Safety
+    /// `T` must be the symbol's true type (a function pointer type or a
+    /// pointer to data), as with `libloading`.
+    pub unsafe fn get<T: Copy>(&self, name: &(impl SymbolName + ?Sized)) -> Result<Symbol<'_, T>> {
+        let info = self.lookup(name.symbol_bytes(), None)?;
+        // SAFETY: forwarded to the caller.
+        unsafe { self.make_symbol(info.address) }
+    }
+
+    /// Look up `name` at exactly `version` (like `dlvsym`).
+    ///
+    /// # Safety
+    /// As for [`Library::get`].
+    pub unsafe fn get_versioned<T: Copy>(
+        &self,
+        name: &(impl SymbolName + ?Sized),
+        version: &str,
+    ) -> Result<Symbol<'_, T>> {
+        let info = self.lookup(name.symbol_bytes(), Some(version.as_bytes()))?;
+        // SAFETY: forwarded to the caller.
+        unsafe { self.make_symbol(info.address) }
+    }
+
+    unsafe fn make_symbol<T: Copy>(&self, address: u64) -> Result<Symbol<'_, T>> {
+        if std::mem::size_of::<T>() != std::mem::size_of::<usize>() {
+            return Err(self.error(
+                Stage::Lookup,
+                ErrorKind::SymbolSizeMismatch {
+                    requested: std::mem::size_of::<T>(),
+                    pointer: std::mem::size_of::<usize>(),
+                },
+            ));
+        }
+        let raw = address as usize;
+        // SAFETY: sizes are equal (checked above); the caller promises `T`
+        // is a pointer type for which this address is valid.
+        let value = unsafe { std::mem::transmute_copy::<usize, T>(&raw) };
+        Ok(Symbol {
+            value,
+            _library: PhantomData,
+        })
+    }
+
+    /// Describe `name` without converting it to a type.
+    pub fn symbol_info(&self, name: &(impl SymbolName + ?Sized)) -> Result<SymbolInfo> {
+        self.lookup(name.symbol_bytes(), None)
+    }
+
+    fn error(&self, stage: Stage, kind: ErrorKind) -> Error {
+        Error::new(&self.root.path, stage, kind)
+    }
+
+    fn lookup(&self, raw: &[u8], version: Option<&[u8]>) -> Result<SymbolInfo> {
+        let name = clean_name(raw).map_err(|k| self.error(Stage::Lookup, k))?;
+        let mut req = Request::new(name, version);
+        if let Some(v) = req.version.as_mut() {
+            // An explicit version asks for that version only.
+            v.exact_only = true;
+        }
+        for item in &self.scope {
+            match item {
+                ScopeItem::Mapped(obj) => {
+                    if let Some((index, sym)) = obj.lookup(&req) {
+                        return Ok(self.describe(obj, index, sym));
+                    }
+                }
+                ScopeItem::Host(h) => {
+                    let Ok(cname) = CString::new(name) else {
+                        continue;
+                    };
+                    let cver = version.and_then(|v| CString::new(v).ok());
+                    if let Some(addr) = h.symbol(&cname, cver.as_deref()) {
+                        return Ok(SymbolInfo {
+                            address: addr,
+                            size: 0,
+                            kind: SymbolKind::Other,
+                            object: h.name.clone(),
+                            in_code: false,
+                            version: version.map(|v| String::from_utf8_lossy(v).into_owned()),
+                        });
+                    }
+                }
+            }
+        }
+        Err(self.error(
+            Stage::Lookup,
+            ErrorKind::SymbolNotFound {
+                name: String::from_utf8_lossy(name).into_owned(),
+                version: version.map(|v| String::from_utf8_lossy(v).into_owned()),
+            },
+        ))
+    }
+
+    fn describe(&self, obj: &LoadedObject, index: u32, sym: symbols::Sym) -> SymbolInfo {
+        let kind = match sym.kind() {
+            symbols::STT_FUNC => SymbolKind::Function,
+            symbols::STT_GNU_IFUNC => SymbolKind::IndirectFunction,
+            symbols::STT_OBJECT | symbols::STT_COMMON => SymbolKind::Object,
+            symbols::STT_TLS => SymbolKind::ThreadLocal,
+            _ => SymbolKind::Other,
+        };
+        let mut address = obj.mapping.address_of(sym.value);
+        let in_code = obj.mapping.executable_at(sym.value);
+        if kind == SymbolKind::IndirectFunction && in_code && obj.is_initialized() {
+            // SAFETY: the resolver is in an executable segment of a loaded,
+            // relocated object that we keep alive through `self`.
+            address = unsafe { crate::runtime::call::ifunc_resolver(address) };
+        }
+        let version = obj
+            .symbols
+            .defined_version(index)
+            .and_then(|(v, _)| obj.symbols.string(u64::from(v.name)).ok())
+            .map(|b| String::from_utf8_lossy(b).into_owned());
+        SymbolInfo {
+            address,
+            size: sym.size,
+            kind,
+            object: obj.name.clone(),
+            in_code,
+            version,
+        }
+    }
+
+    /// The file the library was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.root.path
+    }
+
+    /// `DT_SONAME`, if any.
+    pub fn soname(&self) -> Option<&str> {
+        self.root.soname.as_deref()
+    }
+
+    /// Lowest address of the library's span.
+    pub fn base_address(&self) -> u64 {
+        self.root.mapping.base()
+    }
+
+    /// Difference between process addresses and the file's virtual addresses.
+    pub fn load_bias(&self) -> u64 {
+        self.root.mapping.bias()
+    }
+
+    /// The library and its dependencies that mmld mapped, in scope order.
+    pub fn objects(&self) -> Vec<ObjectView> {
+        self.scope
+            .iter()
+            .filter_map(|s| match s {
+                ScopeItem::Mapped(o) => Some(ObjectView::of(o)),
+                ScopeItem::Host(_) => None,
+            })
+            .collect()
+    }
+
+    /// Names of dependencies the host provides.
+    pub fn host_dependencies(&self) -> Vec<String> {
+        self.scope
+            .iter()
+            .filter_map(|s| match s {
+                ScopeItem::Host(h) => Some(h.name.clone()),
+                ScopeItem::Mapped(_) => None,
+            })
+            .collect()
+    }
+
+    /// Unload explicitly (the same as dropping).
+    pub fn close(self) {}
+}
+
+impl Drop for Library {
+    fn drop(&mut self) {
+        loader::close(&self.root);
+    }
+}
+
+/// A read-only description of one mapped object, for tools and tests.
+#[derive(Debug, Clone)]
+pub struct ObjectView {
+    pub name: String,
+    pub path: PathBuf,
+    pub base: u64,
+    pub size: u64,
+    pub bias: u64,
+    /// `(vaddr, memsz, filesz, offset, flags)` per `PT_LOAD`, file addresses.
+    pub segments: Vec<SegmentView>,
+    /// Process address range made read-only after relocation.
+    pub relro: Option<(u64, u64)>,
+    pub relocations: Vec<(String, usize)>,
+    pub relr_addresses: usize,
+    pub ifunc_calls: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentView {
+    pub vaddr: u64,
+    pub memsz: u64,
+    pub filesz: u64,
+    pub offset: u64,
+    pub flags: u32,
+}
+
+impl ObjectView {
+    fn of(o: &LoadedObject) -> ObjectView {
+        let mut relocations: Vec<(String, usize)> = o
+            .link_report
+            .by_type
+            .iter()
+            .map(|(t, n)| (crate::arch::current::relocation_name(*t).to_string(), *n))
+            .collect();
+        relocations.sort();
+        ObjectView {
+            name: o.name.clone(),
+            path: o.path.clone(),
+            base: o.mapping.base(),
+            size: o.mapping.len() as u64,
+            bias: o.mapping.bias(),
+            segments: o
+                .plan
+                .segments
+                .iter()
+                .map(|s| SegmentView {
+                    vaddr: s.vaddr,
+                    memsz: s.memsz,
+                    filesz: s.filesz,
+                    offset: s.offset,
+                    flags: s.flags,
+                })
+                .collect(),
+            relro: o
+                .mapping
+                .sealed_range()
+                .map(|(s, e)| (o.mapping.address_of(s), o.mapping.address_of(e))),
+            relocations,
+            relr_addresses: o.link_report.relr_addresses,
+            ifunc_calls: o.link_report.ifunc_calls,
+        }
+    }
+}
+
+/// `Cow` helper kept for callers building names at run time.
+pub fn symbol_name_owned(name: &str) -> Cow<'_, [u8]> {
+    Cow::Borrowed(name.as_bytes())
+}

@@ -1,0 +1,134 @@
+//! The host process as a symbol provider.
+//!
+//! Owns: asking glibc's loader about objects mmld does not map: the global
+//! scope (`dlsym(RTLD_DEFAULT)` and `dlvsym`), whether a library is already
+//! loaded (`dlopen` with `RTLD_NOLOAD`), and glibc-family names. Must never:
+//! load a library into the host (every `dlopen` here has `RTLD_NOLOAD`).
+
+use std::ffi::{CStr, CString};
+
+/// Libraries that belong to the C library itself: mmld never maps them,
+/// because two copies of libc in one process corrupt each other's state.
+pub const GLIBC_FAMILY: &[&str] = &[
+    "libc.so.6",
+    "libm.so.6",
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libresolv.so.2",
+    "libutil.so.1",
+    "libanl.so.1",
+    "libnsl.so.1",
+    "libBrokenLocale.so.1",
+    "libmvec.so.1",
+    "libc_malloc_debug.so.0",
+    "libthread_db.so.1",
+    "ld-linux-x86-64.so.2",
+];
+
+/// Is `name` (a `DT_NEEDED` string or a path) one of the glibc family?
+pub fn is_glibc_family(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    GLIBC_FAMILY.contains(&base)
+}
+
+/// A handle to a library the host process already has loaded.
+#[derive(Debug)]
+pub struct HostLibrary {
+    handle: *mut libc::c_void,
+    pub name: String,
+}
+
+// SAFETY: a dlopen handle is an opaque token glibc accepts from any thread.
+unsafe impl Send for HostLibrary {}
+// SAFETY: as above; the handle is never dereferenced by mmld.
+unsafe impl Sync for HostLibrary {}
+
+impl HostLibrary {
+    /// The host's copy of `name`, if the host has loaded it. Never loads.
+    pub fn find_loaded(name: &str) -> Option<HostLibrary> {
+        let c = CString::new(name).ok()?;
+        // SAFETY: RTLD_NOLOAD only looks the name up; it runs no constructor
+        // and maps nothing. `c` is a valid NUL-terminated string.
+        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        (!handle.is_null()).then(|| HostLibrary {
+            handle,
+            name: name.to_string(),
+        })
+    }
+
+    /// Ask glibc to load `name` (used only for the glibc family, which must
+    /// be the host's own copy).
+    pub fn load_system(name: &str) -> Option<HostLibrary> {
+        let c = CString::new(name).ok()?;
+        // SAFETY: loads a C-library component through the system loader;
+        // `c` is a valid NUL-terminated string.
+        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        (!handle.is_null()).then(|| HostLibrary {
+            handle,
+            name: name.to_string(),
+        })
+    }
+
+    /// The file the host loaded this library from.
+    pub fn path(&self) -> Option<std::path::PathBuf> {
+        /// The public head of glibc's `struct link_map` (stable ABI).
+        #[repr(C)]
+        struct LinkMapHead {
+            l_addr: usize,
+            l_name: *const libc::c_char,
+        }
+        let mut map: *const LinkMapHead = std::ptr::null();
+        // SAFETY: RTLD_DI_LINKMAP stores a `struct link_map *` for a valid
+        // handle; the head fields are part of glibc's public ABI, and the
+        // name string lives as long as the library (we hold a reference).
+        unsafe {
+            if libc::dlinfo(self.handle, libc::RTLD_DI_LINKMAP, (&raw mut map).cast()) != 0
+                || map.is_null()
+                || (*map).l_name.is_null()
+            {
+                return None;
+            }
+            let name = CStr::from_ptr((*map).l_name);
+            use std::os::unix::ffi::OsStrExt;
+            Some(std::path::PathBuf::from(std::ffi::OsStr::from_bytes(
+                name.to_bytes(),
+            )))
+        }
+    }
+
+    /// Look `name` up in this library and its dependencies, as `dlsym` does.
+    pub fn symbol(&self, name: &CStr, version: Option<&CStr>) -> Option<u64> {
+        dl_lookup(self.handle, name, version)
+    }
+}
+
+impl Drop for HostLibrary {
+    fn drop(&mut self) {
+        // SAFETY: balances the reference taken by the RTLD_NOLOAD dlopen.
+        unsafe { libc::dlclose(self.handle) };
+    }
+}
+
+/// Look `name` up in the host's global scope (the executable, its
+/// libraries, and `RTLD_GLOBAL` libraries), as a relocation would.
+pub fn global_symbol(name: &CStr, version: Option<&CStr>) -> Option<u64> {
+    dl_lookup(libc::RTLD_DEFAULT, name, version)
+}
+
+fn dl_lookup(handle: *mut libc::c_void, name: &CStr, version: Option<&CStr>) -> Option<u64> {
+    // SAFETY: dlerror/dlsym/dlvsym take valid NUL-terminated strings and a
+    // handle that is RTLD_DEFAULT or one glibc gave us. dlerror is cleared
+    // first so a NULL result can be told apart from a symbol at address 0.
+    unsafe {
+        libc::dlerror();
+        let p = match version {
+            Some(v) => libc::dlvsym(handle, name.as_ptr(), v.as_ptr()),
+            None => libc::dlsym(handle, name.as_ptr()),
+        };
+        if p.is_null() && !libc::dlerror().is_null() {
+            return None;
+        }
+        Some(p as u64)
+    }
+}

@@ -1,0 +1,520 @@
+//! LINK: bind symbols and apply relocations to a mapped image.
+//!
+//! Owns: the scope an object's references are resolved in, the relocation
+//! formulas of the x86-64 psABI (with `arch`), IFUNC handling, and the report
+//! of what was bound. Must never: map or unmap memory, or run any code of the
+//! object other than IFUNC resolvers (and none at all in a dry run).
+
+pub mod host;
+pub mod symbols;
+
+use std::collections::HashMap;
+use std::ffi::CString;
+
+use crate::arch::current as arch;
+use crate::elf::{DynamicInfo, VRange};
+use crate::error::{ErrorKind, KindResult};
+use crate::map::{Mapping, RoBytes};
+use symbols::{Request, Sym, SymbolTable, VersionRequest};
+
+/// Whether LINK may run code of the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkMode {
+    /// Call IFUNC resolvers: the object will run.
+    Run,
+    /// Never call into the object; collect every unresolved symbol instead
+    /// of stopping at the first (`mmld check`).
+    DryRun,
+}
+
+/// One place a symbol can come from.
+pub enum Provider<'a> {
+    /// The host's global scope, through glibc's `dlsym`.
+    HostGlobal,
+    /// A library the host loaded, and its dependencies.
+    Host(&'a host::HostLibrary),
+    /// An object mmld mapped (possibly the one being linked).
+    Object {
+        name: &'a str,
+        symbols: &'a SymbolTable,
+        bias: u64,
+        /// TLS module id, when the object has a `PT_TLS`.
+        tls_module: Option<u64>,
+        /// Executable address ranges: an IFUNC resolver must lie in one.
+        code: &'a [(u64, u64)],
+    },
+}
+
+/// Where a reference was bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding {
+    /// The symbol's address (for IFUNCs, the resolver's).
+    pub addr: u64,
+    pub size: u64,
+    /// The definition is an IFUNC in an mmld object: call `addr` to get the
+    /// implementation.
+    pub ifunc: bool,
+    /// For IFUNCs: `addr` lies in an executable segment of its object.
+    pub resolver_in_code: bool,
+    /// Index of the provider in the scope, for tracing.
+    pub provider: usize,
+    pub tls_module: Option<u64>,
+    /// Definition's value, unbiased (the offset for TLS symbols).
+    pub value: u64,
+}
+
+/// Counts of what LINK did, for `mmld info`, tracing and tests.
+#[derive(Debug, Default, Clone)]
+pub struct LinkReport {
+    pub by_type: HashMap<u32, usize>,
+    pub relr_addresses: usize,
+    pub ifunc_calls: usize,
+    pub host_bindings: usize,
+    pub unresolved: Vec<String>,
+}
+
+/// Everything relocation needs about the object being linked.
+pub struct LinkTarget<'a> {
+    pub name: &'a str,
+    pub mapping: &'a mut Mapping,
+    pub dynamic: &'a DynamicInfo,
+    pub symbols: &'a SymbolTable,
+    pub tls_module: Option<u64>,
+}
+
+/// Resolve `name` (with an optional version) in `scope`, in order.
+pub fn resolve_in_scope(scope: &[Provider<'_>], req: &Request<'_>) -> Option<Binding> {
+    let mut cname: Option<CString> = None;
+    let mut cversion: Option<Option<CString>> = None;
+    for (provider, p) in scope.iter().enumerate() {
+        match p {
+            Provider::Object {
+                symbols,
+                bias,
+                tls_module,
+                code,
+                ..
+            } => {
+                if let Some((_, sym)) = symbols.lookup(req) {
+                    let mut b = binding_for(sym, *bias, provider, *tls_module);
+                    b.resolver_in_code = code.iter().any(|&(s, e)| b.addr >= s && b.addr < e);
+                    return Some(b);
+                }
+            }
+            Provider::HostGlobal | Provider::Host(_) => {
+                let name = match &cname {
+                    Some(n) => n,
+                    None => cname.insert(CString::new(req.name).ok()?),
+                };
+                let version = cversion
+                    .get_or_insert_with(|| req.version.and_then(|v| CString::new(v.name).ok()));
+                let found = match p {
+                    Provider::Host(lib) => lib.symbol(name, version.as_deref()),
+                    _ => host::global_symbol(name, version.as_deref()),
+                };
+                if let Some(addr) = found {
+                    return Some(Binding {
+                        addr,
+                        size: 0,
+                        ifunc: false,
+                        resolver_in_code: false,
+                        provider,
+                        tls_module: None,
+                        value: addr,
+                    });
+                }
+            }
+        }
+    }
+    None
+}
+
+fn binding_for(sym: Sym, bias: u64, provider: usize, tls_module: Option<u64>) -> Binding {
+    let is_tls = sym.kind() == symbols::STT_TLS;
+    let is_abs = sym.shndx == symbols::SHN_ABS;
+    Binding {
+        addr: if is_tls || is_abs {
+            sym.value
+        } else {
+            sym.value.wrapping_add(bias)
+        },
+        size: sym.size,
+        ifunc: sym.kind() == symbols::STT_GNU_IFUNC,
+        resolver_in_code: false,
+        provider,
+        tls_module: if is_tls { tls_module } else { None },
+        value: sym.value,
+    }
+}
+
+struct Rela {
+    offset: u64,
+    rtype: u32,
+    sym: u32,
+    addend: i64,
+}
+
+fn rela_at(table: &RoBytes, index: usize) -> Option<Rela> {
+    let off = index.checked_mul(24)?;
+    let b = table.as_slice().get(off..off.checked_add(24)?)?;
+    let word =
+        |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
+    let info = word(8)?;
+    Some(Rela {
+        offset: word(0)?,
+        rtype: (info & 0xffff_ffff) as u32,
+        sym: (info >> 32) as u32,
+        addend: word(16)? as i64,
+    })
+}
+
+/// A relocation whose value needs an IFUNC resolver call. Applied after all
+/// other relocations, so resolvers see a fully relocated object.
+struct Deferred {
+    table: &'static str,
+    index: usize,
+    offset: u64,
+    resolver: u64,
+    /// Checked when the binding was made: the resolver is code.
+    checked: bool,
+}
+
+/// Apply every relocation of `target`, binding symbols in `scope`.
+pub fn relocate(
+    target: &mut LinkTarget<'_>,
+    scope: &[Provider<'_>],
+    mode: LinkMode,
+    mut on_bind: impl FnMut(&[u8], Option<&[u8]>, &Binding),
+) -> KindResult<LinkReport> {
+    let mut report = LinkReport::default();
+    let bias = target.mapping.bias();
+
+    if let Some(relr) = target.dynamic.relr {
+        report.relr_addresses = apply_relr(target.mapping, relr, bias)?;
+    }
+
+    let mut cache: HashMap<u32, Option<Binding>> = HashMap::new();
+    let mut deferred: Vec<Deferred> = Vec::new();
+    for (table, range) in [
+        ("DT_RELA", target.dynamic.rela),
+        ("DT_JMPREL", target.dynamic.jmprel),
+    ] {
+        let Some(range) = range else { continue };
+        let bytes = target.mapping.read_only(range.vaddr, range.size).ok_or(
+            ErrorKind::TableOutsideImage {
+                tag: table,
+                addr: range.vaddr,
+                end: range.vaddr.saturating_add(range.size),
+            },
+        )?;
+        let count = bytes.len() / 24;
+        for index in 0..count {
+            let Some(r) = rela_at(&bytes, index) else {
+                break;
+            };
+            *report.by_type.entry(r.rtype).or_default() += 1;
+            let outcome = apply_one(
+                target,
+                scope,
+                mode,
+                table,
+                index,
+                &r,
+                &mut cache,
+                &mut report,
+                &mut on_bind,
+            )?;
+            if let Some((resolver, checked)) = outcome {
+                deferred.push(Deferred {
+                    table,
+                    index,
+                    offset: r.offset,
+                    resolver,
+                    checked,
+                });
+            }
+        }
+    }
+
+    for d in deferred {
+        let value = match mode {
+            LinkMode::Run => {
+                if !d.checked && !target.mapping.executable_at(d.resolver.wrapping_sub(bias)) {
+                    return Err(ErrorKind::BadCodePointer {
+                        what: format!("IFUNC resolver for relocation {} in {}", d.index, d.table),
+                        addr: d.resolver.wrapping_sub(bias),
+                    });
+                }
+                report.ifunc_calls += 1;
+                // SAFETY: the resolver lies in an executable segment of this
+                // object, and every non-IFUNC relocation has been applied.
+                unsafe { crate::runtime::call::ifunc_resolver(d.resolver) }
+            }
+            LinkMode::DryRun => 0,
+        };
+        write(target.mapping, d.table, d.index, d.offset, value)?;
+    }
+    if mode == LinkMode::DryRun && !report.unresolved.is_empty() {
+        report.unresolved.sort();
+        report.unresolved.dedup();
+    }
+    Ok(report)
+}
+
+fn write(
+    mapping: &mut Mapping,
+    table: &'static str,
+    index: usize,
+    offset: u64,
+    value: u64,
+) -> KindResult<()> {
+    if mapping.write_u64(offset, value) {
+        Ok(())
+    } else {
+        Err(ErrorKind::RelocationOutOfBounds {
+            table,
+            index,
+            offset,
+            width: 8,
+        })
+    }
+}
+
+/// Apply one `Elf64_Rela`; returns the resolver address if the value must
+/// come from an IFUNC resolver later.
+#[allow(clippy::too_many_arguments)]
+fn apply_one(
+    target: &mut LinkTarget<'_>,
+    scope: &[Provider<'_>],
+    mode: LinkMode,
+    table: &'static str,
+    index: usize,
+    r: &Rela,
+    cache: &mut HashMap<u32, Option<Binding>>,
+    report: &mut LinkReport,
+    on_bind: &mut impl FnMut(&[u8], Option<&[u8]>, &Binding),
+) -> KindResult<Option<(u64, bool)>> {
+    let bias = target.mapping.bias();
+    let unsupported = || ErrorKind::UnsupportedRelocation {
+        table,
+        index,
+        rtype: r.rtype,
+        name: arch::relocation_name(r.rtype),
+        offset: r.offset,
+    };
+    match r.rtype {
+        arch::R_NONE => return Ok(None),
+        arch::R_RELATIVE => {
+            write(
+                target.mapping,
+                table,
+                index,
+                r.offset,
+                bias.wrapping_add(r.addend as u64),
+            )?;
+            return Ok(None);
+        }
+        arch::R_IRELATIVE => {
+            // Check the target now so a bad offset fails before any call.
+            if !target.mapping.writable_range(r.offset, 8) {
+                return Err(ErrorKind::RelocationOutOfBounds {
+                    table,
+                    index,
+                    offset: r.offset,
+                    width: 8,
+                });
+            }
+            return Ok(Some((bias.wrapping_add(r.addend as u64), false)));
+        }
+        arch::R_64 | arch::R_GLOB_DAT | arch::R_JUMP_SLOT | arch::R_SIZE64 => {}
+        arch::R_DTPMOD64 | arch::R_DTPOFF64 | arch::R_TPOFF64 => {
+            return Err(ErrorKind::TlsUnsupported {
+                detail: format!(
+                    "relocation {index} in {table} is {} at {:#x}",
+                    arch::relocation_name(r.rtype),
+                    r.offset
+                ),
+            });
+        }
+        _ => return Err(unsupported()),
+    }
+
+    let binding = if r.sym == 0 {
+        // No symbol: S is 0 (absolute addend).
+        Some(Binding {
+            addr: 0,
+            size: 0,
+            ifunc: false,
+            resolver_in_code: false,
+            provider: usize::MAX,
+            tls_module: None,
+            value: 0,
+        })
+    } else {
+        let sym = target
+            .symbols
+            .symbol(r.sym)
+            .ok_or(ErrorKind::SymbolIndexOutOfRange {
+                table,
+                index,
+                offset: r.offset,
+                symbol: r.sym,
+                count: target.symbols.len(),
+            })?;
+        match cache.get(&r.sym) {
+            Some(b) => *b,
+            None => {
+                let b = bind_symbol(target, scope, r.sym, &sym, mode, report, on_bind)?;
+                cache.insert(r.sym, b);
+                b
+            }
+        }
+    };
+    let Some(b) = binding else {
+        // Weak undefined, or unresolved in a dry run: the slot stays 0.
+        write(target.mapping, table, index, r.offset, 0)?;
+        return Ok(None);
+    };
+    if b.ifunc && r.rtype != arch::R_SIZE64 {
+        if !target.mapping.writable_range(r.offset, 8) {
+            return Err(ErrorKind::RelocationOutOfBounds {
+                table,
+                index,
+                offset: r.offset,
+                width: 8,
+            });
+        }
+        // Only R_64 carries an addend onto an IFUNC; psABI defines the
+        // result as the resolved address plus the addend, which the
+        // deferred pass cannot add, so refuse the rare non-zero case.
+        if r.addend != 0 {
+            return Err(unsupported());
+        }
+        if !b.resolver_in_code && b.provider != usize::MAX {
+            return Err(ErrorKind::BadCodePointer {
+                what: format!("IFUNC resolver bound by relocation {index} in {table}"),
+                addr: b.addr,
+            });
+        }
+        return Ok(Some((b.addr, b.provider != usize::MAX)));
+    }
+    let value = match r.rtype {
+        arch::R_64 => b.addr.wrapping_add(r.addend as u64),
+        arch::R_SIZE64 => b.size.wrapping_add(r.addend as u64),
+        _ => b.addr,
+    };
+    write(target.mapping, table, index, r.offset, value)?;
+    Ok(None)
+}
+
+fn bind_symbol(
+    target: &LinkTarget<'_>,
+    scope: &[Provider<'_>],
+    index: u32,
+    sym: &Sym,
+    mode: LinkMode,
+    report: &mut LinkReport,
+    on_bind: &mut impl FnMut(&[u8], Option<&[u8]>, &Binding),
+) -> KindResult<Option<Binding>> {
+    let bias = target.mapping.bias();
+    if sym.bind() == symbols::STB_LOCAL {
+        // Local symbols bind to themselves; no lookup.
+        return Ok(Some(binding_for(*sym, bias, usize::MAX, target.tls_module)));
+    }
+    let name = target.symbols.symbol_name(sym)?;
+    let version = target.symbols.required_version(index);
+    let version_name = match version {
+        Some(v) => Some(target.symbols.string(u64::from(v.name))?),
+        None => None,
+    };
+    let req = Request {
+        name,
+        gnu_hash: symbols::gnu_hash(name),
+        version: version.zip(version_name).map(|(v, n)| VersionRequest {
+            name: n,
+            hash: v.hash,
+            exact_only: false,
+        }),
+    };
+    if let Some(b) = resolve_in_scope(scope, &req) {
+        if matches!(
+            scope.get(b.provider),
+            Some(Provider::HostGlobal | Provider::Host(_))
+        ) {
+            report.host_bindings += 1;
+        }
+        on_bind(name, version_name, &b);
+        return Ok(Some(b));
+    }
+    if sym.bind() == symbols::STB_WEAK {
+        return Ok(None);
+    }
+    let shown = String::from_utf8_lossy(name).into_owned();
+    let vshown = version_name.map(|v| String::from_utf8_lossy(v).into_owned());
+    match mode {
+        LinkMode::DryRun => {
+            report.unresolved.push(match &vshown {
+                Some(v) => format!("{shown}@{v}"),
+                None => shown,
+            });
+            Ok(None)
+        }
+        LinkMode::Run => Err(ErrorKind::UnresolvedSymbol {
+            name: shown,
+            version: vshown,
+            referenced_by: Some(target.name.to_string()),
+        }),
+    }
+}
+
+/// Decode `DT_RELR` (packed relative relocations): an even word is an
+/// address to relocate; an odd word is a bitmap of the 63 words after the
+/// last address. Returns how many words were relocated.
+fn apply_relr(mapping: &mut Mapping, relr: VRange, bias: u64) -> KindResult<usize> {
+    let bytes = mapping
+        .read_only(relr.vaddr, relr.size)
+        .ok_or(ErrorKind::TableOutsideImage {
+            tag: "DT_RELR",
+            addr: relr.vaddr,
+            end: relr.vaddr.saturating_add(relr.size),
+        })?;
+    let mut next: Option<u64> = None;
+    let mut count = 0usize;
+    for (index, chunk) in bytes.as_slice().chunks_exact(8).enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let entry = u64::from_le_bytes(word);
+        let fail = |offset| ErrorKind::RelocationOutOfBounds {
+            table: "DT_RELR",
+            index,
+            offset,
+            width: 8,
+        };
+        if entry & 1 == 0 {
+            if !mapping.add_u64(entry, bias) {
+                return Err(fail(entry));
+            }
+            count += 1;
+            next = Some(entry.wrapping_add(8));
+        } else {
+            let base = next.ok_or_else(|| ErrorKind::MalformedTable {
+                table: "DT_RELR",
+                detail: format!("entry {index} is a bitmap with no address before it"),
+            })?;
+            let mut bits = entry >> 1;
+            let mut at = base;
+            while bits != 0 {
+                if bits & 1 != 0 {
+                    if !mapping.add_u64(at, bias) {
+                        return Err(fail(at));
+                    }
+                    count += 1;
+                }
+                bits >>= 1;
+                at = at.wrapping_add(8);
+            }
+            next = Some(base.wrapping_add(63 * 8));
+        }
+    }
+    Ok(count)
+}

@@ -1,0 +1,745 @@
+//! Symbol tables of one object: `.dynsym`, `.dynstr`, GNU and SysV hash
+//! tables, and symbol versions.
+//!
+//! Owns: finding a symbol by name (and version) in one object, exactly as
+//! glibc matches it, and bounding every table read by the segment it lives
+//! in. Must never: follow a hash chain without a bound, index a table
+//! without a check, or search more than one object (scopes are `link::scope`).
+
+use crate::elf::DynamicInfo;
+use crate::error::{ErrorKind, KindResult};
+use crate::map::{Mapping, RoBytes};
+
+pub const SYM_SIZE: usize = 24;
+
+pub const STB_LOCAL: u8 = 0;
+pub const STB_GLOBAL: u8 = 1;
+pub const STB_WEAK: u8 = 2;
+pub const STB_GNU_UNIQUE: u8 = 10;
+
+pub const STT_NOTYPE: u8 = 0;
+pub const STT_OBJECT: u8 = 1;
+pub const STT_FUNC: u8 = 2;
+pub const STT_COMMON: u8 = 5;
+pub const STT_TLS: u8 = 6;
+pub const STT_GNU_IFUNC: u8 = 10;
+
+pub const SHN_UNDEF: u16 = 0;
+pub const SHN_ABS: u16 = 0xfff1;
+
+const VERSYM_HIDDEN: u16 = 0x8000;
+const VER_FLG_BASE: u16 = 1;
+const VER_FLG_WEAK: u16 = 2;
+/// Version indices are 15 bits; more entries than this is a corrupt table.
+const MAX_VERSIONS: usize = 0x8000;
+
+/// One `Elf64_Sym`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sym {
+    pub name: u32,
+    pub info: u8,
+    pub other: u8,
+    pub shndx: u16,
+    pub value: u64,
+    pub size: u64,
+}
+
+impl Sym {
+    pub fn bind(&self) -> u8 {
+        self.info >> 4
+    }
+    pub fn kind(&self) -> u8 {
+        self.info & 0xf
+    }
+    pub fn is_defined(&self) -> bool {
+        self.shndx != SHN_UNDEF
+    }
+}
+
+/// A version a reference asks for or a definition carries.
+#[derive(Debug, Clone, Copy)]
+pub struct VersionName {
+    /// Offset of the name in `.dynstr`.
+    pub name: u32,
+    pub hash: u32,
+    /// Definition: `VER_FLG_BASE`. Reference: `VER_FLG_WEAK`.
+    pub flags: u16,
+    /// For references, the `.dynstr` offset of the file name in `VERNEED`.
+    pub file: u32,
+}
+
+/// What a lookup asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub name: &'a [u8],
+    pub gnu_hash: u32,
+    pub version: Option<VersionRequest<'a>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct VersionRequest<'a> {
+    pub name: &'a [u8],
+    pub hash: u32,
+    /// A hidden or weak reference only matches its exact version.
+    pub exact_only: bool,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(name: &'a [u8], version: Option<&'a [u8]>) -> Self {
+        Request {
+            name,
+            gnu_hash: gnu_hash(name),
+            version: version.map(|v| VersionRequest {
+                name: v,
+                hash: sysv_hash(v),
+                exact_only: false,
+            }),
+        }
+    }
+}
+
+/// The GNU hash function (Bernstein's, as binutils uses it).
+pub fn gnu_hash(name: &[u8]) -> u32 {
+    name.iter().fold(5381u32, |h, &c| {
+        h.wrapping_mul(33).wrapping_add(u32::from(c))
+    })
+}
+
+/// The System V ELF hash function.
+pub fn sysv_hash(name: &[u8]) -> u32 {
+    let mut h: u32 = 0;
+    for &c in name {
+        h = (h << 4).wrapping_add(u32::from(c));
+        let g = h & 0xf000_0000;
+        if g != 0 {
+            h ^= g >> 24;
+        }
+        h &= !g;
+    }
+    h
+}
+
+#[derive(Debug, Clone, Copy)]
+struct GnuHash {
+    nbuckets: u32,
+    symoffset: u32,
+    bloom_mask: u32,
+    bloom_shift: u32,
+    bloom: RoBytes,
+    buckets: RoBytes,
+    chains: RoBytes,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SysvHash {
+    nbucket: u32,
+    buckets: RoBytes,
+    chains: RoBytes,
+}
+
+/// The symbol tables of one mapped object.
+#[derive(Debug)]
+pub struct SymbolTable {
+    strtab: RoBytes,
+    symtab: RoBytes,
+    count: u32,
+    gnu: Option<GnuHash>,
+    sysv: Option<SysvHash>,
+    versym: Option<RoBytes>,
+    /// Definitions by version index.
+    verdefs: Vec<Option<VersionName>>,
+    /// References by version index.
+    verneeds: Vec<Option<VersionName>>,
+}
+
+fn u32_at(bytes: &RoBytes, index: usize) -> Option<u32> {
+    let off = index.checked_mul(4)?;
+    let b = bytes.as_slice().get(off..off + 4)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn u64_at(bytes: &RoBytes, index: usize) -> Option<u64> {
+    let off = index.checked_mul(8)?;
+    let b = bytes.as_slice().get(off..off + 8)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    Some(u64::from_le_bytes(a))
+}
+
+fn u16_at(bytes: &[u8], off: usize) -> Option<u16> {
+    let b = bytes.get(off..off.checked_add(2)?)?;
+    Some(u16::from_le_bytes([b[0], b[1]]))
+}
+
+fn u32_at_off(bytes: &[u8], off: usize) -> Option<u32> {
+    let b = bytes.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn malformed(table: &'static str, detail: impl Into<String>) -> ErrorKind {
+    ErrorKind::MalformedTable {
+        table,
+        detail: detail.into(),
+    }
+}
+
+impl SymbolTable {
+    /// Locate and validate the tables `dynamic` points to inside `mapping`.
+    pub fn new(mapping: &Mapping, dynamic: &DynamicInfo) -> KindResult<SymbolTable> {
+        let strtab = match dynamic.strtab {
+            Some(r) => mapping
+                .read_only(r.vaddr, r.size)
+                .ok_or(ErrorKind::TableOutsideImage {
+                    tag: "DT_STRTAB",
+                    addr: r.vaddr,
+                    end: r.vaddr.saturating_add(r.size),
+                })?,
+            None => RoBytes::EMPTY,
+        };
+        let mut table = SymbolTable {
+            strtab,
+            symtab: RoBytes::EMPTY,
+            count: 0,
+            gnu: None,
+            sysv: None,
+            versym: None,
+            verdefs: Vec::new(),
+            verneeds: Vec::new(),
+        };
+        let Some(symtab_addr) = dynamic.symtab else {
+            return Ok(table);
+        };
+        if let Some(addr) = dynamic.hash {
+            table.sysv = Some(parse_sysv(mapping, addr)?);
+        }
+        let mut count = table.sysv.map(|s| (s.chains.len() / 4) as u32);
+        if let Some(addr) = dynamic.gnu_hash {
+            let (gnu, gnu_count) = parse_gnu(mapping, addr)?;
+            table.gnu = Some(gnu);
+            count = Some(count.map_or(gnu_count, |c| c.max(gnu_count)));
+        }
+        let count = count.ok_or(ErrorKind::NoHashTable)?;
+        let sym_bytes = u64::from(count) * SYM_SIZE as u64;
+        table.symtab =
+            mapping
+                .read_only(symtab_addr, sym_bytes)
+                .ok_or(ErrorKind::TableOutsideImage {
+                    tag: "DT_SYMTAB",
+                    addr: symtab_addr,
+                    end: symtab_addr.saturating_add(sym_bytes),
+                })?;
+        table.count = count;
+        if let Some(g) = table.gnu.as_mut() {
+            // The chain array covers symbols symoffset..count.
+            let n = (count.saturating_sub(g.symoffset) as usize) * 4;
+            if g.chains.len() < n {
+                return Err(malformed(
+                    "DT_GNU_HASH",
+                    "chain array is shorter than the symbol table",
+                ));
+            }
+        }
+        if let Some(addr) = dynamic.versym {
+            let len = u64::from(count) * 2;
+            table.versym = Some(mapping.read_only(addr, len).ok_or(
+                ErrorKind::TableOutsideImage {
+                    tag: "DT_VERSYM",
+                    addr,
+                    end: addr.saturating_add(len),
+                },
+            )?);
+        }
+        if let Some((addr, num)) = dynamic.verdef {
+            table.verdefs = parse_verdef(mapping, addr, num)?;
+        }
+        if let Some((addr, num)) = dynamic.verneed {
+            table.verneeds = parse_verneed(mapping, addr, num)?;
+        }
+        Ok(table)
+    }
+
+    /// Number of entries in `.dynsym`.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn has_gnu_hash(&self) -> bool {
+        self.gnu.is_some()
+    }
+
+    pub fn has_sysv_hash(&self) -> bool {
+        self.sysv.is_some()
+    }
+
+    pub fn symbol(&self, index: u32) -> Option<Sym> {
+        if index >= self.count {
+            return None;
+        }
+        let off = index as usize * SYM_SIZE;
+        let b = self.symtab.as_slice().get(off..off + SYM_SIZE)?;
+        Some(Sym {
+            name: u32_at_off(b, 0)?,
+            info: *b.get(4)?,
+            other: *b.get(5)?,
+            shndx: u16_at(b, 6)?,
+            value: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
+            size: u64::from_le_bytes(b.get(16..24)?.try_into().ok()?),
+        })
+    }
+
+    /// The NUL-terminated string at `offset` in `.dynstr`, without the NUL.
+    pub fn string(&self, offset: u64) -> KindResult<&[u8]> {
+        let bad = ErrorKind::BadString {
+            offset,
+            size: self.strtab.len() as u64,
+        };
+        let start = usize::try_from(offset).map_err(|_| bad.clone_kind())?;
+        let tail = self
+            .strtab
+            .as_slice()
+            .get(start..)
+            .ok_or(bad.clone_kind())?;
+        let end = tail.iter().position(|&b| b == 0).ok_or(bad)?;
+        Ok(&tail[..end])
+    }
+
+    pub fn symbol_name(&self, sym: &Sym) -> KindResult<&[u8]> {
+        self.string(u64::from(sym.name))
+    }
+
+    /// The raw version index of symbol `index` (0 when there is no table).
+    pub fn versym(&self, index: u32) -> u16 {
+        self.versym
+            .as_ref()
+            .and_then(|v| u16_at(v.as_slice(), index as usize * 2))
+            .unwrap_or(1)
+    }
+
+    /// The version a reference (an undefined symbol) asks for, if any.
+    pub fn required_version(&self, index: u32) -> Option<VersionName> {
+        let ndx = usize::from(self.versym(index) & !VERSYM_HIDDEN);
+        if ndx < 2 {
+            return None;
+        }
+        self.verneeds
+            .get(ndx)
+            .copied()
+            .flatten()
+            .or_else(|| self.verdefs.get(ndx).copied().flatten())
+    }
+
+    /// The version a definition carries, and whether it is hidden.
+    pub fn defined_version(&self, index: u32) -> Option<(VersionName, bool)> {
+        let raw = self.versym(index);
+        let ndx = usize::from(raw & !VERSYM_HIDDEN);
+        let v = self.verdefs.get(ndx).copied().flatten()?;
+        Some((v, raw & VERSYM_HIDDEN != 0))
+    }
+
+    /// Names of every version this object defines (not the base version).
+    pub fn version_definitions(&self) -> impl Iterator<Item = &VersionName> {
+        self.verdefs
+            .iter()
+            .flatten()
+            .filter(|v| v.flags & VER_FLG_BASE == 0)
+    }
+
+    pub fn version_references(&self) -> impl Iterator<Item = &VersionName> {
+        self.verneeds.iter().flatten()
+    }
+
+    /// Look `req` up in this object, as glibc's `do_lookup_x` does for one
+    /// object: hash chain, then name, then type, then version.
+    pub fn lookup(&self, req: &Request<'_>) -> Option<(u32, Sym)> {
+        if let Some(g) = &self.gnu {
+            return self.lookup_gnu(g, req);
+        }
+        if let Some(s) = &self.sysv {
+            return self.lookup_sysv(s, req);
+        }
+        None
+    }
+
+    fn lookup_gnu(&self, g: &GnuHash, req: &Request<'_>) -> Option<(u32, Sym)> {
+        let h = req.gnu_hash;
+        let word = u64_at(&g.bloom, ((h / 64) & g.bloom_mask) as usize)?;
+        let mask = (1u64 << (h % 64)) | (1u64 << ((h >> g.bloom_shift) % 64));
+        if word & mask != mask {
+            return None;
+        }
+        let mut index = u32_at(&g.buckets, (h % g.nbuckets) as usize)?;
+        if index == 0 || index < g.symoffset {
+            return None;
+        }
+        // Bounded by the symbol count: a chain that never sets its end bit
+        // stops at the table's end instead of running on.
+        while index < self.count {
+            let chain = u32_at(&g.chains, (index - g.symoffset) as usize)?;
+            if (chain | 1) == (h | 1)
+                && let Some(found) = self.check_match(index, req)
+            {
+                return Some(found);
+            }
+            if chain & 1 != 0 {
+                return None;
+            }
+            index += 1;
+        }
+        None
+    }
+
+    fn lookup_sysv(&self, s: &SysvHash, req: &Request<'_>) -> Option<(u32, Sym)> {
+        let h = sysv_hash(req.name);
+        let mut index = u32_at(&s.buckets, (h % s.nbucket) as usize)?;
+        // A chain visits each symbol at most once; more steps means a cycle.
+        let mut steps = 0u32;
+        while index != 0 && steps <= self.count {
+            if let Some(found) = self.check_match(index, req) {
+                return Some(found);
+            }
+            index = u32_at(&s.chains, index as usize)?;
+            steps += 1;
+        }
+        None
+    }
+
+    fn check_match(&self, index: u32, req: &Request<'_>) -> Option<(u32, Sym)> {
+        let sym = self.symbol(index)?;
+        if !sym.is_defined() || (sym.value == 0 && sym.shndx != SHN_ABS && sym.kind() != STT_TLS) {
+            return None;
+        }
+        if !matches!(
+            sym.kind(),
+            STT_NOTYPE | STT_OBJECT | STT_FUNC | STT_COMMON | STT_TLS | STT_GNU_IFUNC
+        ) {
+            return None;
+        }
+        if !matches!(sym.bind(), STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE) {
+            return None;
+        }
+        let name = self.string(u64::from(sym.name)).ok()?;
+        if name != req.name {
+            return None;
+        }
+        if self.versym.is_none() {
+            // An object without versions satisfies any request.
+            return Some((index, sym));
+        }
+        let raw = self.versym(index);
+        let hidden = raw & VERSYM_HIDDEN != 0;
+        let def = self
+            .verdefs
+            .get(usize::from(raw & !VERSYM_HIDDEN))
+            .copied()
+            .flatten();
+        match req.version {
+            None => {
+                // Unversioned lookups (dlsym) take the default version.
+                (!hidden).then_some((index, sym))
+            }
+            Some(want) => {
+                let matches = def.is_some_and(|d| {
+                    d.hash == want.hash
+                        && d.flags & VER_FLG_BASE == 0
+                        && self.string(u64::from(d.name)).ok() == Some(want.name)
+                });
+                if matches {
+                    return Some((index, sym));
+                }
+                // glibc accepts an unversioned (base or global) definition for
+                // a versioned reference, unless it is hidden.
+                let unversioned = def.is_none_or(|d| d.flags & VER_FLG_BASE != 0);
+                (unversioned && !hidden && !want.exact_only).then_some((index, sym))
+            }
+        }
+    }
+
+    /// Iterate every defined, exported symbol (for `mmld info`).
+    pub fn exported(&self) -> impl Iterator<Item = (u32, Sym)> + '_ {
+        (1..self.count).filter_map(move |i| {
+            let s = self.symbol(i)?;
+            (s.is_defined() && s.bind() != STB_LOCAL).then_some((i, s))
+        })
+    }
+}
+
+impl ErrorKind {
+    fn clone_kind(&self) -> ErrorKind {
+        match self {
+            ErrorKind::BadString { offset, size } => ErrorKind::BadString {
+                offset: *offset,
+                size: *size,
+            },
+            other => ErrorKind::Other(other.to_string()),
+        }
+    }
+}
+
+fn parse_sysv(mapping: &Mapping, addr: u64) -> KindResult<SysvHash> {
+    let region = mapping
+        .read_only_until_segment_end(addr)
+        .ok_or(ErrorKind::TableOutsideImage {
+            tag: "DT_HASH",
+            addr,
+            end: addr,
+        })?;
+    let nbucket = u32_at(&region, 0).ok_or_else(|| malformed("DT_HASH", "header truncated"))?;
+    let nchain = u32_at(&region, 1).ok_or_else(|| malformed("DT_HASH", "header truncated"))?;
+    if nbucket == 0 {
+        return Err(malformed("DT_HASH", "zero buckets"));
+    }
+    let buckets_len = u64::from(nbucket) * 4;
+    let chains_len = u64::from(nchain) * 4;
+    let buckets = mapping
+        .read_only(addr + 8, buckets_len)
+        .ok_or(ErrorKind::TableOutsideImage {
+            tag: "DT_HASH buckets",
+            addr: addr + 8,
+            end: addr + 8 + buckets_len,
+        })?;
+    let chains_at = addr + 8 + buckets_len;
+    let chains = mapping
+        .read_only(chains_at, chains_len)
+        .ok_or(ErrorKind::TableOutsideImage {
+            tag: "DT_HASH chains",
+            addr: chains_at,
+            end: chains_at + chains_len,
+        })?;
+    Ok(SysvHash {
+        nbucket,
+        buckets,
+        chains,
+    })
+}
+
+/// Parse the GNU hash table and count the symbols it covers (the dynamic
+/// section does not say how many symbols there are).
+fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u32)> {
+    let region = mapping
+        .read_only_until_segment_end(addr)
+        .ok_or(ErrorKind::TableOutsideImage {
+            tag: "DT_GNU_HASH",
+            addr,
+            end: addr,
+        })?;
+    let field = |i| u32_at(&region, i).ok_or_else(|| malformed("DT_GNU_HASH", "header truncated"));
+    let (nbuckets, symoffset, bloom_size, bloom_shift) =
+        (field(0)?, field(1)?, field(2)?, field(3)?);
+    if nbuckets == 0 {
+        return Err(malformed("DT_GNU_HASH", "zero buckets"));
+    }
+    if bloom_size == 0 || !bloom_size.is_power_of_two() {
+        return Err(malformed(
+            "DT_GNU_HASH",
+            format!("Bloom filter size {bloom_size} is not a power of two"),
+        ));
+    }
+    let bloom_at = addr + 16;
+    let bloom_len = u64::from(bloom_size) * 8;
+    let buckets_at = bloom_at + bloom_len;
+    let buckets_len = u64::from(nbuckets) * 4;
+    let chains_at = buckets_at + buckets_len;
+    let outside = |tag, a: u64, l: u64| ErrorKind::TableOutsideImage {
+        tag,
+        addr: a,
+        end: a.saturating_add(l),
+    };
+    let bloom = mapping.read_only(bloom_at, bloom_len).ok_or(outside(
+        "DT_GNU_HASH bloom filter",
+        bloom_at,
+        bloom_len,
+    ))?;
+    let buckets = mapping.read_only(buckets_at, buckets_len).ok_or(outside(
+        "DT_GNU_HASH buckets",
+        buckets_at,
+        buckets_len,
+    ))?;
+    let chains = mapping
+        .read_only_until_segment_end(chains_at)
+        .unwrap_or(RoBytes::EMPTY);
+
+    // The highest bucket start, then that chain's end, bounds the table.
+    let mut max_start = 0u32;
+    for i in 0..nbuckets as usize {
+        let b = u32_at(&buckets, i).ok_or_else(|| malformed("DT_GNU_HASH", "bucket truncated"))?;
+        if b != 0 && b < symoffset {
+            return Err(malformed(
+                "DT_GNU_HASH",
+                format!("bucket {i} starts at symbol {b}, below symoffset {symoffset}"),
+            ));
+        }
+        max_start = max_start.max(b);
+    }
+    let count = if max_start == 0 {
+        symoffset
+    } else {
+        let mut index = max_start;
+        loop {
+            let chain = u32_at(&chains, (index - symoffset) as usize).ok_or_else(|| {
+                malformed(
+                    "DT_GNU_HASH",
+                    format!("chain starting at symbol {max_start} never ends inside its segment"),
+                )
+            })?;
+            if chain & 1 != 0 {
+                break index + 1;
+            }
+            index = index
+                .checked_add(1)
+                .ok_or_else(|| malformed("DT_GNU_HASH", "chain never ends"))?;
+        }
+    };
+    Ok((
+        GnuHash {
+            nbuckets,
+            symoffset,
+            bloom_mask: bloom_size - 1,
+            bloom_shift,
+            bloom,
+            buckets,
+            chains,
+        },
+        count,
+    ))
+}
+
+fn set_version(table: &mut Vec<Option<VersionName>>, ndx: u16, v: VersionName) {
+    let ndx = usize::from(ndx & !VERSYM_HIDDEN);
+    if ndx >= MAX_VERSIONS {
+        return;
+    }
+    if table.len() <= ndx {
+        table.resize(ndx + 1, None);
+    }
+    table[ndx] = Some(v);
+}
+
+fn parse_verdef(mapping: &Mapping, addr: u64, num: u64) -> KindResult<Vec<Option<VersionName>>> {
+    let mut out = Vec::new();
+    let mut at = addr;
+    for i in 0..num.min(MAX_VERSIONS as u64) {
+        let entry = mapping
+            .read_only(at, 20)
+            .ok_or(ErrorKind::TableOutsideImage {
+                tag: "DT_VERDEF",
+                addr: at,
+                end: at.saturating_add(20),
+            })?;
+        let e = entry.as_slice();
+        let bad = || malformed("DT_VERDEF", format!("entry {i} at {at:#x} is truncated"));
+        let flags = u16_at(e, 2).ok_or_else(bad)?;
+        let ndx = u16_at(e, 4).ok_or_else(bad)?;
+        let hash = u32_at_off(e, 8).ok_or_else(bad)?;
+        let aux = u32_at_off(e, 12).ok_or_else(bad)?;
+        let next = u32_at_off(e, 16).ok_or_else(bad)?;
+        let aux_at = at.checked_add(u64::from(aux)).ok_or_else(bad)?;
+        let name = mapping
+            .read_only(aux_at, 8)
+            .and_then(|a| u32_at_off(a.as_slice(), 0))
+            .ok_or(ErrorKind::TableOutsideImage {
+                tag: "DT_VERDEF aux",
+                addr: aux_at,
+                end: aux_at.saturating_add(8),
+            })?;
+        set_version(
+            &mut out,
+            ndx,
+            VersionName {
+                name,
+                hash,
+                flags,
+                file: 0,
+            },
+        );
+        if next == 0 {
+            break;
+        }
+        at = at.checked_add(u64::from(next)).ok_or_else(bad)?;
+    }
+    Ok(out)
+}
+
+fn parse_verneed(mapping: &Mapping, addr: u64, num: u64) -> KindResult<Vec<Option<VersionName>>> {
+    let mut out = Vec::new();
+    let mut at = addr;
+    // Total entries visited, bounded so a looping list cannot hang us.
+    let mut budget = MAX_VERSIONS;
+    for i in 0..num.min(MAX_VERSIONS as u64) {
+        let entry = mapping
+            .read_only(at, 16)
+            .ok_or(ErrorKind::TableOutsideImage {
+                tag: "DT_VERNEED",
+                addr: at,
+                end: at.saturating_add(16),
+            })?;
+        let e = entry.as_slice();
+        let bad = || malformed("DT_VERNEED", format!("entry {i} at {at:#x} is truncated"));
+        let cnt = u16_at(e, 2).ok_or_else(bad)?;
+        let file = u32_at_off(e, 4).ok_or_else(bad)?;
+        let aux = u32_at_off(e, 8).ok_or_else(bad)?;
+        let next = u32_at_off(e, 12).ok_or_else(bad)?;
+        let mut aux_at = at.checked_add(u64::from(aux)).ok_or_else(bad)?;
+        for _ in 0..cnt {
+            budget = budget
+                .checked_sub(1)
+                .ok_or_else(|| malformed("DT_VERNEED", "too many version references"))?;
+            let a = mapping
+                .read_only(aux_at, 16)
+                .ok_or(ErrorKind::TableOutsideImage {
+                    tag: "DT_VERNEED aux",
+                    addr: aux_at,
+                    end: aux_at.saturating_add(16),
+                })?;
+            let a = a.as_slice();
+            let bad_aux = || {
+                malformed(
+                    "DT_VERNEED",
+                    format!("aux entry at {aux_at:#x} is truncated"),
+                )
+            };
+            let hash = u32_at_off(a, 0).ok_or_else(bad_aux)?;
+            let flags = u16_at(a, 4).ok_or_else(bad_aux)?;
+            let other = u16_at(a, 6).ok_or_else(bad_aux)?;
+            let name = u32_at_off(a, 8).ok_or_else(bad_aux)?;
+            let anext = u32_at_off(a, 12).ok_or_else(bad_aux)?;
+            set_version(
+                &mut out,
+                other,
+                VersionName {
+                    name,
+                    hash,
+                    flags: flags & VER_FLG_WEAK,
+                    file,
+                },
+            );
+            if anext == 0 {
+                break;
+            }
+            aux_at = aux_at.checked_add(u64::from(anext)).ok_or_else(bad_aux)?;
+        }
+        if next == 0 {
+            break;
+        }
+        at = at.checked_add(u64::from(next)).ok_or_else(bad)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_functions_match_known_values() {
+        // Values from the gABI and binutils documentation examples.
+        assert_eq!(gnu_hash(b""), 5381);
+        assert_eq!(gnu_hash(b"printf"), 0x156b_2bb8);
+        assert_eq!(sysv_hash(b""), 0);
+        assert_eq!(sysv_hash(b"printf"), 0x0779_05a6);
+        assert_eq!(sysv_hash(b"GLIBC_2.2.5"), 0x0963_cf85);
+    }
+}

@@ -1,0 +1,484 @@
+//! MAP: turn a validated [`LoadPlan`] into memory.
+//!
+//! Owns: the object's address span, from one `PROT_NONE` reservation to the
+//! final `munmap`, and every access LINK and RUN make to it (bounds- and
+//! permission-checked reads and writes). Must never: interpret ELF tables
+//! (that is LINK), or hand out a reference into memory that can change while
+//! the reference lives.
+
+mod sys;
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::ptr::NonNull;
+
+use crate::arch::current::PAGE_SIZE;
+use crate::elf::{LoadPlan, Segment, VRange, page_down, page_up};
+use crate::error::{ErrorKind, KindResult};
+
+/// How segment permissions are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protection {
+    /// Exactly what each segment's `p_flags` ask for: a runnable object.
+    Exact,
+    /// Never executable: for inspecting or checking untrusted files.
+    Inert,
+}
+
+/// Where the segments' contents come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// `MAP_PRIVATE` file mappings: text shared through the page cache.
+    Mmap,
+    /// Copy each segment into anonymous memory, as a naive loader would.
+    Read,
+}
+
+/// A segment as mapped.
+#[derive(Debug, Clone, Copy)]
+pub struct MappedSegment {
+    pub plan: Segment,
+    /// The protection the segment ended up with.
+    pub prot: i32,
+}
+
+/// The object's mapped span. Unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+    /// Added to an object's virtual address to get a process address.
+    bias: u64,
+    segments: Vec<MappedSegment>,
+    /// Page range made read-only after relocation.
+    sealed: Option<(u64, u64)>,
+    strategy: Strategy,
+    protection: Protection,
+}
+
+// SAFETY: `Mapping` owns its span exclusively; the raw base pointer is only
+// an address. Mutation goes through `&mut self`, reads of read-only pages are
+// immutable data, so sharing or sending it between threads is sound.
+unsafe impl Send for Mapping {}
+// SAFETY: see `Send` above: `&Mapping` only permits reads.
+unsafe impl Sync for Mapping {}
+
+fn prot_of(seg: &Segment, protection: Protection) -> i32 {
+    let mut prot = 0;
+    if seg.readable() {
+        prot |= libc::PROT_READ;
+    }
+    if seg.writable() {
+        prot |= libc::PROT_WRITE;
+    }
+    if seg.executable() {
+        match protection {
+            Protection::Exact => prot |= libc::PROT_EXEC,
+            // Inert images must stay readable for inspection.
+            Protection::Inert => prot |= libc::PROT_READ,
+        }
+    }
+    prot
+}
+
+fn map_err(what: &'static str) -> impl FnOnce(io::Error) -> ErrorKind {
+    move |source| ErrorKind::Mmap { what, source }
+}
+
+impl Mapping {
+    /// Reserve the span and map each `PT_LOAD` of `file` into it.
+    pub fn map(
+        file: &File,
+        plan: &LoadPlan,
+        strategy: Strategy,
+        protection: Protection,
+    ) -> KindResult<Mapping> {
+        let mut mapping = Self::reserve(plan, strategy, protection)?;
+        for seg in &plan.segments {
+            let prot = prot_of(seg, protection);
+            match strategy {
+                Strategy::Mmap => mapping.map_segment_from_file(file, seg, prot)?,
+                Strategy::Read => mapping.fill_segment(seg, prot, |dst, offset| {
+                    file.read_exact_at(dst, offset)
+                        .map_err(|source| ErrorKind::Io {
+                            op: "reading a segment",
+                            source,
+                        })
+                })?,
+            }
+            mapping.segments.push(MappedSegment { plan: *seg, prot });
+        }
+        Ok(mapping)
+    }
+
+    /// Build the image from bytes already in memory (fuzzing, tests): each
+    /// segment is copied into anonymous memory. The plan was validated
+    /// against `bytes.len()`, so every file range is inside `bytes`.
+    pub fn from_bytes(
+        bytes: &[u8],
+        plan: &LoadPlan,
+        protection: Protection,
+    ) -> KindResult<Mapping> {
+        let mut mapping = Self::reserve(plan, Strategy::Read, protection)?;
+        for seg in &plan.segments {
+            let prot = prot_of(seg, protection);
+            mapping.fill_segment(seg, prot, |dst, offset| {
+                let start = usize::try_from(offset).ok();
+                let src = start
+                    .and_then(|s| bytes.get(s..s.checked_add(dst.len())?))
+                    .ok_or(ErrorKind::SegmentOutOfFile {
+                        index: seg.index,
+                        offset,
+                        end: offset.saturating_add(dst.len() as u64),
+                        file_len: bytes.len() as u64,
+                    })?;
+                dst.copy_from_slice(src);
+                Ok(())
+            })?;
+            mapping.segments.push(MappedSegment { plan: *seg, prot });
+        }
+        Ok(mapping)
+    }
+
+    fn reserve(plan: &LoadPlan, strategy: Strategy, protection: Protection) -> KindResult<Mapping> {
+        let span = usize::try_from(plan.span()).map_err(|_| ErrorKind::SegmentTooLarge {
+            index: 0,
+            vaddr: plan.min_vaddr,
+            memsz: plan.span(),
+            limit: crate::elf::MAX_SPAN,
+        })?;
+        let align = usize::try_from(plan.max_align).unwrap_or(usize::MAX);
+        // Over-reserve so an aligned start exists, then give back the slack:
+        // objects with p_align above the page size (huge-page friendly
+        // layouts) expect their start to be that aligned.
+        let extra = if align > PAGE_SIZE as usize && align <= (1 << 30) {
+            align - PAGE_SIZE as usize
+        } else {
+            0
+        };
+        let total = span
+            .checked_add(extra)
+            .ok_or_else(|| map_err("reserving address space")(io::Error::other("span overflow")))?;
+        let raw = sys::reserve(total).map_err(map_err("reserving address space"))?;
+        let raw_addr = raw.as_ptr() as usize;
+        let aligned = if extra > 0 {
+            raw_addr.next_multiple_of(align)
+        } else {
+            raw_addr
+        };
+        let head = aligned - raw_addr;
+        let tail = total - head - span;
+        // SAFETY: head and tail are the unused ends of the reservation just
+        // made; nothing refers to them.
+        unsafe {
+            let _ = sys::unmap(raw.as_ptr(), head);
+            let _ = sys::unmap(raw.as_ptr().add(head + span), tail);
+        }
+        let base = NonNull::new(aligned as *mut u8).unwrap_or(raw);
+        Ok(Mapping {
+            base,
+            len: span,
+            bias: (aligned as u64).wrapping_sub(plan.min_vaddr),
+            segments: Vec::with_capacity(plan.segments.len()),
+            sealed: None,
+            strategy,
+            protection,
+        })
+    }
+
+    /// Process address of the page holding object address `vaddr`. The plan
+    /// guarantees `min_vaddr <= vaddr < max_vaddr`.
+    fn ptr_at(&self, vaddr: u64) -> *mut u8 {
+        // Callers check that vaddr is inside the span before using the result.
+        self.base
+            .as_ptr()
+            .wrapping_add(vaddr.wrapping_sub(self.min_vaddr()) as usize)
+    }
+
+    fn min_vaddr(&self) -> u64 {
+        (self.base.as_ptr() as u64).wrapping_sub(self.bias)
+    }
+
+    fn map_segment_from_file(&mut self, file: &File, seg: &Segment, prot: i32) -> KindResult<()> {
+        let page_start = page_down(seg.vaddr);
+        let file_map_end = if seg.filesz > 0 {
+            page_up(seg.file_end_vaddr()).unwrap_or(u64::MAX)
+        } else {
+            page_start
+        };
+        let zero_tail =
+            seg.memsz > seg.filesz && seg.filesz > 0 && seg.file_end_vaddr() % PAGE_SIZE != 0;
+        if file_map_end > page_start {
+            // The last file page is writable for a moment if its tail must be
+            // zeroed, as the kernel does for ELF executables.
+            let map_prot = if zero_tail {
+                prot | libc::PROT_WRITE
+            } else {
+                prot
+            };
+            // SAFETY: page_start..file_map_end lies inside this mapping's
+            // reservation (the plan bounds every segment by max_vaddr), and
+            // no reference into the reservation exists yet.
+            unsafe {
+                sys::map_file_fixed(
+                    self.ptr_at(page_start),
+                    (file_map_end - page_start) as usize,
+                    map_prot,
+                    file.as_fd(),
+                    page_down(seg.offset),
+                )
+            }
+            .map_err(map_err("mapping a segment from the file"))?;
+            if zero_tail {
+                self.zero_bss_tail(seg, prot, map_prot)?;
+            }
+        }
+        self.map_anonymous_rest(seg, file_map_end, prot)
+    }
+
+    /// Zero the part of the last file page past `p_filesz`: the file has
+    /// other bytes there, but the program expects `.bss` zeros.
+    fn zero_bss_tail(&mut self, seg: &Segment, prot: i32, map_prot: i32) -> KindResult<()> {
+        let start = seg.file_end_vaddr();
+        let end = page_up(start).unwrap_or(start);
+        // SAFETY: start..end is the tail of a page just mapped writable
+        // (map_prot has PROT_WRITE) inside our reservation.
+        unsafe { std::ptr::write_bytes(self.ptr_at(start), 0, (end - start) as usize) };
+        if map_prot != prot {
+            let page = page_down(start);
+            // SAFETY: restoring the segment's own protection on its own page.
+            unsafe { sys::protect(self.ptr_at(page), PAGE_SIZE as usize, prot) }
+                .map_err(map_err("restoring protection after zeroing .bss"))?;
+        }
+        Ok(())
+    }
+
+    fn map_anonymous_rest(&mut self, seg: &Segment, from: u64, prot: i32) -> KindResult<()> {
+        let end = page_up(seg.end()).unwrap_or(u64::MAX);
+        if end > from {
+            // SAFETY: from..end is inside the reservation (segment bounds
+            // are validated against max_vaddr) and not referenced yet.
+            unsafe { sys::map_anon_fixed(self.ptr_at(from), (end - from) as usize, prot) }
+                .map_err(map_err("mapping anonymous .bss pages"))?;
+        }
+        Ok(())
+    }
+
+    /// Copy a segment's file bytes into fresh anonymous memory.
+    fn fill_segment(
+        &mut self,
+        seg: &Segment,
+        prot: i32,
+        read: impl FnOnce(&mut [u8], u64) -> KindResult<()>,
+    ) -> KindResult<()> {
+        let page_start = page_down(seg.vaddr);
+        let end = page_up(seg.end()).unwrap_or(u64::MAX);
+        // SAFETY: page_start..end is inside the reservation, unreferenced.
+        unsafe {
+            sys::map_anon_fixed(
+                self.ptr_at(page_start),
+                (end - page_start) as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        }
+        .map_err(map_err("mapping anonymous memory for a segment"))?;
+        if seg.filesz > 0 {
+            // SAFETY: vaddr..vaddr+filesz is inside the pages just mapped
+            // read-write, and this slice is the only reference to them.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(self.ptr_at(seg.vaddr), seg.filesz as usize)
+            };
+            read(dst, seg.offset)?;
+        }
+        // SAFETY: same pages, now given the segment's own protection.
+        unsafe { sys::protect(self.ptr_at(page_start), (end - page_start) as usize, prot) }
+            .map_err(map_err("protecting a copied segment"))
+    }
+
+    /// Make the RELRO range read-only. Like glibc, only whole pages inside
+    /// the range are protected: the page holding its end may carry data.
+    pub fn seal_relro(&mut self, relro: VRange) -> KindResult<()> {
+        let start = page_down(relro.vaddr);
+        let end = page_down(relro.vaddr.saturating_add(relro.size));
+        if end <= start {
+            return Ok(());
+        }
+        // SAFETY: the plan checked that the RELRO range lies inside a
+        // segment, so these pages are ours; nothing holds references into
+        // writable pages (writes go through raw pointers).
+        unsafe { sys::protect(self.ptr_at(start), (end - start) as usize, libc::PROT_READ) }
+            .map_err(map_err("making RELRO read-only"))?;
+        self.sealed = Some((start, end));
+        Ok(())
+    }
+
+    /// A view of `len` bytes at `vaddr`, which must lie in a readable segment
+    /// that is never writable.
+    pub fn read_only(&self, vaddr: u64, len: u64) -> Option<RoBytes> {
+        let seg = self.segment_containing(vaddr, len)?;
+        if seg.plan.writable() || seg.prot & libc::PROT_READ == 0 {
+            return None;
+        }
+        Some(RoBytes {
+            ptr: self.ptr_at(vaddr),
+            len: len as usize,
+        })
+    }
+
+    /// The read-only segment holding `vaddr`: lets LINK bound a table whose
+    /// length it does not know yet.
+    pub fn read_only_until_segment_end(&self, vaddr: u64) -> Option<RoBytes> {
+        let seg = self.segment_containing(vaddr, 1)?;
+        self.read_only(vaddr, seg.plan.end() - vaddr)
+    }
+
+    pub fn segment_containing(&self, vaddr: u64, len: u64) -> Option<&MappedSegment> {
+        self.segments.iter().find(|s| s.plan.contains(vaddr, len))
+    }
+
+    /// Read 8 bytes from any readable segment.
+    pub fn read_u64(&self, vaddr: u64) -> Option<u64> {
+        let seg = self.segment_containing(vaddr, 8)?;
+        if seg.prot & libc::PROT_READ == 0 {
+            return None;
+        }
+        // SAFETY: the 8 bytes are inside a mapped, readable segment; an
+        // unaligned read of plain bytes is always valid.
+        Some(unsafe { self.ptr_at(vaddr).cast::<u64>().read_unaligned() })
+    }
+
+    /// Write 8 bytes into a writable segment that has not been sealed.
+    pub fn write_u64(&mut self, vaddr: u64, value: u64) -> bool {
+        if !self.writable_range(vaddr, 8) {
+            return false;
+        }
+        // SAFETY: the range is inside a mapped writable segment outside the
+        // sealed RELRO pages; no Rust reference points into writable pages.
+        unsafe { self.ptr_at(vaddr).cast::<u64>().write_unaligned(value) };
+        true
+    }
+
+    /// Add `delta` to the 8 bytes at `vaddr` (packed relative relocations
+    /// keep their addend in place).
+    pub fn add_u64(&mut self, vaddr: u64, delta: u64) -> bool {
+        if !self.writable_range(vaddr, 8) {
+            return false;
+        }
+        // SAFETY: as in `write_u64`; reading first is valid for the same
+        // reason (writable segments are readable on x86-64).
+        unsafe {
+            let p = self.ptr_at(vaddr).cast::<u64>();
+            p.write_unaligned(p.read_unaligned().wrapping_add(delta));
+        }
+        true
+    }
+
+    pub fn writable_range(&self, vaddr: u64, len: u64) -> bool {
+        let Some(seg) = self.segment_containing(vaddr, len) else {
+            return false;
+        };
+        if seg.prot & libc::PROT_WRITE == 0 {
+            return false;
+        }
+        match self.sealed {
+            Some((s, e)) => vaddr.saturating_add(len) <= s || vaddr >= e,
+            None => true,
+        }
+    }
+
+    /// Is `vaddr` inside an executable segment?
+    pub fn executable_at(&self, vaddr: u64) -> bool {
+        self.segment_containing(vaddr, 1)
+            .is_some_and(|s| s.plan.executable())
+    }
+
+    /// Process address for object address `vaddr`.
+    pub fn address_of(&self, vaddr: u64) -> u64 {
+        vaddr.wrapping_add(self.bias)
+    }
+
+    /// Object address for process address `addr`, if it is in the span.
+    pub fn vaddr_of(&self, addr: u64) -> Option<u64> {
+        let base = self.base.as_ptr() as u64;
+        (addr >= base && addr < base + self.len as u64).then(|| addr.wrapping_sub(self.bias))
+    }
+
+    pub fn bias(&self) -> u64 {
+        self.bias
+    }
+
+    pub fn base(&self) -> u64 {
+        self.base.as_ptr() as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn segments(&self) -> &[MappedSegment] {
+        &self.segments
+    }
+
+    pub fn sealed_range(&self) -> Option<(u64, u64)> {
+        self.sealed
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    pub fn protection(&self) -> Protection {
+        self.protection
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the span is ours; the registry drops a mapping only after
+        // the object's destructors ran and its last handle is gone.
+        let _ = unsafe { sys::unmap(self.base.as_ptr(), self.len) };
+    }
+}
+
+/// Bytes of a read-only segment of a live [`Mapping`].
+///
+/// Invariant: a `RoBytes` is stored only next to the `Mapping` that made it
+/// (inside the same loaded object), so it never outlives the mapping, and the
+/// bytes never change because read-only segments are never made writable.
+#[derive(Debug, Clone, Copy)]
+pub struct RoBytes {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the bytes are immutable for the mapping's life (see invariant).
+unsafe impl Send for RoBytes {}
+// SAFETY: as above.
+unsafe impl Sync for RoBytes {}
+
+impl RoBytes {
+    pub const EMPTY: RoBytes = RoBytes {
+        ptr: std::ptr::NonNull::<u8>::dangling().as_ptr(),
+        len: 0,
+    };
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: by the type's invariant the bytes are mapped, readable
+        // and immutable for as long as this value is reachable.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}

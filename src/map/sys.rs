@@ -1,0 +1,113 @@
+//! Thin wrappers over the memory syscalls MAP needs.
+//!
+//! Owns: every `mmap`, `mprotect` and `munmap` call in mmld, turning their
+//! failures into `io::Error`. Must never: decide addresses or sizes: callers
+//! pass ranges inside a reservation they own, which is why these are `unsafe`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+
+/// Reserve `len` bytes of address space, inaccessible, at an address the
+/// kernel picks. Reserving is safe: it cannot clobber existing mappings.
+pub fn reserve(len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: a non-fixed anonymous PROT_NONE mapping creates new address
+    // space only; it cannot alias or replace anything that exists.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))
+}
+
+/// Map `len` bytes of `fd` from `offset` at exactly `addr`, privately.
+///
+/// # Safety
+/// `addr..addr+len` must lie inside a reservation the caller owns and that no
+/// Rust reference currently points into.
+pub unsafe fn map_file_fixed(
+    addr: *mut u8,
+    len: usize,
+    prot: i32,
+    fd: BorrowedFd<'_>,
+    offset: u64,
+) -> io::Result<()> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+    // SAFETY: the caller guarantees the range is its own reservation.
+    let p = unsafe {
+        libc::mmap(
+            addr.cast(),
+            len,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_FIXED,
+            fd.as_raw_fd(),
+            offset,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Map zero-filled anonymous memory at exactly `addr`.
+///
+/// # Safety
+/// As for [`map_file_fixed`].
+pub unsafe fn map_anon_fixed(addr: *mut u8, len: usize, prot: i32) -> io::Result<()> {
+    // SAFETY: the caller guarantees the range is its own reservation.
+    let p = unsafe {
+        libc::mmap(
+            addr.cast(),
+            len,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Change the protection of `addr..addr+len`.
+///
+/// # Safety
+/// The range must be inside a reservation the caller owns, and no Rust
+/// reference may rely on the access being removed.
+pub unsafe fn protect(addr: *mut u8, len: usize, prot: i32) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: the caller guarantees ownership of the range.
+    if unsafe { libc::mprotect(addr.cast(), len, prot) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Unmap `addr..addr+len`.
+///
+/// # Safety
+/// The caller must own the range and nothing may use it afterwards.
+pub unsafe fn unmap(addr: *mut u8, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: the caller guarantees ownership and that the range is dead.
+    if unsafe { libc::munmap(addr.cast(), len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
