@@ -95,6 +95,253 @@ const TEST_LIBS: &[TestLib] = &[
         extra_inputs: &[],
         extra_flags: &["-Wl,-z,undefs"],
     },
+    // Dependency trees (tests/deps.rs, testlibs/README.md). A built library
+    // listed in `sources` is a linker input: gcc records its soname as
+    // DT_NEEDED, in the order given, and its mtime counts for staleness.
+    // Each table entry must come after the libraries it links against.
+    TestLib {
+        output: "liborderlog.so",
+        sources: &["orderlog.c"],
+        extra_inputs: &["orderlog.h"],
+        extra_flags: &[],
+    },
+    // The diamond: libdtop in diamond/, the rest in diamond/lib/, every
+    // DT_NEEDED found through a $ORIGIN-relative DT_RUNPATH (new dtags).
+    TestLib {
+        output: "diamond/lib/libdbase.so",
+        sources: &["diamond/lib/base.c", "liborderlog.so"],
+        extra_inputs: &["orderlog.h"],
+        extra_flags: &["-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN/../.."],
+    },
+    TestLib {
+        output: "diamond/lib/libdleft.so",
+        sources: &["diamond/lib/left.c", "diamond/lib/libdbase.so", "liborderlog.so"],
+        extra_inputs: &["orderlog.h"],
+        extra_flags: &["-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN:$ORIGIN/../.."],
+    },
+    // The braced spelling of the token, on purpose.
+    TestLib {
+        output: "diamond/lib/libdright.so",
+        sources: &["diamond/lib/right.c", "diamond/lib/libdbase.so", "liborderlog.so"],
+        extra_inputs: &["orderlog.h"],
+        extra_flags: &[
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,${ORIGIN}:${ORIGIN}/../..",
+        ],
+    },
+    TestLib {
+        output: "diamond/libdtop.so",
+        sources: &[
+            "diamond/top.c",
+            "diamond/lib/libdleft.so",
+            "diamond/lib/libdright.so",
+            "liborderlog.so",
+        ],
+        extra_inputs: &["orderlog.h"],
+        extra_flags: &[
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN/lib:$ORIGIN/..",
+            "-Wl,-rpath-link,diamond/lib",
+        ],
+    },
+    // Same soname as diamond/lib/libdbase.so, says "alt": what
+    // LD_LIBRARY_PATH=testlibs/alt must find first.
+    TestLib {
+        output: "alt/libdbase.so",
+        sources: &["diamond/lib/base.c", "liborderlog.so"],
+        extra_inputs: &["orderlog.h"],
+        extra_flags: &[
+            "-DBASE_NAME=\"alt\"",
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN/..",
+        ],
+    },
+    // DT_RPATH inheritance: libchainmid has no search path of its own.
+    TestLib {
+        output: "rpath/lib/libchainleaf.so",
+        sources: &["rpath/lib/leaf.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    TestLib {
+        output: "alt/libchainleaf.so",
+        sources: &["rpath/lib/leaf.c"],
+        extra_inputs: &[],
+        extra_flags: &["-DLEAF_NAME=\"alt\""],
+    },
+    TestLib {
+        output: "rpath/lib/libchainmid.so",
+        sources: &["rpath/lib/mid.c", "rpath/lib/libchainleaf.so", "liborderlog.so"],
+        extra_inputs: &["orderlog.h"],
+        extra_flags: &[],
+    },
+    TestLib {
+        output: "rpath/libchaintop.so",
+        sources: &["rpath/top.c", "rpath/lib/libchainmid.so", "liborderlog.so"],
+        extra_inputs: &["orderlog.h"],
+        extra_flags: &[
+            "-Wl,--disable-new-dtags",
+            "-Wl,-rpath,$ORIGIN/lib:$ORIGIN/..",
+            "-Wl,-rpath-link,rpath/lib",
+        ],
+    },
+    TestLib {
+        output: "rpath/libchaintop_runpath.so",
+        sources: &["rpath/top.c", "rpath/lib/libchainmid.so", "liborderlog.so"],
+        extra_inputs: &["orderlog.h"],
+        extra_flags: &[
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN/lib:$ORIGIN/..",
+            "-Wl,-rpath-link,rpath/lib",
+        ],
+    },
+    // Interposition: libitop -> libimid -> libibottom, plus a library for
+    // the global scope and a DF_SYMBOLIC one (see DF_SYMBOLIC_OUTPUTS).
+    TestLib {
+        output: "interpose/libibottom.so",
+        sources: &["interpose/bottom.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    TestLib {
+        output: "interpose/libimid.so",
+        sources: &["interpose/mid.c", "interpose/libibottom.so"],
+        extra_inputs: &[],
+        extra_flags: &["-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN"],
+    },
+    TestLib {
+        output: "interpose/libitop.so",
+        sources: &["interpose/top.c", "interpose/libimid.so"],
+        extra_inputs: &[],
+        extra_flags: &[
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN",
+            "-Wl,-rpath-link,interpose",
+        ],
+    },
+    TestLib {
+        output: "interpose/libiglobal.so",
+        sources: &["interpose/global.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    TestLib {
+        output: "interpose/libisymbolic.so",
+        sources: &["interpose/symbolic.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    TestLib {
+        output: "interpose/libinosymbolic.so",
+        sources: &["interpose/symbolic.c"],
+        extra_inputs: &[],
+        extra_flags: &["-DNAME=\"nosymbolic\""],
+    },
+    // A DT_NEEDED cycle, linked in two passes: libcyca against a stub
+    // libcycb (same soname, undefined references allowed), then the real
+    // libcycb against libcyca.
+    TestLib {
+        output: "cycle/stub/libcycb.so",
+        sources: &["cycle/cycb.c", "liborderlog.so"],
+        extra_inputs: &["orderlog.h"],
+        extra_flags: &["-Wl,-z,undefs"],
+    },
+    TestLib {
+        output: "cycle/libcyca.so",
+        sources: &["cycle/cyca.c", "cycle/stub/libcycb.so", "liborderlog.so"],
+        extra_inputs: &["orderlog.h"],
+        extra_flags: &["-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN:$ORIGIN/.."],
+    },
+    TestLib {
+        output: "cycle/libcycb.so",
+        sources: &["cycle/cycb.c", "cycle/libcyca.so", "liborderlog.so"],
+        extra_inputs: &["orderlog.h"],
+        extra_flags: &[
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN:$ORIGIN/..",
+            "-Wl,-rpath-link,cycle/stub",
+        ],
+    },
+    // Unloading: DF_1_NODELETE (with a dependency), and a plain library
+    // for OpenOptions::nodelete.
+    TestLib {
+        output: "nodelete/libnodeldep.so",
+        sources: &["nodelete/nodeldep.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    TestLib {
+        output: "nodelete/libnodel.so",
+        sources: &["nodelete/nodel.c", "nodelete/libnodeldep.so"],
+        extra_inputs: &[],
+        extra_flags: &[
+            "-Wl,-z,nodelete",
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    },
+    TestLib {
+        output: "nodelete/libkeep.so",
+        sources: &["nodelete/keep.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    // `mmld check`: two unresolved symbols in two objects of one tree.
+    TestLib {
+        output: "libcheckbad.so",
+        sources: &["checkbad.c", "libmissing.so"],
+        extra_inputs: &[],
+        extra_flags: &[
+            "-Wl,-z,undefs",
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    },
+    // Runtime issue: thread-local storage in its supported and refused forms.
+    TestLib {
+        output: "libtls.so",
+        sources: &["tls.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    TestLib {
+        output: "libtls_static.so",
+        sources: &["tls_static.c"],
+        extra_inputs: &[],
+        extra_flags: &["-ftls-model=initial-exec"],
+    },
+    TestLib {
+        output: "libtls_desc.so",
+        sources: &["tls_desc.c"],
+        extra_inputs: &[],
+        extra_flags: &["-mtls-dialect=gnu2"],
+    },
+    TestLib {
+        output: "libtlshost.so",
+        sources: &["tlshost.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    // Needs libtlshost.so, which the tests load with glibc first.
+    TestLib {
+        output: "libtlsuser.so",
+        sources: &["tlsuser.c"],
+        extra_inputs: &["libtlshost.so"],
+        extra_flags: &["-L.", "-Wl,--no-as-needed", "-ltlshost"],
+    },
+    // C++: exceptions, static destructors, thread_local, unique symbols.
+    TestLib {
+        output: "libcxx.so",
+        sources: &["cxx.cpp"],
+        extra_inputs: &["cxx_shared.h"],
+        extra_flags: &["-Wl,--no-as-needed", "-lstdc++"],
+    },
+    TestLib {
+        output: "libcxx_b.so",
+        sources: &["cxx_b.cpp"],
+        extra_inputs: &["cxx_shared.h"],
+        extra_flags: &["-Wl,--no-as-needed", "-lstdc++"],
+    },
 ];
 
 fn main() {
@@ -164,6 +411,18 @@ fn compile(dir: &Path, lib: &TestLib) {
     // up to date. The pid keeps concurrent cargo invocations (e.g. an IDE
     // and a terminal) from writing the same file.
     let tmp_name = format!("{}.{}.tmp", lib.output, process::id());
+    // Outputs in subdirectories with no sources of their own (cycle/stub/)
+    // need their directory created.
+    if let Some(parent) = Path::new(lib.output).parent() {
+        fs::create_dir_all(dir.join(parent)).unwrap_or_else(|e| {
+            panic!("cannot create testlibs/{}: {e}", parent.display())
+        });
+    }
+    // The soname is the file name, also for outputs in subdirectories.
+    let soname = Path::new(lib.output)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(lib.output);
 
     // Run in testlibs/ so relative paths in flags (e.g. version scripts)
     // resolve, and so the paths recorded in debug info stay short.
@@ -173,7 +432,7 @@ fn compile(dir: &Path, lib: &TestLib) {
         .args(lib.extra_flags)
         // Without a soname, ld names the base version definition after the
         // output file, which here is the temporary name.
-        .arg(format!("-Wl,-soname,{}", lib.output))
+        .arg(format!("-Wl,-soname,{soname}"))
         .args(lib.sources)
         .arg("-o")
         .arg(&tmp_name)
@@ -201,6 +460,9 @@ fn compile(dir: &Path, lib: &TestLib) {
             lib.output, output.status
         );
     }
+    if DF_SYMBOLIC_OUTPUTS.contains(&lib.output) {
+        set_df_symbolic(&tmp_path);
+    }
     let final_path = dir.join(lib.output);
     fs::rename(&tmp_path, &final_path).unwrap_or_else(|e| {
         panic!(
@@ -209,4 +471,52 @@ fn compile(dir: &Path, lib: &TestLib) {
             final_path.display()
         )
     });
+}
+
+/// Outputs that get `DF_SYMBOLIC` set in their `DT_FLAGS` after linking.
+/// `-Bsymbolic` would set it too, but it also makes ld bind the library's
+/// references to its own definitions at link time, leaving nothing for the
+/// loader to decide; patching the flag keeps the references as symbol
+/// relocations, so the test shows whether the loader honours the flag
+/// (glibc treats `DF_SYMBOLIC` exactly like a `DT_SYMBOLIC` entry).
+const DF_SYMBOLIC_OUTPUTS: &[&str] = &["interpose/libisymbolic.so"];
+
+/// Sets `DF_SYMBOLIC` in the `DT_FLAGS` entry of a freshly linked ELF64
+/// little-endian shared object (every library here has one: `-z now` puts
+/// `DF_BIND_NOW` there).
+fn set_df_symbolic(path: &Path) {
+    const PT_DYNAMIC: u32 = 2;
+    const DT_NULL: u64 = 0;
+    const DT_FLAGS: u64 = 30;
+    const DF_SYMBOLIC: u64 = 0x2;
+    let mut elf = fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+    let u32_at = |b: &[u8], at: usize| {
+        u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    };
+    let u64_at = |b: &[u8], at: usize| {
+        u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let phoff = u64_at(&elf, 0x20) as usize;
+    let phentsize = u16_at(&elf, 0x36);
+    let phnum = u16_at(&elf, 0x38);
+    let dynamic = (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .find(|&ph| u32_at(&elf, ph) == PT_DYNAMIC)
+        .unwrap_or_else(|| panic!("{} has no PT_DYNAMIC", path.display()));
+    let (offset, size) = (u64_at(&elf, dynamic + 8) as usize, u64_at(&elf, dynamic + 0x20) as usize);
+    for entry in (offset..offset + size).step_by(16) {
+        match u64_at(&elf, entry) {
+            DT_NULL => break,
+            DT_FLAGS => {
+                let value = u64_at(&elf, entry + 8) | DF_SYMBOLIC;
+                elf[entry + 8..entry + 16].copy_from_slice(&value.to_le_bytes());
+                fs::write(path, &elf)
+                    .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+                return;
+            }
+            _ => {}
+        }
+    }
+    panic!("{} has no DT_FLAGS entry to set DF_SYMBOLIC in", path.display());
 }

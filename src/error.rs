@@ -179,6 +179,19 @@ pub enum ErrorKind {
         "object has text relocations (DT_TEXTREL); refused by policy (allow with OpenOptions::allow_text_relocations)"
     )]
     TextRelocations,
+    #[error(
+        "segment {index} (PT_LOAD at {vaddr:#x}) shares the page at {page:#x} with segment {previous}; mmld maps whole pages, so PT_LOADs must not share one"
+    )]
+    SegmentsSharePage {
+        index: usize,
+        previous: usize,
+        vaddr: u64,
+        page: u64,
+    },
+    #[error(
+        "PT_GNU_RELRO ({vaddr:#x}..{end:#x}) does not lie inside one writable PT_LOAD"
+    )]
+    RelroNotWritable { vaddr: u64, end: u64 },
     #[error("no PT_DYNAMIC segment: not a dynamically loadable object")]
     NoDynamic,
     #[error(
@@ -190,6 +203,15 @@ pub enum ErrorKind {
         tag: &'static str,
         addr: u64,
         end: u64,
+    },
+    #[error(
+        "{tag} ({addr:#x}..{end:#x}) runs past the end of the file-backed part of its segment at {segment_end:#x}"
+    )]
+    TableOverrunsSegment {
+        tag: &'static str,
+        addr: u64,
+        end: u64,
+        segment_end: u64,
     },
     #[error(
         "dynamic entry {tag} at {addr:#x} lies in a writable segment; mmld requires it read-only"
@@ -218,6 +240,14 @@ pub enum ErrorKind {
     BadString { offset: u64, size: u64 },
     #[error("malformed {table}: {detail}")]
     MalformedTable { table: &'static str, detail: String },
+    #[error("{table} has zero hash buckets")]
+    EmptyHashTable { table: &'static str },
+    #[error("{table}: the hash chain starting at symbol {start} never ends ({detail})")]
+    EndlessHashChain {
+        table: &'static str,
+        start: u32,
+        detail: String,
+    },
     #[error("no symbol hash table (neither DT_GNU_HASH nor DT_HASH)")]
     NoHashTable,
     #[error(
@@ -268,7 +298,7 @@ pub enum ErrorKind {
     SymbolSizeMismatch { requested: usize, pointer: usize },
     #[error("{what} at {addr:#x} does not point into an executable segment of this object")]
     BadCodePointer { what: String, addr: u64 },
-    #[error("thread-local storage is not supported yet: {detail}")]
+    #[error("unsupported thread-local storage: {detail}")]
     TlsUnsupported { detail: String },
     #[error("{what}: {source}")]
     Mmap {

@@ -91,6 +91,8 @@ struct Pending {
     code_ranges: Vec<(u64, u64)>,
     /// Load bias of this object's mapping (fixed once mapped).
     bias: u64,
+    /// TLS module id, reserved at mapping when the object has `PT_TLS`.
+    tls: Option<crate::runtime::tls::TlsModule>,
     report: LinkReport,
 }
 
@@ -149,6 +151,7 @@ pub fn open(path: &Path, settings: Settings) -> Result<Loaded> {
             e.nodelete |= settings.nodelete;
         }
     }
+    register_exit_handler();
     run_constructors(&root);
     Ok(Loaded {
         scope: materialize_scope(&scope_items, &objects),
@@ -374,6 +377,7 @@ impl Batch {
             "mapped"
         );
         let name = soname.clone().unwrap_or_else(|| display_name(path));
+        let plan_tls = plan.tls;
         self.pending.push(Pending {
             path: abs,
             name,
@@ -391,6 +395,7 @@ impl Batch {
             deps: Vec::new(),
             code_ranges,
             bias: mapping.bias(),
+            tls: plan_tls.map(|_| crate::runtime::tls::TlsModule::reserve()),
             report: LinkReport::default(),
         });
         self.mappings.push(mapping);
@@ -695,7 +700,7 @@ impl Batch {
                         name: &q.name,
                         symbols: &q.symbols,
                         bias: q.bias,
-                        tls_module: None,
+                        tls_module: q.tls.as_ref().map(|t| t.id),
                         code: &q.code_ranges,
                     }
                 }
@@ -708,7 +713,7 @@ impl Batch {
                 name: &p.name,
                 symbols: &p.symbols,
                 bias: p.bias,
-                tls_module: None,
+                tls_module: p.tls.as_ref().map(|t| t.id),
                 code: &p.code_ranges,
             });
         }
@@ -725,7 +730,7 @@ impl Batch {
             mapping,
             dynamic: &p.dynamic,
             symbols: &p.symbols,
-            tls_module: None,
+            tls_module: p.tls.as_ref().map(|t| t.id),
         };
         let from = p.name.clone();
         let report = link::relocate(&mut target, &scope, mode, |sym, ver, b: &Binding| {
@@ -744,6 +749,22 @@ impl Batch {
             }
         })
         .at(&p.path, Stage::Link)?;
+        // The TLS image is taken after relocation: .tdata can hold
+        // relocated pointers.
+        if let (Some(t), Some(module), LinkMode::Run) = (p.plan.tls, p.tls.as_ref(), mode) {
+            let image = mapping
+                .copy_out(t.vaddr, t.filesz)
+                .ok_or(ErrorKind::TableOutsideImage {
+                    tag: "PT_TLS",
+                    addr: t.vaddr,
+                    end: t.vaddr.saturating_add(t.filesz),
+                })
+                .at(&p.path, Stage::Link)?;
+            module
+                .publish(image, t.memsz, t.align)
+                .map_err(|detail| ErrorKind::TlsUnsupported { detail })
+                .at(&p.path, Stage::Link)?;
+        }
         if let Some(relro) = p.plan.relro {
             mapping.seal_relro(relro).at(&p.path, Stage::Map)?;
         }
@@ -767,6 +788,7 @@ impl Batch {
             let fini = crate::runtime::finalizers(&mapping, &p.dynamic).at(&p.path, Stage::Run)?;
             ready.push((p, mapping, fini));
         }
+        let any_unique = ready.iter().any(|(p, _, _)| p.report.unique_bindings > 0);
         let ids: Vec<u64> = ready.iter().map(|_| registry::next_object_id()).collect();
         let mut resolved = Vec::with_capacity(ready.len());
         let mut objects = Vec::with_capacity(ready.len());
@@ -791,13 +813,17 @@ impl Batch {
         }
         let mut reg = registry::registry();
         for o in &objects {
-            let nodelete = o.dynamic.nodelete();
+            // Like glibc, an object whose STB_GNU_UNIQUE definitions were
+            // bound stays loaded: other objects may use them.
+            let nodelete = o.dynamic.nodelete()
+                || (any_unique && o.symbols.defines_unique());
             reg.entries.push(Entry {
                 object: Arc::clone(o),
                 open_count: 0,
                 global: false,
                 nodelete,
                 init_seq: 0,
+                pending_thread_dtors: 0,
             });
         }
         Ok(objects)
@@ -919,6 +945,36 @@ fn run_constructors(root: &Arc<LoadedObject>) {
     }
 }
 
+/// Run, at process exit, the destructors of objects still loaded (glibc does
+/// the same for libraries opened with `dlopen`). Nothing is unmapped: exit
+/// handlers registered by those objects may still run after this.
+extern "C" fn finalize_at_exit() {
+    // A thread stuck inside a load at exit must not make exit hang.
+    let Some(_guard) = LOADER_LOCK.try_lock() else { return };
+    let mut live: Vec<(u64, Arc<LoadedObject>)> = registry::registry()
+        .entries
+        .iter()
+        .map(|e| (e.init_seq, Arc::clone(&e.object)))
+        .collect();
+    live.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, obj) in live {
+        if obj.initialized.load(Ordering::Acquire) && !obj.finalized.swap(true, Ordering::AcqRel) {
+            // SAFETY: still mapped (registry and we hold it); destructors
+            // were validated at load.
+            unsafe { crate::runtime::run_finalizers(&obj.finalizers) };
+        }
+    }
+}
+
+fn register_exit_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a function with the C library's exit handlers;
+        // it takes no arguments and only touches mmld's own state.
+        unsafe { libc::atexit(finalize_at_exit) };
+    });
+}
+
 /// Drop one open handle on `root`; unload whatever is no longer needed.
 pub fn close(root: &Arc<LoadedObject>) {
     let _guard = LOADER_LOCK.lock();
@@ -956,8 +1012,18 @@ fn make_object(
             Resolved::Existing(o) => Some(o.id),
         })
         .collect();
+    // Unwind tables are registered before any constructor can throw.
+    let frames = crate::runtime::unwind::FrameRegistration::register(&mapping, p.plan.eh_frame_hdr);
+    crate::runtime::debugger::add(
+        id,
+        &p.path,
+        mapping.bias(),
+        p.plan.dynamic.map_or(0, |d| mapping.address_of(d.vaddr)),
+    );
     LoadedObject {
         id,
+        tls: p.tls,
+        frames,
         path: p.path,
         name: p.name,
         soname: p.soname,

@@ -14,6 +14,8 @@ use crate::link::host::HostLibrary;
 use crate::link::symbols::{Request, Sym, SymbolTable};
 use crate::link::{LinkReport, Provider};
 use crate::map::Mapping;
+use crate::runtime::tls::TlsModule;
+use crate::runtime::unwind::FrameRegistration;
 use crate::search::Provenance;
 
 /// An entry of a scope: provided by the host, or mapped by mmld.
@@ -77,8 +79,20 @@ pub struct LoadedObject {
     pub code_ranges: Vec<(u64, u64)>,
     pub(crate) initialized: AtomicBool,
     pub(crate) finalized: AtomicBool,
+    /// The object's TLS module, unregistered (and every thread's block
+    /// freed) when the object is dropped.
+    pub tls: Option<TlsModule>,
+    /// Unwind tables registered with libgcc; deregistered before unmapping.
+    pub frames: Option<FrameRegistration>,
     /// Kept last: dropped after everything that points into it.
     pub mapping: Mapping,
+}
+
+impl Drop for LoadedObject {
+    fn drop(&mut self) {
+        // Debuggers must forget the object before its memory goes away.
+        crate::runtime::debugger::remove(self.id);
+    }
 }
 
 impl LoadedObject {
@@ -87,7 +101,7 @@ impl LoadedObject {
             name: &self.name,
             symbols: &self.symbols,
             bias: self.mapping.bias(),
-            tls_module: None,
+            tls_module: self.tls.as_ref().map(|t| t.id),
             code: &self.code_ranges,
         }
     }

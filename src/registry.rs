@@ -32,6 +32,18 @@ impl LoaderLock {
         }
     }
 
+    /// Take the lock only if no other thread holds it.
+    pub fn try_lock(&self) -> Option<LoaderGuard<'_>> {
+        let me = thread::current().id();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match state.0 {
+            None => *state = (Some(me), 1),
+            Some(owner) if owner == me => state.1 += 1,
+            Some(_) => return None,
+        }
+        Some(LoaderGuard { lock: self })
+    }
+
     pub fn lock(&self) -> LoaderGuard<'_> {
         let me = thread::current().id();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -78,6 +90,8 @@ pub struct Entry {
     pub nodelete: bool,
     /// Position in constructor order; destructors run in reverse.
     pub init_seq: u64,
+    /// Thread-local destructors registered by its code and not yet run.
+    pub pending_thread_dtors: usize,
 }
 
 #[derive(Default)]
@@ -99,6 +113,27 @@ pub fn next_object_id() -> u64 {
 
 pub fn next_init_seq() -> u64 {
     NEXT_INIT_SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A thread-local destructor was registered by code of the object whose
+/// span holds `addr`: keep that object loaded until it has run. Returns the
+/// object's id.
+pub fn thread_dtor_registered(addr: u64) -> Option<u64> {
+    let mut reg = registry();
+    let e = reg
+        .entries
+        .iter_mut()
+        .find(|e| e.object.mapping.vaddr_of(addr).is_some())?;
+    e.pending_thread_dtors += 1;
+    Some(e.object.id)
+}
+
+/// A destructor counted by [`thread_dtor_registered`] has run. The object
+/// is unloaded by the next close that finds it unused, as with glibc.
+pub fn thread_dtor_done(id: u64) {
+    if let Some(e) = registry().entry_mut(id) {
+        e.pending_thread_dtors = e.pending_thread_dtors.saturating_sub(1);
+    }
 }
 
 /// Short, data-only access to the registry.
@@ -141,7 +176,7 @@ impl Registry {
         let mut stack: Vec<u64> = self
             .entries
             .iter()
-            .filter(|e| e.open_count > 0 || e.nodelete)
+            .filter(|e| e.open_count > 0 || e.nodelete || e.pending_thread_dtors > 0)
             .map(|e| e.object.id)
             .collect();
         while let Some(id) = stack.pop() {

@@ -289,19 +289,23 @@ fn table_with_size(
 
 fn check_range(plan: &LoadPlan, tag: &'static str, r: VRange, read_only: bool) -> KindResult<()> {
     let end = r.vaddr.saturating_add(r.size);
+    // The start decides the segment: a start outside every segment is one
+    // error, a table that starts well but runs on (a size entry too large)
+    // is another.
     let seg = plan
-        .segment_containing(r.vaddr, r.size)
+        .segment_containing(r.vaddr, 1)
         .ok_or(ErrorKind::TableOutsideImage {
             tag,
             addr: r.vaddr,
             end,
         })?;
     // A table must come from the file, not from zero-filled .bss.
-    if end > seg.file_end_vaddr() {
-        return Err(ErrorKind::TableOutsideImage {
+    if r.vaddr.checked_add(r.size).is_none_or(|e| e > seg.file_end_vaddr()) {
+        return Err(ErrorKind::TableOverrunsSegment {
             tag,
             addr: r.vaddr,
             end,
+            segment_end: seg.file_end_vaddr(),
         });
     }
     if read_only && seg.writable() {

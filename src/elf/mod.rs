@@ -61,17 +61,26 @@ impl ElfFile {
             return Err(ErrorKind::NotRegularFile { what });
         }
         let file_len = meta.len();
-        let mut head = vec![0u8; FIRST_READ.min(file_len as usize)];
+        let mut head = vec![0u8; usize::try_from(file_len).unwrap_or(FIRST_READ).min(FIRST_READ)];
         read_exact_at(&file, &mut head, 0, "reading the ELF header")?;
-        let extent = LoadPlan::header_extent(&head)?;
-        if extent > head.len() as u64 && extent <= file_len {
-            head.resize(extent as usize, 0);
-            read_exact_at(&file, &mut head, 0, "reading program headers")?;
-        }
-        let plan = LoadPlan::parse(&head, file_len)?;
+        // Read exactly the program header table (at most 65535 * 56 bytes),
+        // wherever the header says it is: never "everything up to it".
+        let (ph_offset, ph_len) = LoadPlan::program_header_range(&head, file_len)?;
+        let in_head = usize::try_from(ph_offset).ok().and_then(|start| {
+            head.get(start..start.checked_add(usize::try_from(ph_len).ok()?)?)
+        });
+        let plan = match in_head {
+            Some(table) => LoadPlan::parse_parts(&head, table, file_len)?,
+            None => {
+                let mut table = vec![0u8; usize::try_from(ph_len).unwrap_or(0)];
+                read_exact_at(&file, &mut table, ph_offset, "reading program headers")?;
+                LoadPlan::parse_parts(&head, &table, file_len)?
+            }
+        };
         let dynamic = match plan.dynamic_file {
             Some((offset, size)) => {
-                let mut bytes = vec![0u8; size as usize];
+                // The plan checked offset + size <= file_len.
+                let mut bytes = vec![0u8; usize::try_from(size).unwrap_or(0)];
                 read_exact_at(&file, &mut bytes, offset, "reading the dynamic section")?;
                 DynamicInfo::parse(&bytes, &plan)?
             }

@@ -21,6 +21,9 @@ pub const PHDR_SIZE: usize = 56;
 /// real libraries are a few hundred MiB; a larger claim is a corrupt or
 /// hostile file, refused before any `mmap`.
 pub const MAX_SPAN: u64 = 1 << 36;
+/// Largest `PT_TLS` block (and alignment) accepted: every thread that uses
+/// the module gets one block. Real libraries use kilobytes.
+pub const MAX_TLS: u64 = 1 << 28;
 
 pub const PF_X: u32 = ph::PF_X;
 pub const PF_W: u32 = ph::PF_W;
@@ -110,12 +113,12 @@ pub struct LoadPlan {
 }
 
 impl LoadPlan {
-    /// Byte count of the prefix of the file that holds the ELF header and the
-    /// program header table, given the header bytes. The reader uses it to
-    /// decide whether one read was enough.
-    pub fn header_extent(ehdr: &[u8]) -> KindResult<u64> {
-        let header = parse_ident_and_header(ehdr, u64::MAX)?;
-        Ok(header.e_phoff + u64::from(header.e_phnum) * PHDR_SIZE as u64)
+    /// File range `(offset, length)` of the program header table, from the
+    /// ELF header bytes, checked to lie inside a file of `file_len` bytes.
+    /// The reader uses it to read exactly the table, wherever it is.
+    pub fn program_header_range(ehdr: &[u8], file_len: u64) -> KindResult<(u64, u64)> {
+        let header = parse_ident_and_header(ehdr, file_len)?;
+        table_range(&header, file_len)
     }
 
     /// Validate the header and program headers. `bytes` must start at file
@@ -123,37 +126,50 @@ impl LoadPlan {
     /// `file_len` is the size of the whole file.
     pub fn parse(bytes: &[u8], file_len: u64) -> KindResult<LoadPlan> {
         let header = parse_ident_and_header(bytes, file_len)?;
-        let phoff = header.e_phoff;
-        let phnum = header.e_phnum;
-        let table_end = phoff
-            .checked_add(u64::from(phnum) * PHDR_SIZE as u64)
-            .ok_or(ErrorKind::ProgramHeadersOutOfFile {
-                offset: phoff,
-                count: phnum,
-                file_len,
+        let (offset, len) = table_range(&header, file_len)?;
+        let table = usize::try_from(offset)
+            .ok()
+            .and_then(|start| bytes.get(start..start.checked_add(usize::try_from(len).ok()?)?))
+            .ok_or_else(|| {
+                ErrorKind::BadHeader(format!(
+                    "program header table ends at {:#x}, but only {:#x} bytes were read",
+                    offset.saturating_add(len),
+                    bytes.len()
+                ))
             })?;
-        if table_end > file_len {
-            return Err(ErrorKind::ProgramHeadersOutOfFile {
-                offset: phoff,
-                count: phnum,
-                file_len,
-            });
-        }
-        let start = usize::try_from(phoff).map_err(|_| ErrorKind::ProgramHeadersOutOfFile {
-            offset: phoff,
-            count: phnum,
-            file_len,
-        })?;
-        if bytes.len() < table_end as usize {
+        Self::from_header_and_table(&header, table, file_len)
+    }
+
+    /// Validate the header (in `ehdr`, the first bytes of the file) and the
+    /// program header table (in `table`, read from the range
+    /// [`program_header_range`](Self::program_header_range) returned).
+    pub fn parse_parts(ehdr: &[u8], table: &[u8], file_len: u64) -> KindResult<LoadPlan> {
+        let header = parse_ident_and_header(ehdr, file_len)?;
+        let (offset, len) = table_range(&header, file_len)?;
+        if table.len() as u64 != len {
             return Err(ErrorKind::BadHeader(format!(
-                "program header table ends at {table_end:#x}, but only {:#x} bytes were read",
-                bytes.len()
+                "program header table at {offset:#x} is {len:#x} bytes, but {:#x} were read",
+                table.len()
             )));
         }
+        Self::from_header_and_table(&header, table, file_len)
+    }
+
+    fn from_header_and_table(
+        header: &goblin::elf64::header::Header,
+        table: &[u8],
+        file_len: u64,
+    ) -> KindResult<LoadPlan> {
         let ctx = Ctx::new(Container::Big, Endian::Little);
-        let phdrs = ProgramHeader::parse(bytes, start, usize::from(phnum), ctx)
+        let phdrs = ProgramHeader::parse(table, 0, usize::from(header.e_phnum), ctx)
             .map_err(|e| ErrorKind::BadHeader(format!("program headers: {e}")))?;
-        Self::from_program_headers(header.e_type, header.e_entry, phoff, phdrs, file_len)
+        Self::from_program_headers(
+            header.e_type,
+            header.e_entry,
+            header.e_phoff,
+            phdrs,
+            file_len,
+        )
     }
 
     fn from_program_headers(
@@ -190,14 +206,25 @@ impl LoadPlan {
                         continue;
                     }
                     let seg = validate_load(index, p, file_len)?;
-                    if let Some(prev) = segments.last()
-                        && seg.vaddr < prev.end()
-                    {
-                        return Err(ErrorKind::SegmentsOverlap {
-                            index,
-                            vaddr: seg.vaddr,
-                            previous_end: prev.end(),
-                        });
+                    if let Some(prev) = segments.last() {
+                        if seg.vaddr < prev.end() {
+                            return Err(ErrorKind::SegmentsOverlap {
+                                index,
+                                vaddr: seg.vaddr,
+                                previous_end: prev.end(),
+                            });
+                        }
+                        // MAP gives each segment whole pages; a shared page
+                        // would get the later segment's protection and
+                        // contents. No real linker emits this layout.
+                        if page_up(prev.end()).is_none_or(|end| page_down(seg.vaddr) < end) {
+                            return Err(ErrorKind::SegmentsSharePage {
+                                index,
+                                previous: prev.index,
+                                vaddr: seg.vaddr,
+                                page: page_down(seg.vaddr),
+                            });
+                        }
                     }
                     plan.max_align = plan.max_align.max(seg.align);
                     segments.push(seg);
@@ -217,10 +244,20 @@ impl LoadPlan {
                             memsz: p.p_memsz,
                         });
                     }
-                    if p.p_align > 1 && !p.p_align.is_power_of_two() {
+                    if (p.p_align > 1 && !p.p_align.is_power_of_two()) || p.p_align > MAX_TLS {
                         return Err(ErrorKind::BadAlignment {
                             index,
                             align: p.p_align,
+                        });
+                    }
+                    // Every thread that touches the module gets a block of
+                    // p_memsz bytes: an absurd size is refused here.
+                    if p.p_memsz > MAX_TLS {
+                        return Err(ErrorKind::SegmentTooLarge {
+                            index,
+                            vaddr: p.p_vaddr,
+                            memsz: p.p_memsz,
+                            limit: MAX_TLS,
                         });
                     }
                     plan.tls = Some(TlsTemplate {
@@ -269,13 +306,17 @@ impl LoadPlan {
         // Every auxiliary range that later stages read must lie in the image.
         let inside = |r: &VRange| segments.iter().any(|s| s.contains(r.vaddr, r.size));
         if let Some(d) = plan.dynamic {
+            let (off, fsz) = plan.dynamic_file.unwrap_or((0, 0));
+            // The section is read from the file before mapping, so its file
+            // offset must be where the segment puts its address: otherwise
+            // the bytes READ checks are not the bytes in memory.
             let in_file = segments.iter().any(|s| {
                 s.contains(d.vaddr, d.size)
                     && d.vaddr
                         .checked_add(d.size)
                         .is_some_and(|e| e <= s.file_end_vaddr())
+                    && off.checked_sub(s.offset) == Some(d.vaddr - s.vaddr)
             });
-            let (off, fsz) = plan.dynamic_file.unwrap_or((0, 0));
             let file_ok = off.checked_add(fsz).is_some_and(|e| e <= file_len) && fsz <= d.size;
             if !in_file || !file_ok {
                 return Err(ErrorKind::DynamicOutsideImage {
@@ -286,19 +327,26 @@ impl LoadPlan {
         } else {
             return Err(ErrorKind::NoDynamic);
         }
-        for (what, range) in [
-            ("PT_GNU_RELRO", plan.relro),
-            ("PT_GNU_EH_FRAME", plan.eh_frame_hdr),
-        ] {
-            if let Some(r) = range
-                && !inside(&r)
-            {
-                return Err(ErrorKind::TableOutsideImage {
-                    tag: what,
-                    addr: r.vaddr,
-                    end: r.vaddr.saturating_add(r.size),
-                });
-            }
+        // RELRO is made read-only after relocation; anywhere but inside a
+        // writable segment that would strip another segment's permissions.
+        if let Some(r) = plan.relro
+            && !segments
+                .iter()
+                .any(|s| s.writable() && s.contains(r.vaddr, r.size))
+        {
+            return Err(ErrorKind::RelroNotWritable {
+                vaddr: r.vaddr,
+                end: r.vaddr.saturating_add(r.size),
+            });
+        }
+        if let Some(r) = plan.eh_frame_hdr
+            && !inside(&r)
+        {
+            return Err(ErrorKind::TableOutsideImage {
+                tag: "PT_GNU_EH_FRAME",
+                addr: r.vaddr,
+                end: r.vaddr.saturating_add(r.size),
+            });
         }
         if let Some(t) = plan.tls {
             let image = VRange {
@@ -396,6 +444,22 @@ fn validate_load(index: usize, p: &ProgramHeader, file_len: u64) -> KindResult<S
     })
 }
 
+/// The program header table's file range, checked against the file size
+/// without overflow.
+fn table_range(header: &goblin::elf64::header::Header, file_len: u64) -> KindResult<(u64, u64)> {
+    let offset = header.e_phoff;
+    let count = header.e_phnum;
+    let len = u64::from(count) * PHDR_SIZE as u64;
+    match offset.checked_add(len) {
+        Some(end) if end <= file_len => Ok((offset, len)),
+        _ => Err(ErrorKind::ProgramHeadersOutOfFile {
+            offset,
+            count,
+            file_len,
+        }),
+    }
+}
+
 /// Check `e_ident` byte by byte (so each mismatch has its own message), then
 /// let goblin decode the rest of the ELF64 header.
 fn parse_ident_and_header(
@@ -444,10 +508,11 @@ fn parse_ident_and_header(
         });
     }
     if header.e_phnum > 0 && usize::from(header.e_phentsize) != PHDR_SIZE {
-        return Err(ErrorKind::BadHeader(format!(
-            "e_phentsize is {}, expected {PHDR_SIZE}",
-            header.e_phentsize
-        )));
+        return Err(ErrorKind::BadEntrySize {
+            what: "e_phentsize",
+            found: u64::from(header.e_phentsize),
+            expected: PHDR_SIZE as u64,
+        });
     }
     if header.e_phnum == 0 || header.e_phnum == 0xffff {
         return Err(ErrorKind::BadHeader(format!(

@@ -56,6 +56,8 @@ pub struct Binding {
     pub ifunc: bool,
     /// For IFUNCs: `addr` lies in an executable segment of its object.
     pub resolver_in_code: bool,
+    /// The definition is `STB_GNU_UNIQUE`: one definition process-wide.
+    pub unique: bool,
     /// Index of the provider in the scope, for tracing.
     pub provider: usize,
     pub tls_module: Option<u64>,
@@ -70,6 +72,7 @@ pub struct LinkReport {
     pub relr_addresses: usize,
     pub ifunc_calls: usize,
     pub host_bindings: usize,
+    pub unique_bindings: usize,
     pub unresolved: Vec<String>,
 }
 
@@ -80,6 +83,15 @@ pub struct LinkTarget<'a> {
     pub dynamic: &'a DynamicInfo,
     pub symbols: &'a SymbolTable,
     pub tls_module: Option<u64>,
+}
+
+/// `STB_GNU_UNIQUE` definitions bound so far: name to (address, size).
+/// Objects that provide one are never unloaded (see the loader), so the
+/// addresses stay valid.
+fn unique_symbols() -> &'static std::sync::Mutex<HashMap<Vec<u8>, (u64, u64)>> {
+    static T: std::sync::OnceLock<std::sync::Mutex<HashMap<Vec<u8>, (u64, u64)>>> =
+        std::sync::OnceLock::new();
+    T.get_or_init(|| std::sync::Mutex::new(HashMap::new()))
 }
 
 /// Resolve `name` (with an optional version) in `scope`, in order.
@@ -118,6 +130,7 @@ pub fn resolve_in_scope(scope: &[Provider<'_>], req: &Request<'_>) -> Option<Bin
                         size: 0,
                         ifunc: false,
                         resolver_in_code: false,
+                        unique: false,
                         provider,
                         tls_module: None,
                         value: addr,
@@ -141,6 +154,7 @@ fn binding_for(sym: Sym, bias: u64, provider: usize, tls_module: Option<u64>) ->
         size: sym.size,
         ifunc: sym.kind() == symbols::STT_GNU_IFUNC,
         resolver_in_code: false,
+        unique: sym.bind() == symbols::STB_GNU_UNIQUE,
         provider,
         tls_module: if is_tls { tls_module } else { None },
         value: sym.value,
@@ -280,6 +294,66 @@ fn write(
     }
 }
 
+/// The value of a TLS relocation. mmld objects use dynamic TLS only: their
+/// module ids come from `runtime::tls`; host modules keep glibc's ids.
+fn tls_value(
+    target: &LinkTarget<'_>,
+    table: &'static str,
+    index: usize,
+    r: &Rela,
+    b: &Binding,
+    from_host: bool,
+) -> KindResult<u64> {
+    let addend = r.addend as u64;
+    let own = r.sym == 0 || b.provider == usize::MAX;
+    let host_block = || {
+        crate::runtime::tls::host_module_of(b.addr).ok_or_else(|| ErrorKind::TlsUnsupported {
+            detail: format!(
+                "relocation {index} in {table} refers to a host thread-local variable at {:#x} that is in no host TLS block",
+                b.addr
+            ),
+        })
+    };
+    let no_module = || ErrorKind::TlsUnsupported {
+        detail: format!(
+            "relocation {index} in {table} ({}) refers to an object without PT_TLS",
+            arch::relocation_name(r.rtype)
+        ),
+    };
+    match r.rtype {
+        arch::R_DTPMOD64 => {
+            if own {
+                target.tls_module.ok_or_else(no_module)
+            } else if let Some(m) = b.tls_module {
+                Ok(m)
+            } else if from_host {
+                Ok(host_block()?.0)
+            } else {
+                Err(no_module())
+            }
+        }
+        arch::R_DTPOFF64 => {
+            if from_host && !own {
+                Ok(b.addr.wrapping_sub(host_block()?.1).wrapping_add(addend))
+            } else {
+                Ok(b.value.wrapping_add(addend))
+            }
+        }
+        _ => {
+            if from_host && !own {
+                Ok(crate::runtime::tls::host_tp_offset(b.addr).wrapping_add(addend))
+            } else {
+                Err(ErrorKind::TlsUnsupported {
+                    detail: format!(
+                        "relocation {index} in {table} is R_X86_64_TPOFF64 against a variable of an mmld-loaded object: it needs the static TLS block (initial-exec model{}), which cannot grow after start-up; rebuild it with -ftls-model=global-dynamic",
+                        if target.dynamic.flags & crate::elf::DF_STATIC_TLS != 0 { ", DF_STATIC_TLS" } else { "" }
+                    ),
+                })
+            }
+        }
+    }
+}
+
 /// Apply one `Elf64_Rela`; returns the resolver address if the value must
 /// come from an IFUNC resolver later.
 #[allow(clippy::too_many_arguments)]
@@ -326,12 +400,17 @@ fn apply_one(
             }
             return Ok(Some((bias.wrapping_add(r.addend as u64), false)));
         }
-        arch::R_64 | arch::R_GLOB_DAT | arch::R_JUMP_SLOT | arch::R_SIZE64 => {}
-        arch::R_DTPMOD64 | arch::R_DTPOFF64 | arch::R_TPOFF64 => {
+        arch::R_64
+        | arch::R_GLOB_DAT
+        | arch::R_JUMP_SLOT
+        | arch::R_SIZE64
+        | arch::R_DTPMOD64
+        | arch::R_DTPOFF64
+        | arch::R_TPOFF64 => {}
+        arch::R_TLSDESC => {
             return Err(ErrorKind::TlsUnsupported {
                 detail: format!(
-                    "relocation {index} in {table} is {} at {:#x}",
-                    arch::relocation_name(r.rtype),
+                    "relocation {index} in {table} at {:#x} is R_X86_64_TLSDESC (code built with -mtls-dialect=gnu2), which mmld does not implement",
                     r.offset
                 ),
             });
@@ -346,6 +425,7 @@ fn apply_one(
             size: 0,
             ifunc: false,
             resolver_in_code: false,
+            unique: false,
             provider: usize::MAX,
             tls_module: None,
             value: 0,
@@ -375,6 +455,12 @@ fn apply_one(
         write(target.mapping, table, index, r.offset, 0)?;
         return Ok(None);
     };
+    if matches!(r.rtype, arch::R_DTPMOD64 | arch::R_DTPOFF64 | arch::R_TPOFF64) {
+        let from_host = matches!(scope.get(b.provider), Some(Provider::HostGlobal | Provider::Host(_)));
+        let value = tls_value(target, table, index, r, &b, from_host)?;
+        write(target.mapping, table, index, r.offset, value)?;
+        return Ok(None);
+    }
     if b.ifunc && r.rtype != arch::R_SIZE64 {
         if !target.mapping.writable_range(r.offset, 8) {
             return Err(ErrorKind::RelocationOutOfBounds {
@@ -422,6 +508,22 @@ fn bind_symbol(
         return Ok(Some(binding_for(*sym, bias, usize::MAX, target.tls_module)));
     }
     let name = target.symbols.symbol_name(sym)?;
+    if let Some(addr) = crate::runtime::cxa::interposed(name) {
+        // mmld's own implementations of the few runtime functions that must
+        // know about mmld's objects (TLS, C++ thread-exit destructors).
+        let b = Binding {
+            addr,
+            size: 0,
+            ifunc: false,
+            resolver_in_code: false,
+            unique: false,
+            provider: usize::MAX - 1,
+            tls_module: None,
+            value: 0,
+        };
+        on_bind(name, None, &b);
+        return Ok(Some(b));
+    }
     let version = target.symbols.required_version(index);
     let version_name = match version {
         Some(v) => Some(target.symbols.string(u64::from(v.name))?),
@@ -436,7 +538,15 @@ fn bind_symbol(
             exact_only: false,
         }),
     };
-    if let Some(b) = resolve_in_scope(scope, &req) {
+    if let Some(mut b) = resolve_in_scope(scope, &req) {
+        if b.unique && mode == LinkMode::Run {
+            // The first definition bound wins for the whole process.
+            let mut table = unique_symbols().lock().unwrap_or_else(|e| e.into_inner());
+            let first = table.entry(name.to_vec()).or_insert((b.addr, b.size));
+            b.addr = first.0;
+            b.size = first.1;
+            report.unique_bindings += 1;
+        }
         if matches!(
             scope.get(b.provider),
             Some(Provider::HostGlobal | Provider::Host(_))

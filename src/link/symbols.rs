@@ -458,6 +458,14 @@ impl SymbolTable {
         }
     }
 
+    /// Does this object define any `STB_GNU_UNIQUE` symbol?
+    pub fn defines_unique(&self) -> bool {
+        (1..self.count).any(|i| {
+            self.symbol(i)
+                .is_some_and(|s| s.is_defined() && s.bind() == STB_GNU_UNIQUE)
+        })
+    }
+
     /// Iterate every defined, exported symbol (for `mmld info`).
     pub fn exported(&self) -> impl Iterator<Item = (u32, Sym)> + '_ {
         (1..self.count).filter_map(move |i| {

@@ -349,6 +349,19 @@ impl Mapping {
         Some(unsafe { self.ptr_at(vaddr).cast::<u64>().read_unaligned() })
     }
 
+    /// Copy `len` bytes at `vaddr` out of any readable segment.
+    pub fn copy_out(&self, vaddr: u64, len: u64) -> Option<Vec<u8>> {
+        let seg = self.segment_containing(vaddr, len)?;
+        if seg.prot & libc::PROT_READ == 0 {
+            return None;
+        }
+        let mut out = vec![0u8; usize::try_from(len).ok()?];
+        // SAFETY: the range is inside a mapped, readable segment; copying
+        // plain bytes out does not create a reference into the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr_at(vaddr), out.as_mut_ptr(), out.len()) };
+        Some(out)
+    }
+
     /// Write 8 bytes into a writable segment that has not been sealed.
     pub fn write_u64(&mut self, vaddr: u64, value: u64) -> bool {
         if !self.writable_range(vaddr, 8) {

@@ -6,6 +6,10 @@
 //! a constructor of an object that has not finished linking.
 
 pub mod call;
+pub mod cxa;
+pub mod debugger;
+pub mod tls;
+pub mod unwind;
 
 use crate::elf::DynamicInfo;
 use crate::error::{ErrorKind, KindResult};

@@ -1,0 +1,301 @@
+//! Dynamic thread-local storage for objects mmld maps.
+//!
+//! Owns: TLS module ids for mmld objects (in a range glibc never uses), each
+//! module's initialisation image, every thread's blocks for those modules,
+//! and `__tls_get_addr` as seen by mmld-mapped code: mmld's own ids are
+//! served here, any other id goes to glibc's `__tls_get_addr`. Must never:
+//! hand out a block of a module that has been unregistered, or free a block
+//! while its thread's lock is held elsewhere.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+
+/// mmld's module ids start here. glibc numbers its modules densely from 1,
+/// so an id with these high bits set can never be one of glibc's.
+pub const MODULE_BASE: u64 = 0x4d4d_4c44_0000_0000;
+
+/// The `tls_index` argument of `__tls_get_addr` (x86-64 psABI).
+#[repr(C)]
+pub struct TlsIndex {
+    pub module: u64,
+    pub offset: u64,
+}
+
+struct Template {
+    /// `.tdata` after relocation; the rest of the block is `.tbss` zeros.
+    image: Vec<u8>,
+    layout: Layout,
+}
+
+static NEXT_MODULE: AtomicU64 = AtomicU64::new(MODULE_BASE + 1);
+
+fn templates() -> &'static RwLock<HashMap<u64, Arc<Template>>> {
+    static T: OnceLock<RwLock<HashMap<u64, Arc<Template>>>> = OnceLock::new();
+    T.get_or_init(|| RwLock::new(HashMap::new()))
+}
+
+/// One thread's blocks, shared with the registry of threads so that a
+/// module's blocks in every thread can be freed when it unloads.
+#[derive(Default)]
+struct Blocks {
+    live: Vec<(u64, NonNull<u8>, Layout)>,
+}
+
+// SAFETY: the pointers are heap blocks owned by this structure; access is
+// serialised by the Mutex around it.
+unsafe impl Send for Blocks {}
+
+impl Blocks {
+    fn free_module(&mut self, module: u64) {
+        self.live.retain(|&(m, ptr, layout)| {
+            if m == module {
+                // SAFETY: allocated with exactly this layout in `block_for`
+                // and removed from the list here, so freed once.
+                unsafe { dealloc(ptr.as_ptr(), layout) };
+                BLOCKS_LIVE.fetch_sub(1, Ordering::Relaxed);
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+impl Drop for Blocks {
+    fn drop(&mut self) {
+        for &(_, ptr, layout) in &self.live {
+            // SAFETY: as in `free_module`: each block is owned and listed once.
+            unsafe { dealloc(ptr.as_ptr(), layout) };
+            BLOCKS_LIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Blocks currently allocated across all threads (for leak tests).
+static BLOCKS_LIVE: AtomicUsize = AtomicUsize::new(0);
+
+fn threads() -> &'static Mutex<Vec<Weak<Mutex<Blocks>>>> {
+    static T: OnceLock<Mutex<Vec<Weak<Mutex<Blocks>>>>> = OnceLock::new();
+    T.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// The calling thread's blocks; dropped (and freed) when the thread exits.
+struct ThreadBlocks(Arc<Mutex<Blocks>>);
+
+impl ThreadBlocks {
+    fn new() -> Self {
+        let blocks = Arc::new(Mutex::new(Blocks::default()));
+        let mut all = threads().lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&blocks));
+        ThreadBlocks(blocks)
+    }
+}
+
+thread_local! {
+    static THREAD_BLOCKS: ThreadBlocks = ThreadBlocks::new();
+}
+
+/// Number of TLS blocks alive in all threads.
+pub fn live_blocks() -> usize {
+    BLOCKS_LIVE.load(Ordering::Relaxed)
+}
+
+/// A module id reserved for an object being loaded; unregistered on drop.
+#[derive(Debug)]
+pub struct TlsModule {
+    pub id: u64,
+}
+
+impl TlsModule {
+    /// Reserve an id. The image is supplied after relocation.
+    pub fn reserve() -> TlsModule {
+        TlsModule {
+            id: NEXT_MODULE.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Publish the initialisation image (`image` is `.tdata`, already
+    /// relocated) for a block of `memsz` bytes aligned to `align`.
+    pub fn publish(&self, image: Vec<u8>, memsz: u64, align: u64) -> Result<(), String> {
+        let size = usize::try_from(memsz.max(1)).map_err(|_| "TLS block too large".to_string())?;
+        let align = usize::try_from(align.max(1)).map_err(|_| "TLS alignment too large".to_string())?;
+        let layout = Layout::from_size_align(size, align)
+            .map_err(|e| format!("TLS block of {size} bytes aligned to {align}: {e}"))?;
+        if image.len() > size {
+            return Err("PT_TLS p_filesz exceeds p_memsz".into());
+        }
+        templates()
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.id, Arc::new(Template { image, layout }));
+        Ok(())
+    }
+}
+
+impl Drop for TlsModule {
+    fn drop(&mut self) {
+        templates()
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+        let all = threads().lock().unwrap_or_else(|e| e.into_inner());
+        for blocks in all.iter().filter_map(Weak::upgrade) {
+            blocks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .free_module(self.id);
+        }
+    }
+}
+
+fn block_for(blocks: &Mutex<Blocks>, module: u64) -> Option<NonNull<u8>> {
+    let mut b = blocks.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&(_, ptr, _)) = b.live.iter().find(|(m, _, _)| *m == module) {
+        return Some(ptr);
+    }
+    let template = templates()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&module)
+        .cloned()?;
+    // SAFETY: the layout has non-zero size (at least 1 byte, see publish).
+    let ptr = NonNull::new(unsafe { alloc_zeroed(template.layout) })?;
+    // SAFETY: the block has layout.size() >= image.len() bytes (checked in
+    // publish) and is freshly allocated, so the ranges do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(template.image.as_ptr(), ptr.as_ptr(), template.image.len())
+    };
+    b.live.push((module, ptr, template.layout));
+    BLOCKS_LIVE.fetch_add(1, Ordering::Relaxed);
+    Some(ptr)
+}
+
+type GlibcTlsGetAddr = unsafe extern "C" fn(*const TlsIndex) -> *mut c_void;
+
+fn glibc_tls_get_addr() -> Option<GlibcTlsGetAddr> {
+    static F: OnceLock<usize> = OnceLock::new();
+    let addr = *F.get_or_init(|| {
+        let name = c"__tls_get_addr";
+        crate::link::host::global_symbol(name, None).unwrap_or(0) as usize
+    });
+    // SAFETY: a non-zero address from dlsym for `__tls_get_addr` is glibc's
+    // function of exactly this signature.
+    (addr != 0).then(|| unsafe { std::mem::transmute::<usize, GlibcTlsGetAddr>(addr) })
+}
+
+/// The body of mmld's `__tls_get_addr` (called through the stack-aligning
+/// entry point below).
+extern "C" fn tls_get_addr_impl(index: *const TlsIndex) -> *mut c_void {
+    if index.is_null() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: compiled TLS sequences pass a pointer to a `tls_index` in the
+    // object's GOT, which relocation filled in.
+    let (module, offset) = unsafe { ((*index).module, (*index).offset) };
+    if module < MODULE_BASE {
+        return match glibc_tls_get_addr() {
+            // SAFETY: forwarding the caller's own argument to glibc.
+            Some(f) => unsafe { f(index) },
+            None => std::ptr::null_mut(),
+        };
+    }
+    let block = THREAD_BLOCKS
+        .try_with(|t| block_for(&t.0, module))
+        .ok()
+        .flatten();
+    match block {
+        Some(p) => p.as_ptr().wrapping_add(offset as usize).cast(),
+        None => std::ptr::null_mut(),
+    }
+}
+
+// Some compilers call `__tls_get_addr` with a stack that is not 16-byte
+// aligned (glibc realigns for the same reason, BZ #27585); Rust code may use
+// aligned SSE stores, so the entry point realigns before calling it.
+std::arch::global_asm!(
+    ".pushsection .text.mmld_tls_get_addr,\"ax\",@progbits",
+    ".globl mmld_tls_get_addr",
+    ".hidden mmld_tls_get_addr",
+    ".type mmld_tls_get_addr,@function",
+    "mmld_tls_get_addr:",
+    ".cfi_startproc",
+    "push rbp",
+    ".cfi_def_cfa_offset 16",
+    ".cfi_offset rbp, -16",
+    "mov rbp, rsp",
+    ".cfi_def_cfa_register rbp",
+    "and rsp, -16",
+    "call {body}",
+    "mov rsp, rbp",
+    "pop rbp",
+    ".cfi_def_cfa rsp, 8",
+    "ret",
+    ".cfi_endproc",
+    ".size mmld_tls_get_addr, .-mmld_tls_get_addr",
+    ".popsection",
+    body = sym tls_get_addr_impl,
+);
+
+unsafe extern "C" {
+    fn mmld_tls_get_addr(index: *const TlsIndex) -> *mut c_void;
+}
+
+/// Address of mmld's `__tls_get_addr`, bound into mmld-mapped code.
+pub fn tls_get_addr_entry() -> u64 {
+    mmld_tls_get_addr as *const () as u64
+}
+
+/// The thread pointer (`%fs:0`), for static-TLS offsets of host modules.
+fn thread_pointer() -> u64 {
+    let tp: u64;
+    // SAFETY: on x86-64 Linux `%fs:0` holds the thread pointer itself (the
+    // TCB's self pointer), readable by every thread.
+    unsafe { std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+    tp
+}
+
+/// `R_X86_64_TPOFF64` against a host symbol whose address (for the calling
+/// thread) is `addr`: the offset from the thread pointer, the same in every
+/// thread for modules in the static TLS block.
+pub fn host_tp_offset(addr: u64) -> u64 {
+    addr.wrapping_sub(thread_pointer())
+}
+
+/// The glibc module id and block start of the host TLS block holding
+/// `addr` (the calling thread's copy), found through `dl_iterate_phdr`.
+pub fn host_module_of(addr: u64) -> Option<(u64, u64)> {
+    struct Search {
+        addr: u64,
+        found: Option<(u64, u64)>,
+    }
+    unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> i32 {
+        // SAFETY: glibc passes a valid info structure and our own `Search`.
+        unsafe {
+            let search = &mut *data.cast::<Search>();
+            let info = &*info;
+            if info.dlpi_tls_data.is_null() || info.dlpi_phdr.is_null() {
+                return 0;
+            }
+            let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum));
+            let Some(tls) = phdrs.iter().find(|p| p.p_type == libc::PT_TLS) else {
+                return 0;
+            };
+            let start = info.dlpi_tls_data as u64;
+            if search.addr >= start && search.addr < start + tls.p_memsz {
+                search.found = Some((info.dlpi_tls_modid as u64, start));
+                return 1;
+            }
+        }
+        0
+    }
+    let mut search = Search { addr, found: None };
+    // SAFETY: the callback only reads what glibc hands it, and `search`
+    // outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut search).cast()) };
+    search.found
+}

@@ -1,0 +1,5 @@
+/* libnodeldep: needed by the DF_1_NODELETE libnodel. */
+int nodeldep_value(void)
+{
+    return 7;
+}
