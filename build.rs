@@ -95,6 +95,14 @@ const TEST_LIBS: &[TestLib] = &[
         extra_inputs: &[],
         extra_flags: &["-Wl,-z,undefs"],
     },
+    // Hostile-input issue: a constructor that calls back into the host
+    // (address in MMLD_REENTRANT_CALLBACK), which loads another library.
+    TestLib {
+        output: "libreentrant.so",
+        sources: &["reentrant.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
     // Dependency trees (tests/deps.rs, testlibs/README.md). A built library
     // listed in `sources` is a linker input: gcc records its soname as
     // DT_NEEDED, in the order given, and its mtime counts for staleness.
@@ -115,14 +123,22 @@ const TEST_LIBS: &[TestLib] = &[
     },
     TestLib {
         output: "diamond/lib/libdleft.so",
-        sources: &["diamond/lib/left.c", "diamond/lib/libdbase.so", "liborderlog.so"],
+        sources: &[
+            "diamond/lib/left.c",
+            "diamond/lib/libdbase.so",
+            "liborderlog.so",
+        ],
         extra_inputs: &["orderlog.h"],
         extra_flags: &["-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN:$ORIGIN/../.."],
     },
     // The braced spelling of the token, on purpose.
     TestLib {
         output: "diamond/lib/libdright.so",
-        sources: &["diamond/lib/right.c", "diamond/lib/libdbase.so", "liborderlog.so"],
+        sources: &[
+            "diamond/lib/right.c",
+            "diamond/lib/libdbase.so",
+            "liborderlog.so",
+        ],
         extra_inputs: &["orderlog.h"],
         extra_flags: &[
             "-Wl,--enable-new-dtags",
@@ -171,7 +187,11 @@ const TEST_LIBS: &[TestLib] = &[
     },
     TestLib {
         output: "rpath/lib/libchainmid.so",
-        sources: &["rpath/lib/mid.c", "rpath/lib/libchainleaf.so", "liborderlog.so"],
+        sources: &[
+            "rpath/lib/mid.c",
+            "rpath/lib/libchainleaf.so",
+            "liborderlog.so",
+        ],
         extra_inputs: &["orderlog.h"],
         extra_flags: &[],
     },
@@ -207,13 +227,39 @@ const TEST_LIBS: &[TestLib] = &[
         output: "interpose/libimid.so",
         sources: &["interpose/mid.c", "interpose/libibottom.so"],
         extra_inputs: &[],
-        extra_flags: &["-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN"],
+        // libimid uses nothing of libibottom: keep the DT_NEEDED anyway.
+        extra_flags: &[
+            "-Wl,--no-as-needed",
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN",
+        ],
     },
     TestLib {
         output: "interpose/libitop.so",
         sources: &["interpose/top.c", "interpose/libimid.so"],
         extra_inputs: &[],
         extra_flags: &[
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN",
+            "-Wl,-rpath-link,interpose",
+        ],
+    },
+    TestLib {
+        output: "interpose/libiother.so",
+        sources: &["interpose/other.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    TestLib {
+        output: "interpose/libiscope.so",
+        sources: &[
+            "interpose/scope.c",
+            "interpose/libitop.so",
+            "interpose/libiother.so",
+        ],
+        extra_inputs: &[],
+        extra_flags: &[
+            "-Wl,--no-as-needed",
             "-Wl,--enable-new-dtags",
             "-Wl,-rpath,$ORIGIN",
             "-Wl,-rpath-link,interpose",
@@ -333,6 +379,18 @@ const TEST_LIBS: &[TestLib] = &[
     TestLib {
         output: "libcxx.so",
         sources: &["cxx.cpp"],
+        extra_inputs: &[],
+        extra_flags: &["-Wl,--no-as-needed", "-lstdc++"],
+    },
+    TestLib {
+        output: "libcxx_static.so",
+        sources: &["cxx_static.cpp"],
+        extra_inputs: &[],
+        extra_flags: &["-Wl,--no-as-needed", "-lstdc++"],
+    },
+    TestLib {
+        output: "libcxx_a.so",
+        sources: &["cxx_a.cpp"],
         extra_inputs: &["cxx_shared.h"],
         extra_flags: &["-Wl,--no-as-needed", "-lstdc++"],
     },
@@ -414,9 +472,8 @@ fn compile(dir: &Path, lib: &TestLib) {
     // Outputs in subdirectories with no sources of their own (cycle/stub/)
     // need their directory created.
     if let Some(parent) = Path::new(lib.output).parent() {
-        fs::create_dir_all(dir.join(parent)).unwrap_or_else(|e| {
-            panic!("cannot create testlibs/{}: {e}", parent.display())
-        });
+        fs::create_dir_all(dir.join(parent))
+            .unwrap_or_else(|e| panic!("cannot create testlibs/{}: {e}", parent.display()));
     }
     // The soname is the file name, also for outputs in subdirectories.
     let soname = Path::new(lib.output)
@@ -491,12 +548,10 @@ fn set_df_symbolic(path: &Path) {
     const DF_SYMBOLIC: u64 = 0x2;
     let mut elf = fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let u16_at = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
-    let u32_at = |b: &[u8], at: usize| {
-        u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-    };
-    let u64_at = |b: &[u8], at: usize| {
-        u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-    };
+    let u32_at =
+        |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at =
+        |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
     let phoff = u64_at(&elf, 0x20) as usize;
     let phentsize = u16_at(&elf, 0x36);
     let phnum = u16_at(&elf, 0x38);
@@ -504,7 +559,10 @@ fn set_df_symbolic(path: &Path) {
         .map(|i| phoff + i * phentsize)
         .find(|&ph| u32_at(&elf, ph) == PT_DYNAMIC)
         .unwrap_or_else(|| panic!("{} has no PT_DYNAMIC", path.display()));
-    let (offset, size) = (u64_at(&elf, dynamic + 8) as usize, u64_at(&elf, dynamic + 0x20) as usize);
+    let (offset, size) = (
+        u64_at(&elf, dynamic + 8) as usize,
+        u64_at(&elf, dynamic + 0x20) as usize,
+    );
     for entry in (offset..offset + size).step_by(16) {
         match u64_at(&elf, entry) {
             DT_NULL => break,
@@ -518,5 +576,8 @@ fn set_df_symbolic(path: &Path) {
             _ => {}
         }
     }
-    panic!("{} has no DT_FLAGS entry to set DF_SYMBOLIC in", path.display());
+    panic!(
+        "{} has no DT_FLAGS entry to set DF_SYMBOLIC in",
+        path.display()
+    );
 }

@@ -188,9 +188,7 @@ pub enum ErrorKind {
         vaddr: u64,
         page: u64,
     },
-    #[error(
-        "PT_GNU_RELRO ({vaddr:#x}..{end:#x}) does not lie inside one writable PT_LOAD"
-    )]
+    #[error("PT_GNU_RELRO ({vaddr:#x}..{end:#x}) does not lie inside one writable PT_LOAD")]
     RelroNotWritable { vaddr: u64, end: u64 },
     #[error("no PT_DYNAMIC segment: not a dynamically loadable object")]
     NoDynamic,

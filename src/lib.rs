@@ -13,9 +13,11 @@
 //! ```
 
 pub mod arch;
+pub mod check_image;
 pub mod describe;
 pub mod elf;
 mod error;
+pub mod inspect;
 mod library;
 pub mod link;
 mod loader;
@@ -25,6 +27,7 @@ mod registry;
 pub mod runtime;
 pub mod search;
 
+pub use check_image::{CheckSummary, check_image};
 pub use error::{Error, ErrorKind, Result, Stage};
 pub use library::{
     Library, ObjectView, OpenOptions, SegmentView, Symbol, SymbolInfo, SymbolKind, SymbolName,

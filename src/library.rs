@@ -430,7 +430,7 @@ impl ObjectView {
             .link_report
             .by_type
             .iter()
-            .map(|(t, n)| (crate::arch::current::relocation_name(*t).to_string(), *n))
+            .map(|(t, n)| (crate::arch::current::relocation_name(t).to_string(), n))
             .collect();
         relocations.sort();
         ObjectView {

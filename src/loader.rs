@@ -1,11 +1,15 @@
 //! The pipeline driver: READ → MAP → LINK → RUN for a whole dependency tree.
 //!
 //! Owns: finding each `DT_NEEDED` library (host or file), mapping the new
-//! ones, building their lookup scope the way glibc's `dlopen` does,
-//! relocating them dependencies-first, publishing them in the registry, and
-//! running their constructors; and the reverse on close. Must never: leave
-//! anything behind when a load fails: every mapping of a failed load is
-//! unmapped and no constructor of it has run.
+//! ones, building their lookup scope the way glibc's `dlopen` does (global
+//! scope, then the root's breadth-first local scope; local first with
+//! `deep_bind`; the object itself first with `DT_SYMBOLIC`), recording the
+//! objects bindings reached outside their dependencies (glibc's
+//! `l_reldeps`), relocating and initialising in glibc's `_dl_sort_maps`
+//! order, publishing objects in the registry, and the dependency tree
+//! `mmld deps` shows; and the reverse on close. Must never: leave anything
+//! behind when a load fails: every mapping of a failed load is unmapped and
+//! no constructor of it has run.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -20,7 +24,7 @@ use crate::link::symbols::SymbolTable;
 use crate::link::{self, Binding, LinkMode, LinkReport, LinkTarget, Provider};
 use crate::map::{Mapping, Protection, Strategy};
 use crate::object::{Dep, LoadedObject, ScopeItem};
-use crate::registry::{self, Entry, LOADER_LOCK};
+use crate::registry::{self, Entry, LOADER_LOCK, SortEdges};
 use crate::search::{self, Provenance, SearchRequest};
 
 /// Loader settings, filled by `OpenOptions`.
@@ -87,7 +91,14 @@ struct Pending {
     runpath: Option<Vec<PathBuf>>,
     loader: Option<usize>,
     provenance: Provenance,
+    /// Resolved `DT_NEEDED` entries, in order; entries that could not be
+    /// found (only kept going past for `mmld deps`) are left out.
     deps: Vec<Resolved>,
+    /// Positions in `needed` of the entries left out of `deps`.
+    missing_at: Vec<usize>,
+    /// Objects outside its dependencies that its relocations bound to
+    /// (glibc's `l_reldeps`); never `Host`.
+    reldeps: Vec<Resolved>,
     code_ranges: Vec<(u64, u64)>,
     /// Load bias of this object's mapping (fixed once mapped).
     bias: u64,
@@ -96,14 +107,27 @@ struct Pending {
     report: LinkReport,
 }
 
-/// Report of a check-mode load.
+/// One line of a dependency tree (`mmld deps`), in depth-first order: each
+/// library's `DT_NEEDED` entries follow it, one level deeper, in order.
 #[derive(Debug, Clone)]
 pub struct TreeNode {
+    /// The needed name (the root: its soname or file name).
     pub name: String,
+    /// `None` when it was not found.
     pub path: Option<PathBuf>,
+    /// How the search found it (`None` for host objects and missing ones).
     pub provenance: Option<Provenance>,
     /// `true` if the host provides it (glibc family or already loaded).
     pub host: bool,
+    /// Already loaded by mmld before this request: reused, not mapped again.
+    pub reused: bool,
+    /// Its dependencies are listed at another line of the tree, not here:
+    /// the line under `loaded_for`, or for libraries already loaded before,
+    /// the first line that names them.
+    pub repeat: bool,
+    /// The library whose `DT_NEEDED` search found it in this load (`None`
+    /// for the root, host libraries and libraries loaded before).
+    pub loaded_for: Option<String>,
     pub needed_by: Option<String>,
     pub depth: usize,
 }
@@ -143,20 +167,23 @@ pub fn open(path: &Path, settings: Settings) -> Result<Loaded> {
             ErrorKind::Other("load produced no object".into()),
         )
     })?);
-    {
+    let scope = materialize_scope(&scope_items, &objects);
+    let init_order = {
         let mut reg = registry::registry();
         if let Some(e) = reg.entry_mut(root.id) {
             e.open_count += 1;
-            e.global |= settings.global;
             e.nodelete |= settings.nodelete;
         }
-    }
+        if settings.global {
+            // RTLD_GLOBAL puts the library's whole local scope in the
+            // global scope, not just the library.
+            reg.make_global(&mapped_ids(&scope));
+        }
+        initfini_of(&mut reg, &root, &scope)
+    };
     register_exit_handler();
-    run_constructors(&root);
-    Ok(Loaded {
-        scope: materialize_scope(&scope_items, &objects),
-        root,
-    })
+    run_constructors(&init_order, &scope);
+    Ok(Loaded { scope, root })
 }
 
 /// Load and link `path` and its tree without running any of its code.
@@ -168,6 +195,11 @@ pub fn check(path: &Path, settings: Settings) -> Result<CheckReport> {
     batch.resolve_all()?;
     let scope_items = batch.root_scope();
     batch.link_all(&scope_items, LinkMode::DryRun)?;
+    // `publish` validates these before a real load; so must a check.
+    for (p, mapping) in batch.pending.iter().zip(&batch.mappings) {
+        crate::runtime::initializers(mapping, &p.dynamic).at(&p.path, Stage::Run)?;
+        crate::runtime::finalizers(mapping, &p.dynamic).at(&p.path, Stage::Run)?;
+    }
     Ok(batch.check_report())
 }
 
@@ -191,12 +223,59 @@ fn reuse_root(elf: &ElfFile, settings: Settings) -> Option<Loaded> {
         .iter_mut()
         .find(|e| e.object.dev == elf.dev && e.object.ino == elf.ino)?;
     entry.open_count += 1;
-    entry.global |= settings.global;
     entry.nodelete |= settings.nodelete;
     let root = Arc::clone(&entry.object);
-    drop(reg);
     let scope = local_scope_of(&root);
+    if settings.global {
+        reg.make_global(&mapped_ids(&scope));
+    }
+    // A library first loaded as a dependency and now opened directly gets
+    // its own sorted l_initfini, as in glibc (every constructor in it has
+    // run already).
+    initfini_of(&mut reg, &root, &scope);
     Some(Loaded { root, scope })
+}
+
+/// Ids of the mmld-mapped objects of a scope, in order.
+fn mapped_ids(scope: &[ScopeItem]) -> Vec<u64> {
+    scope
+        .iter()
+        .filter_map(|s| match s {
+            ScopeItem::Mapped(o) => Some(o.id),
+            ScopeItem::Host(_) => None,
+        })
+        .collect()
+}
+
+/// glibc's `l_initfini` of a library opened directly: its local scope
+/// sorted by [`registry::sort_maps`] with the library forced first and, as
+/// when glibc's `_dl_map_object_deps` sorts it, no links of its own.
+/// Computed when the library is first opened directly and kept in its
+/// registry entry: destructor order at unload follows it.
+fn initfini_of(reg: &mut registry::Registry, root: &LoadedObject, scope: &[ScopeItem]) -> Vec<u64> {
+    if let Some(list) = reg
+        .entries
+        .iter()
+        .find(|e| e.object.id == root.id)
+        .and_then(|e| e.initfini.clone())
+    {
+        return list;
+    }
+    let maps = mapped_ids(scope);
+    let edges = SortEdges {
+        initfini: reg
+            .entries
+            .iter()
+            .filter(|e| e.object.id != root.id)
+            .map(|e| (e.object.id, e.initfini_edges()))
+            .collect(),
+        reldeps: HashMap::new(),
+    };
+    let sorted = registry::sort_maps(&maps, &edges, true, false);
+    if let Some(e) = reg.entry_mut(root.id) {
+        e.initfini = Some(sorted.clone());
+    }
+    sorted
 }
 
 /// Breadth-first closure of an already published object's dependencies.
@@ -256,7 +335,6 @@ struct Batch {
     /// `mmld deps`: record missing libraries and go on.
     keep_going: bool,
     missing: Vec<Error>,
-    missing_nodes: Vec<TreeNode>,
 }
 
 impl Batch {
@@ -267,10 +345,17 @@ impl Batch {
             pending: Vec::new(),
             mappings: Vec::new(),
             hosts: HashMap::new(),
-            ld_library_path: search::ld_library_path_from_env(None),
+            // Read per load, as glibc reads it per process: a change to
+            // the environment applies to the next load. `$ORIGIN` in it is
+            // the executable's directory.
+            ld_library_path: search::ld_library_path_from_env(
+                std::env::current_exe()
+                    .ok()
+                    .as_deref()
+                    .and_then(Path::parent),
+            ),
             keep_going: false,
             missing: Vec::new(),
-            missing_nodes: Vec::new(),
         }
     }
 
@@ -393,6 +478,8 @@ impl Batch {
             loader,
             provenance,
             deps: Vec::new(),
+            missing_at: Vec::new(),
+            reldeps: Vec::new(),
             code_ranges,
             bias: mapping.bias(),
             tls: plan_tls.map(|_| crate::runtime::tls::TlsModule::reserve()),
@@ -412,19 +499,12 @@ impl Batch {
                 .map(|p| p.needed.clone())
                 .unwrap_or_default();
             let mut deps = Vec::with_capacity(needed.len());
-            for name in needed {
-                match self.resolve_one(i, &name) {
+            let mut missing_at = Vec::new();
+            for (k, name) in needed.iter().enumerate() {
+                match self.resolve_one(i, name) {
                     Ok(r) => deps.push(r),
                     Err(e) if self.keep_going => {
-                        let depth = self.depth_of(i) + 1;
-                        self.missing_nodes.push(TreeNode {
-                            name: name.clone(),
-                            path: None,
-                            provenance: None,
-                            host: false,
-                            needed_by: self.pending.get(i).map(|p| p.name.clone()),
-                            depth,
-                        });
+                        missing_at.push(k);
                         self.missing.push(e);
                     }
                     Err(e) => return Err(e),
@@ -432,22 +512,11 @@ impl Batch {
             }
             if let Some(p) = self.pending.get_mut(i) {
                 p.deps = deps;
+                p.missing_at = missing_at;
             }
             i += 1;
         }
         Ok(())
-    }
-
-    fn depth_of(&self, mut i: usize) -> usize {
-        let mut d = 0;
-        while let Some(l) = self.pending.get(i).and_then(|p| p.loader) {
-            d += 1;
-            i = l;
-            if d > self.pending.len() {
-                break;
-            }
-        }
-        d
     }
 
     fn host_library(&mut self, name: &str, load_if_absent: bool) -> Option<Arc<HostLibrary>> {
@@ -484,6 +553,7 @@ impl Batch {
             return Ok(Resolved::Host(h));
         }
         if let Some(e) = registry::registry().find_by_soname(name) {
+            tracing::debug!(target: "mmld::libs", name, needed_by = %requester.0, file = %e.object.path.display(), "already loaded by mmld: reusing");
             return Ok(Resolved::Existing(Arc::clone(&e.object)));
         }
         if let Some(j) = self
@@ -567,44 +637,53 @@ impl Batch {
     }
 
     /// The root's local scope: itself and its dependencies, breadth-first,
-    /// each once (glibc's `l_searchlist`).
+    /// each once (glibc's `l_searchlist`). Libraries already loaded take
+    /// their place in the same breadth-first walk, and so do their own
+    /// dependencies; host libraries are listed but not walked into (the
+    /// host resolves lookups in them with their dependencies).
     fn root_scope(&self) -> Vec<ScopeSlot> {
+        enum Node {
+            Batch(usize),
+            Existing(Arc<LoadedObject>),
+        }
         let mut out = vec![ScopeSlot::Batch(0)];
         let mut seen_batch: HashSet<usize> = HashSet::from([0]);
         let mut seen_existing: HashSet<u64> = HashSet::new();
         let mut seen_hosts: HashSet<String> = HashSet::new();
-        let mut queue: VecDeque<usize> = VecDeque::from([0]);
-        while let Some(i) = queue.pop_front() {
-            let Some(p) = self.pending.get(i) else {
-                continue;
+        let mut queue: VecDeque<Node> = VecDeque::from([Node::Batch(0)]);
+        while let Some(node) = queue.pop_front() {
+            let deps: Vec<Resolved> = match node {
+                Node::Batch(i) => self
+                    .pending
+                    .get(i)
+                    .map(|p| p.deps.clone())
+                    .unwrap_or_default(),
+                Node::Existing(o) => o
+                    .deps()
+                    .iter()
+                    .filter_map(|d| match d {
+                        Dep::Host(h) => Some(Resolved::Host(Arc::clone(h))),
+                        Dep::Mapped(w) => w.upgrade().map(Resolved::Existing),
+                    })
+                    .collect(),
             };
-            for dep in &p.deps {
+            for dep in deps {
                 match dep {
                     Resolved::Batch(j) => {
-                        if seen_batch.insert(*j) {
-                            out.push(ScopeSlot::Batch(*j));
-                            queue.push_back(*j);
+                        if seen_batch.insert(j) {
+                            out.push(ScopeSlot::Batch(j));
+                            queue.push_back(Node::Batch(j));
                         }
                     }
                     Resolved::Host(h) => {
                         if seen_hosts.insert(h.name.clone()) {
-                            out.push(ScopeSlot::Host(Arc::clone(h)));
+                            out.push(ScopeSlot::Host(h));
                         }
                     }
                     Resolved::Existing(o) => {
-                        for item in local_scope_of(o) {
-                            match item {
-                                ScopeItem::Mapped(m) => {
-                                    if seen_existing.insert(m.id) {
-                                        out.push(ScopeSlot::Existing(m));
-                                    }
-                                }
-                                ScopeItem::Host(h) => {
-                                    if seen_hosts.insert(h.name.clone()) {
-                                        out.push(ScopeSlot::Host(h));
-                                    }
-                                }
-                            }
+                        if seen_existing.insert(o.id) {
+                            out.push(ScopeSlot::Existing(Arc::clone(&o)));
+                            queue.push_back(Node::Existing(o));
                         }
                     }
                 }
@@ -623,56 +702,39 @@ impl Batch {
         Ok(())
     }
 
-    /// Post-order over the batch: each object after the objects it needs
-    /// (cycles are broken where first met).
+    /// The order glibc relocates (and then initialises) a load in: the
+    /// reverse of [`registry::sort_maps`] over the batch in breadth-first
+    /// order, with the root forced first and, as at that point in glibc's
+    /// `_dl_map_object_deps`, without links of its own. Objects loaded
+    /// before cannot reach new ones, so leaving them out changes nothing.
+    /// Batch indices stand in for object ids.
     fn dependency_order(&self) -> Vec<usize> {
-        let mut order = Vec::with_capacity(self.pending.len());
-        let mut state = vec![0u8; self.pending.len()];
-        for start in 0..self.pending.len() {
-            self.visit(start, &mut state, &mut order);
-        }
-        order
-    }
-
-    fn visit(&self, i: usize, state: &mut [u8], order: &mut Vec<usize>) {
-        // Iterative DFS so a deep chain cannot overflow the stack.
-        let mut stack: Vec<(usize, usize)> = vec![(i, 0)];
-        while let Some((node, next)) = stack.pop() {
-            if next == 0 {
-                match state.get(node) {
-                    Some(0) => {}
-                    _ => continue,
-                }
-                if let Some(s) = state.get_mut(node) {
-                    *s = 1;
-                }
-            }
-            let deps = self
+        let maps: Vec<u64> = (0..self.pending.len() as u64).collect();
+        let edges = SortEdges {
+            initfini: self
                 .pending
-                .get(node)
-                .map(|p| p.deps.as_slice())
-                .unwrap_or(&[]);
-            let child = deps
                 .iter()
                 .enumerate()
-                .skip(next)
-                .find_map(|(k, d)| match d {
-                    Resolved::Batch(j) if state.get(*j) == Some(&0) => Some((k, *j)),
-                    _ => None,
-                });
-            match child {
-                Some((k, j)) => {
-                    stack.push((node, k + 1));
-                    stack.push((j, 0));
-                }
-                None => {
-                    if let Some(s) = state.get_mut(node) {
-                        *s = 2;
-                    }
-                    order.push(node);
-                }
-            }
-        }
+                .skip(1)
+                .map(|(i, p)| {
+                    let deps = p
+                        .deps
+                        .iter()
+                        .filter_map(|d| match d {
+                            Resolved::Batch(j) => Some(*j as u64),
+                            _ => None,
+                        })
+                        .collect();
+                    (i as u64, deps)
+                })
+                .collect(),
+            reldeps: HashMap::new(),
+        };
+        registry::sort_maps(&maps, &edges, true, false)
+            .into_iter()
+            .rev()
+            .map(|i| i as usize)
+            .collect()
     }
 
     fn link_one(
@@ -685,37 +747,49 @@ impl Batch {
         let (Some(p), Some(mapping)) = (self.pending.get(i), self.mappings.get_mut(i)) else {
             return Ok(());
         };
-        let mut global_part: Vec<Provider<'_>> = vec![Provider::HostGlobal];
-        global_part.extend(globals.iter().map(|o| o.provider()));
-        let mut local_part: Vec<Provider<'_>> = Vec::with_capacity(root_scope.len());
+        // Each provider goes with the mmld object it belongs to (`None` for
+        // the host), to record relocation dependencies.
+        let mut global_part: Vec<(Provider<'_>, Option<Resolved>)> =
+            vec![(Provider::HostGlobal, None)];
+        global_part.extend(
+            globals
+                .iter()
+                .map(|o| (o.provider(), Some(Resolved::Existing(Arc::clone(o))))),
+        );
+        let mut local_part: Vec<(Provider<'_>, Option<Resolved>)> =
+            Vec::with_capacity(root_scope.len());
         for slot in root_scope {
             local_part.push(match slot {
-                ScopeSlot::Host(h) => Provider::Host(h),
-                ScopeSlot::Existing(o) => o.provider(),
+                ScopeSlot::Host(h) => (Provider::Host(h), None),
+                ScopeSlot::Existing(o) => (o.provider(), Some(Resolved::Existing(Arc::clone(o)))),
                 ScopeSlot::Batch(j) => {
                     let Some(q) = self.pending.get(*j) else {
                         continue;
                     };
-                    Provider::Object {
+                    let provider = Provider::Object {
                         name: &q.name,
                         symbols: &q.symbols,
                         bias: q.bias,
                         tls_module: q.tls.as_ref().map(|t| t.id),
                         code: &q.code_ranges,
-                    }
+                    };
+                    (provider, Some(Resolved::Batch(*j)))
                 }
             });
         }
-        let mut scope: Vec<Provider<'_>> = Vec::new();
+        // glibc's l_scope: [global scope, local scope], the local scope first
+        // with RTLD_DEEPBIND, and DT_SYMBOLIC puts the object itself before
+        // both (dl-object.c, dl-load.c).
+        let mut scope: Vec<(Provider<'_>, Option<Resolved>)> = Vec::new();
         if p.dynamic.symbolic {
-            // DT_SYMBOLIC: the object's own definitions win over everything.
-            scope.push(Provider::Object {
+            let own = Provider::Object {
                 name: &p.name,
                 symbols: &p.symbols,
                 bias: p.bias,
                 tls_module: p.tls.as_ref().map(|t| t.id),
                 code: &p.code_ranges,
-            });
+            };
+            scope.push((own, Some(Resolved::Batch(i))));
         }
         if self.settings.deep_bind {
             scope.extend(local_part);
@@ -724,7 +798,10 @@ impl Batch {
             scope.extend(global_part);
             scope.extend(local_part);
         }
+        let (scope, owners): (Vec<Provider<'_>>, Vec<Option<Resolved>>) = scope.into_iter().unzip();
         let names: Vec<String> = scope.iter().map(provider_name).collect();
+        // Which scope entries received a binding (indexed by position).
+        let mut bound = vec![false; scope.len()];
         let mut target = LinkTarget {
             name: &p.name,
             mapping,
@@ -733,7 +810,13 @@ impl Batch {
             tls_module: p.tls.as_ref().map(|t| t.id),
         };
         let from = p.name.clone();
+        if let (Some(relro), LinkMode::Run) = (p.plan.relro, mode) {
+            target.mapping.prefault_for_relocation(relro);
+        }
         let report = link::relocate(&mut target, &scope, mode, |sym, ver, b: &Binding| {
+            if let Some(slot) = bound.get_mut(b.provider) {
+                *slot = true;
+            }
             if tracing::enabled!(target: "mmld::bindings", tracing::Level::DEBUG) {
                 let to = names
                     .get(b.provider)
@@ -768,10 +851,89 @@ impl Batch {
         if let Some(relro) = p.plan.relro {
             mapping.seal_relro(relro).at(&p.path, Stage::Map)?;
         }
+        let reldeps = self.relocation_dependencies(i, root_scope, &bound, &owners);
         if let Some(p) = self.pending.get_mut(i) {
             p.report = report;
+            p.reldeps = reldeps;
         }
         Ok(())
+    }
+
+    /// The objects object `i` bound symbols to that it does not depend on
+    /// (glibc's `add_dependency`): not itself, not the host, not
+    /// `DF_1_NODELETE` objects, and not already among its dependencies,
+    /// which for the root means its whole local scope and for the others
+    /// their direct `DT_NEEDED` entries. A binding into a library opened
+    /// with the global option, or into a sibling that interposes, must
+    /// keep that object loaded as long as object `i` is.
+    fn relocation_dependencies(
+        &self,
+        i: usize,
+        root_scope: &[ScopeSlot],
+        bound: &[bool],
+        owners: &[Option<Resolved>],
+    ) -> Vec<Resolved> {
+        let Some(p) = self.pending.get(i) else {
+            return Vec::new();
+        };
+        let already = |r: &Resolved| -> bool {
+            let same = |d: &Resolved| match (d, r) {
+                (Resolved::Batch(a), Resolved::Batch(b)) => a == b,
+                (Resolved::Existing(a), Resolved::Existing(b)) => a.id == b.id,
+                _ => false,
+            };
+            if i == 0 {
+                root_scope.iter().any(|slot| match (slot, r) {
+                    (ScopeSlot::Batch(a), Resolved::Batch(b)) => a == b,
+                    (ScopeSlot::Existing(a), Resolved::Existing(b)) => a.id == b.id,
+                    _ => false,
+                })
+            } else {
+                p.deps.iter().any(same)
+            }
+        };
+        let indices: Vec<usize> = bound
+            .iter()
+            .enumerate()
+            .filter_map(|(k, used)| used.then_some(k))
+            .collect();
+        let mut out: Vec<Resolved> = Vec::new();
+        for k in indices {
+            let Some(Some(r)) = owners.get(k) else {
+                continue;
+            };
+            let nodelete = match r {
+                Resolved::Batch(j) if *j == i => continue,
+                Resolved::Batch(j) => self.pending.get(*j).is_some_and(|q| q.dynamic.nodelete()),
+                Resolved::Existing(o) => o.dynamic.nodelete(),
+                Resolved::Host(_) => continue,
+            };
+            if nodelete || already(r) {
+                continue;
+            }
+            let duplicate = out.iter().any(|d| match (d, r) {
+                (Resolved::Batch(a), Resolved::Batch(b)) => a == b,
+                (Resolved::Existing(a), Resolved::Existing(b)) => a.id == b.id,
+                _ => false,
+            });
+            if !duplicate {
+                tracing::debug!(target: "mmld::libs", from = %p.name, to = %self.resolved_name(r), "relocation dependency");
+                out.push(r.clone());
+            }
+        }
+        out
+    }
+
+    fn resolved_name(&self, r: &Resolved) -> String {
+        match r {
+            Resolved::Host(h) => h.name.clone(),
+            Resolved::Batch(j) => self
+                .pending
+                .get(*j)
+                .map(|q| q.name.clone())
+                .unwrap_or_default(),
+            Resolved::Existing(o) => o.name.clone(),
+        }
     }
 
     /// Turn the batch into published objects (registry entries, not yet
@@ -791,9 +953,20 @@ impl Batch {
         let any_unique = ready.iter().any(|(p, _, _)| p.report.unique_bindings > 0);
         let ids: Vec<u64> = ready.iter().map(|_| registry::next_object_id()).collect();
         let mut resolved = Vec::with_capacity(ready.len());
+        let mut reldeps: Vec<Vec<u64>> = Vec::with_capacity(ready.len());
         let mut objects = Vec::with_capacity(ready.len());
         for ((p, mapping, fini), id) in ready.into_iter().zip(&ids) {
             resolved.push(p.deps.clone());
+            reldeps.push(
+                p.reldeps
+                    .iter()
+                    .filter_map(|r| match r {
+                        Resolved::Batch(j) => ids.get(*j).copied(),
+                        Resolved::Existing(o) => Some(o.id),
+                        Resolved::Host(_) => None,
+                    })
+                    .collect(),
+            );
             objects.push(Arc::new(make_object(p, mapping, fini, *id, &ids)));
         }
         // Dependencies are weak references, filled in once every object of
@@ -812,16 +985,18 @@ impl Batch {
             let _ = obj.deps.set(deps);
         }
         let mut reg = registry::registry();
-        for o in &objects {
+        for (o, reldeps) in objects.iter().zip(reldeps) {
             // Like glibc, an object whose STB_GNU_UNIQUE definitions were
             // bound stays loaded: other objects may use them.
-            let nodelete = o.dynamic.nodelete()
-                || (any_unique && o.symbols.defines_unique());
+            let nodelete = o.dynamic.nodelete() || (any_unique && o.symbols.defines_unique());
             reg.entries.push(Entry {
                 object: Arc::clone(o),
                 open_count: 0,
                 global: false,
+                global_seq: 0,
                 nodelete,
+                initfini: None,
+                reldeps,
                 init_seq: 0,
                 pending_thread_dtors: 0,
             });
@@ -846,47 +1021,143 @@ impl Batch {
         }
     }
 
-    /// The tree in BFS order, each library listed where first needed.
+    /// The dependency tree, depth-first from the root, each `DT_NEEDED`
+    /// entry under the library that needs it, in order. A library mapped by
+    /// this load has its dependencies listed under the library whose search
+    /// found it (the one its provenance is about); everywhere else it is a
+    /// single line marked `repeat`, so shared libraries appear once in full
+    /// and cycles end. Libraries mmld had loaded before are listed in full
+    /// where first met, with their recorded dependencies.
     fn tree(&self) -> Vec<TreeNode> {
-        let mut out = Vec::new();
-        let mut listed_hosts: HashSet<String> = HashSet::new();
-        for (i, p) in self.pending.iter().enumerate() {
-            out.push(TreeNode {
-                name: p.name.clone(),
-                path: Some(p.path.clone()),
-                provenance: Some(p.provenance.clone()),
-                host: false,
-                needed_by: p
-                    .loader
-                    .and_then(|l| self.pending.get(l))
-                    .map(|l| l.name.clone()),
-                depth: self.depth_of(i),
-            });
-            for d in &p.deps {
-                match d {
-                    Resolved::Host(h) if listed_hosts.insert(h.name.clone()) => {
-                        out.push(TreeNode {
-                            name: h.name.clone(),
-                            path: h.path(),
-                            provenance: None,
-                            host: true,
-                            needed_by: Some(p.name.clone()),
-                            depth: self.depth_of(i) + 1,
+        #[derive(Clone)]
+        enum Node {
+            Batch(usize),
+            Existing(Arc<LoadedObject>),
+            Host(Arc<HostLibrary>),
+            Missing,
+        }
+        #[derive(PartialEq, Eq, Hash)]
+        enum Key {
+            Batch(usize),
+            Existing(u64),
+            Host(String),
+        }
+        let children = |node: &Node| -> Vec<(String, Node)> {
+            match node {
+                Node::Batch(i) => {
+                    let Some(p) = self.pending.get(*i) else {
+                        return Vec::new();
+                    };
+                    let mut deps = p.deps.iter();
+                    p.needed
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(k, name)| {
+                            if p.missing_at.contains(&k) {
+                                return Some((name.clone(), Node::Missing));
+                            }
+                            let node = match deps.next()? {
+                                Resolved::Batch(j) => Node::Batch(*j),
+                                Resolved::Existing(o) => Node::Existing(Arc::clone(o)),
+                                Resolved::Host(h) => Node::Host(Arc::clone(h)),
+                            };
+                            Some((name.clone(), node))
                         })
-                    }
-                    Resolved::Existing(o) => out.push(TreeNode {
-                        name: o.name.clone(),
-                        path: Some(o.path.clone()),
-                        provenance: Some(o.provenance.clone()),
-                        host: false,
-                        needed_by: Some(p.name.clone()),
-                        depth: self.depth_of(i) + 1,
-                    }),
-                    _ => {}
+                        .collect()
+                }
+                Node::Existing(o) => o
+                    .needed
+                    .iter()
+                    .zip(o.deps())
+                    .filter_map(|(name, d)| {
+                        let node = match d {
+                            Dep::Host(h) => Node::Host(Arc::clone(h)),
+                            Dep::Mapped(w) => Node::Existing(w.upgrade()?),
+                        };
+                        Some((name.clone(), node))
+                    })
+                    .collect(),
+                Node::Host(_) | Node::Missing => Vec::new(),
+            }
+        };
+        let mut out = Vec::new();
+        let mut listed: HashSet<Key> = HashSet::new();
+        let root_name = self
+            .pending
+            .first()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        // (name, node, needed_by and its batch index, depth), popped in
+        // depth-first order.
+        type Item = (String, Node, Option<(String, Option<usize>)>, usize);
+        let mut stack: Vec<Item> = vec![(root_name, Node::Batch(0), None, 0)];
+        while let Some((name, node, parent, depth)) = stack.pop() {
+            let parent_index = parent.as_ref().and_then(|(_, i)| *i);
+            let needed_by = parent.map(|(n, _)| n);
+            let loader = match &node {
+                Node::Batch(i) => self.pending.get(*i).and_then(|p| p.loader),
+                _ => None,
+            };
+            let full_here = match &node {
+                Node::Batch(i) => {
+                    (*i == 0 || loader == parent_index) && listed.insert(Key::Batch(*i))
+                }
+                Node::Existing(o) => listed.insert(Key::Existing(o.id)),
+                Node::Host(h) => {
+                    listed.insert(Key::Host(h.name.clone()));
+                    true
+                }
+                Node::Missing => true,
+            };
+            let repeat = !full_here;
+            let loaded_for = loader
+                .and_then(|l| self.pending.get(l))
+                .map(|l| l.name.clone());
+            let own_index = match &node {
+                Node::Batch(i) => Some(*i),
+                _ => None,
+            };
+            let (path, provenance, host, reused) = match &node {
+                Node::Batch(i) => {
+                    let p = self.pending.get(*i);
+                    (
+                        p.map(|p| p.path.clone()),
+                        p.map(|p| p.provenance.clone()),
+                        false,
+                        false,
+                    )
+                }
+                Node::Existing(o) => (
+                    Some(o.path.clone()),
+                    Some(o.provenance.clone()),
+                    false,
+                    true,
+                ),
+                Node::Host(h) => (h.path(), None, true, false),
+                Node::Missing => (None, None, false, false),
+            };
+            if !repeat {
+                for (child, child_node) in children(&node).into_iter().rev() {
+                    stack.push((
+                        child,
+                        child_node,
+                        Some((name.clone(), own_index)),
+                        depth + 1,
+                    ));
                 }
             }
+            out.push(TreeNode {
+                name,
+                path,
+                provenance,
+                host,
+                reused,
+                repeat,
+                loaded_for,
+                needed_by,
+                depth,
+            });
         }
-        out.extend(self.missing_nodes.iter().cloned());
         out
     }
 }
@@ -899,37 +1170,20 @@ fn provider_name(p: &Provider<'_>) -> String {
     }
 }
 
-/// Run constructors of every not-yet-initialised object reachable from
-/// `root`, dependencies first.
-fn run_constructors(root: &Arc<LoadedObject>) {
-    let mut order: Vec<Arc<LoadedObject>> = Vec::new();
-    let mut seen: HashSet<u64> = HashSet::new();
-    // Iterative post-order DFS over mapped dependencies.
-    let mut stack: Vec<(Arc<LoadedObject>, usize)> = vec![(Arc::clone(root), 0)];
-    seen.insert(root.id);
-    while let Some((obj, next)) = stack.pop() {
-        let child = obj
-            .deps()
-            .iter()
-            .enumerate()
-            .skip(next)
-            .find_map(|(k, d)| match d {
-                Dep::Mapped(w) => w
-                    .upgrade()
-                    .filter(|o| !seen.contains(&o.id))
-                    .map(|o| (k, o)),
-                Dep::Host(_) => None,
-            });
-        match child {
-            Some((k, c)) => {
-                seen.insert(c.id);
-                stack.push((obj, k + 1));
-                stack.push((c, 0));
-            }
-            None => order.push(obj),
-        }
-    }
-    for obj in order {
+/// Run the constructors of the objects of `scope` not initialised yet, in
+/// the reverse of the root's sorted `l_initfini` (`order`): dependencies
+/// first, as glibc's `_dl_init` does. For the diamond top -> {left, right}
+/// -> base this is base, right, left, top (not a post-order walk from the
+/// root, which would give base, left, right, top); in a cycle the library
+/// opened runs last.
+fn run_constructors(order: &[u64], scope: &[ScopeItem]) {
+    for id in order.iter().rev() {
+        let Some(obj) = scope.iter().find_map(|s| match s {
+            ScopeItem::Mapped(o) if o.id == *id => Some(o),
+            _ => None,
+        }) else {
+            continue;
+        };
         if obj.initialized.swap(true, Ordering::AcqRel) {
             continue;
         }
@@ -939,8 +1193,9 @@ fn run_constructors(root: &Arc<LoadedObject>) {
         }
         let inits = crate::runtime::initializers(&obj.mapping, &obj.dynamic).unwrap_or_default();
         tracing::debug!(target: "mmld::libs", name = %obj.name, count = inits.len(), "running constructors");
-        // SAFETY: the object is fully relocated, published and mapped (we
-        // hold an Arc), and the addresses were validated by `initializers`.
+        // SAFETY: the object is fully relocated, published and mapped (the
+        // scope holds an Arc), and the addresses were validated by
+        // `initializers`.
         unsafe { crate::runtime::run_initializers(&inits) };
     }
 }
@@ -950,14 +1205,19 @@ fn run_constructors(root: &Arc<LoadedObject>) {
 /// handlers registered by those objects may still run after this.
 extern "C" fn finalize_at_exit() {
     // A thread stuck inside a load at exit must not make exit hang.
-    let Some(_guard) = LOADER_LOCK.try_lock() else { return };
-    let mut live: Vec<(u64, Arc<LoadedObject>)> = registry::registry()
-        .entries
-        .iter()
-        .map(|e| (e.init_seq, Arc::clone(&e.object)))
-        .collect();
-    live.sort_by(|a, b| b.0.cmp(&a.0));
-    for (_, obj) in live {
+    let Some(_guard) = LOADER_LOCK.try_lock() else {
+        return;
+    };
+    // glibc's _dl_fini sorts every loaded object the same way as dlclose.
+    let live: Vec<Arc<LoadedObject>> = {
+        let reg = registry::registry();
+        reg.fini_order()
+            .into_iter()
+            .filter_map(|id| reg.entries.iter().find(|e| e.object.id == id))
+            .map(|e| Arc::clone(&e.object))
+            .collect()
+    };
+    for obj in live {
         if obj.initialized.load(Ordering::Acquire) && !obj.finalized.swap(true, Ordering::AcqRel) {
             // SAFETY: still mapped (registry and we hold it); destructors
             // were validated at load.

@@ -107,6 +107,40 @@ fn dispatch(command: Command) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        Command::Maps {
+            library,
+            pid,
+            copy,
+            call,
+            ret,
+            json,
+        } => cli::maps::run(library.as_deref(), pid, copy, call.as_deref(), ret, json),
+        Command::Share {
+            library,
+            procs,
+            strategy,
+            call,
+            ret,
+            json,
+            hold,
+            timeout,
+        } => cli::share::run(cli::share::Options {
+            library,
+            procs,
+            strategy,
+            call,
+            ret,
+            json,
+            hold,
+            timeout: std::time::Duration::from_secs(timeout),
+        }),
+        Command::ShareWorker {
+            library,
+            parent,
+            strategy,
+            call,
+            ret,
+        } => cli::share::worker(&library, parent, strategy, call.as_deref(), ret),
         Command::Check { library } => {
             let report = mmld::OpenOptions::new()
                 .check(&library)

@@ -1,14 +1,15 @@
 // C++ in an mmld-loaded library: exceptions thrown and caught through two
-// of its own frames, static constructors and destructors registered with
-// __cxa_atexit against this library's __dso_handle, a thread_local with a
-// destructor, and an STB_GNU_UNIQUE symbol shared with libcxx_b.so.
+// of its own frames, a static object, and a thread_local with a destructor.
+// It defines no STB_GNU_UNIQUE symbol (those make an object NODELETE, in
+// glibc and in mmld), so it can be unloaded; see cxx_static.cpp for static
+// destructors at unload and cxx_a.cpp/cxx_b.cpp for unique symbols.
 #include <cstring>
 #include <fcntl.h>
 #include <stdexcept>
 #include <string>
 #include <unistd.h>
 
-#include "cxx_shared.h"
+#include <cstdio>
 
 static char log_path[512];
 
@@ -29,7 +30,11 @@ struct Global {
 static Global global_object;
 
 __attribute__((noinline)) static int thrower(int x) {
-    if (x > 0) throw std::runtime_error("boom " + std::to_string(x));
+    if (x > 0) {
+        char text[32];
+        std::snprintf(text, sizeof text, "boom %d", x);
+        throw std::runtime_error(text);
+    }
     return x;
 }
 
@@ -55,5 +60,3 @@ extern "C" int cxx_thread_append(int n) {
     thread_text.append(static_cast<size_t>(n), 'x');
     return static_cast<int>(thread_text.size());
 }
-
-extern "C" int cxx_a_unique_bump() { return ++UniqueCounter<int>::value; }

@@ -10,11 +10,20 @@
  *   int:N:SYM     print "SYM=<int>"      for int SYM(void)
  *   log:N         print "log=<orderlog_read()>" through handle N
  *   clear:N       orderlog_clear() through handle N
+ *   mapped:PATH   print "mapped:PATH=yes" if /proc/self/maps maps PATH
+ *                 (compared by real path), else "mapped:PATH=no"
+ *   same:N:M      print "same:N:M=yes" if both handles are one object
+ *   snapshot      remember /proc/self/maps, without the [heap] line
+ *                 (malloc may grow the heap; nothing else may change)
+ *   unchanged     print "unchanged=yes" if /proc/self/maps is what
+ *                 snapshot saw, else "unchanged=no" and the new maps
  *
- * Handles are numbered from 0 in open order. A failing step prints
- * "error:<dlerror()>" and exits with status 1.
+ * Handles are numbered from 0 in open order. A failed open prints
+ * "error:open:<dlerror()>" and leaves an empty handle; any other failing
+ * step prints "error:<what>: <dlerror()>" and exits with status 1.
  */
 #include <dlfcn.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +54,37 @@ static void *symbol(const char *text, const char *name)
     return p;
 }
 
+static char *read_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f)
+        fail("/proc/self/maps");
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    size_t n;
+    while (buf && (n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (len + 1 == cap)
+            buf = realloc(buf, cap *= 2);
+    }
+    fclose(f);
+    if (!buf)
+        fail("out of memory");
+    buf[len] = '\0';
+    /* Drop the [heap] line in place. */
+    char *heap = strstr(buf, "[heap]\n");
+    if (heap) {
+        char *start = heap;
+        while (start > buf && start[-1] != '\n')
+            start--;
+        memmove(start, heap + 7, strlen(heap + 7) + 1);
+    }
+    return buf;
+}
+
 int main(int argc, char **argv)
 {
+    char *snapshot = NULL;
     for (int i = 1; i < argc; i++) {
         char *step = argv[i];
         char *verb = strtok(step, ":");
@@ -67,7 +105,7 @@ int main(int argc, char **argv)
                 fail("too many handles");
             handles[nhandles] = dlopen(path, flags);
             if (!handles[nhandles])
-                fail(path);
+                printf("error:open:%s\n", dlerror());
             nhandles++;
         } else if (strcmp(verb, "close") == 0) {
             char *n = strtok(NULL, ":");
@@ -90,6 +128,35 @@ int main(int argc, char **argv)
         } else if (strcmp(verb, "clear") == 0) {
             void (*f)(void) = (void (*)(void))symbol(strtok(NULL, ":"), "orderlog_clear");
             f();
+        } else if (strcmp(verb, "mapped") == 0) {
+            char *path = strtok(NULL, ":");
+            char real[PATH_MAX];
+            int yes = 0;
+            if (realpath(path, real)) {
+                char *maps = read_maps();
+                for (char *line = strtok(maps, "\n"); line; line = strtok(NULL, "\n")) {
+                    char *name = strchr(line, '/');
+                    if (name && strcmp(name, real) == 0)
+                        yes = 1;
+                }
+                free(maps);
+            }
+            printf("mapped:%s=%s\n", path, yes ? "yes" : "no");
+        } else if (strcmp(verb, "same") == 0) {
+            char *n = strtok(NULL, ":");
+            char *m = strtok(NULL, ":");
+            printf("same:%s:%s=%s\n", n, m, handle(n) == handle(m) ? "yes" : "no");
+        } else if (strcmp(verb, "snapshot") == 0) {
+            free(snapshot);
+            snapshot = read_maps();
+        } else if (strcmp(verb, "unchanged") == 0) {
+            char *now = read_maps();
+            if (snapshot && strcmp(now, snapshot) == 0) {
+                printf("unchanged=yes\n");
+            } else {
+                printf("unchanged=no\n%s", now);
+            }
+            free(now);
         } else {
             printf("error:unknown step %s\n", verb);
             return 1;

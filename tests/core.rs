@@ -26,22 +26,8 @@ type FnVoidI64 = extern "C" fn() -> i64;
 type FnVoidI32 = extern "C" fn() -> i32;
 type FnVoidStr = extern "C" fn() -> *const c_char;
 type FnI64Str = extern "C" fn(i64) -> *const c_char;
-type Mix = extern "C" fn(
-    i64,
-    f64,
-    i64,
-    f64,
-    i64,
-    f64,
-    i64,
-    f64,
-    i64,
-    f64,
-    i64,
-    f64,
-    f64,
-    f64,
-) -> f64;
+type Mix =
+    extern "C" fn(i64, f64, i64, f64, i64, f64, i64, f64, i64, f64, i64, f64, f64, f64) -> f64;
 
 const DEMO_VARIANTS: [&str; 3] = ["libdemo.so", "libdemo_relr.so", "libdemo_sysv.so"];
 
@@ -115,13 +101,18 @@ fn exercise_demo(variant: &str) {
     assert_eq!(u32_max(), u32::MAX);
     let greeting: FnVoidStr = sym(&lib, "greeting");
     assert_eq!(cstr(greeting()), "hello from libdemo");
-    assert!(inside(greeting() as u64), "greeting's string lies in the library");
+    assert!(
+        inside(greeting() as u64),
+        "greeting's string lies in the library"
+    );
 
     // 6 integer + 8 double arguments, interleaved: 1..14 gives the sum of
     // squares, 1015; distinct awkward values make any misplaced register show.
     let mix: Mix = sym(&lib, "mix");
     assert_eq!(
-        mix(1, 2.0, 3, 4.0, 5, 6.0, 7, 8.0, 9, 10.0, 11, 12.0, 13.0, 14.0),
+        mix(
+            1, 2.0, 3, 4.0, 5, 6.0, 7, 8.0, 9, 10.0, 11, 12.0, 13.0, 14.0
+        ),
         1015.0
     );
     let ints = [3, -7, 11, 13, -17, 19];
@@ -143,7 +134,10 @@ fn exercise_demo(variant: &str) {
     let word: FnI64Str = sym(&lib, "demo_word");
     for (i, w) in ["alpha", "beta", "gamma", "delta"].iter().enumerate() {
         let p = word(i as i64);
-        assert!(inside(p as u64), "demo_word({i}) was relocated by the load bias");
+        assert!(
+            inside(p as u64),
+            "demo_word({i}) was relocated by the load bias"
+        );
         assert_eq!(cstr(p), *w);
     }
     assert!(word(4).is_null());
@@ -274,15 +268,21 @@ fn relative_64_glob_dat_and_jump_slot_are_processed_and_correct() {
         "R_X86_64_GLOB_DAT",
         "R_X86_64_JUMP_SLOT",
     ] {
-        assert!(counts.get(t).copied().unwrap_or(0) > 0, "{t} not processed: {counts:?}");
+        assert!(
+            counts.get(t).copied().unwrap_or(0) > 0,
+            "{t} not processed: {counts:?}"
+        );
     }
     let bias = lib.load_bias();
     // SAFETY: reads of 8-byte slots the loader has written (GOT, RELRO).
     let slot = |offset: u64| unsafe { ((bias + offset) as *const u64).read_unaligned() };
     let add_addr = sym::<usize>(&lib, "add") as u64;
+    // Slots whose value was checked, by type: none of the four may be skipped.
+    let mut checked: BTreeMap<String, usize> = BTreeMap::new();
     for row in readelf_relocations(&path) {
         let value = slot(row.offset);
         let symbol = row.symbol.as_deref().unwrap_or("");
+        *checked.entry(row.rtype.clone()).or_default() += 1;
         match row.rtype.as_str() {
             "R_X86_64_64" | "R_X86_64_GLOB_DAT" if symbol == "add" => {
                 assert_eq!(value, add_addr)
@@ -300,20 +300,35 @@ fn relative_64_glob_dat_and_jump_slot_are_processed_and_correct() {
                 // SAFETY: plain dlsym in the global scope.
                 let host = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) } as u64;
                 assert_ne!(host, 0, "host has {symbol}");
-                assert_eq!(value, host, "JUMP_SLOT {symbol} bound eagerly to the host's");
+                assert_eq!(
+                    value, host,
+                    "JUMP_SLOT {symbol} bound eagerly to the host's"
+                );
             }
             "R_X86_64_RELATIVE" => {
-                let text = readelf(&["-rW"], &path);
-                let line = text
-                    .lines()
-                    .find(|l| l.trim_start().starts_with(&format!("{:016x}", row.offset)))
-                    .unwrap();
-                let addend = u64::from_str_radix(line.split_whitespace().last().unwrap(), 16)
-                    .unwrap();
-                assert_eq!(value, bias + addend, "RELATIVE at {:#x}", row.offset);
+                assert_eq!(
+                    value,
+                    bias.wrapping_add(row.addend as u64),
+                    "RELATIVE at {:#x}",
+                    row.offset
+                );
             }
-            _ => {}
+            _ => {
+                // Toolchain leftovers (_ITM_*, __gmon_start__, __cxa_finalize).
+                *checked.entry(row.rtype.clone()).or_default() -= 1;
+            }
         }
+    }
+    for t in [
+        "R_X86_64_RELATIVE",
+        "R_X86_64_64",
+        "R_X86_64_GLOB_DAT",
+        "R_X86_64_JUMP_SLOT",
+    ] {
+        assert!(
+            checked.get(t).copied().unwrap_or(0) > 0,
+            "no {t} slot checked"
+        );
     }
     // Behaviour that needs each type.
     let word: FnI64Str = sym(&lib, "demo_word");
@@ -383,7 +398,10 @@ fn ifunc_through_jump_slot_r64_and_irelative() {
         })
         .count();
     assert!(ifunc_rows >= 3, "fixture: JUMP_SLOT, R_64 and IRELATIVE");
-    assert_eq!(obj.ifunc_calls, ifunc_rows, "one resolver call per IFUNC relocation");
+    assert_eq!(
+        obj.ifunc_calls, ifunc_rows,
+        "one resolver call per IFUNC relocation"
+    );
     // The library counted its resolver runs: exactly the loader's calls so
     // far (no lookup of an IFUNC symbol has happened yet).
     let resolver_calls: FnVoidI64 = sym(&lib, "ifunc_resolver_calls");
@@ -414,7 +432,10 @@ fn ifunc_through_jump_slot_r64_and_irelative() {
         .st_value;
     let resolver = lib.load_bias() + st_value;
     assert_ne!(info.address, resolver);
-    for r in rows.iter().filter(|r| r.symbol.as_deref() == Some("ifunc_value")) {
+    for r in rows
+        .iter()
+        .filter(|r| r.symbol.as_deref() == Some("ifunc_value"))
+    {
         // SAFETY: GOT / .data slots the loader wrote.
         let slot = unsafe { ((lib.load_bias() + r.offset) as *const u64).read_unaligned() };
         assert_eq!(slot, info.address, "{} slot", r.rtype);
@@ -466,7 +487,11 @@ long call_ifn(void) { return ifn(); }
 fn versioned_lookups() {
     let lib = open(&testlib("libversioned.so"));
     let default: FnVoidI32 = sym(&lib, "vfunc");
-    assert_eq!(default(), 2, "unversioned lookup takes the default VERS_2.0");
+    assert_eq!(
+        default(),
+        2,
+        "unversioned lookup takes the default VERS_2.0"
+    );
     // SAFETY: the fixture's functions are `int f(void)`.
     unsafe {
         let v1 = lib.get_versioned::<FnVoidI32>("vfunc", "VERS_1.0").unwrap();
@@ -483,26 +508,87 @@ fn versioned_lookups() {
         assert!(err.to_string().contains("vfunc@NOPE"), "{err}");
 
         let err = lib.get::<FnVoidI32>("vfunc_v1").unwrap_err();
-        assert!(matches!(err.kind(), ErrorKind::SymbolNotFound { .. }), "{err:?}");
+        assert!(
+            matches!(err.kind(), ErrorKind::SymbolNotFound { .. }),
+            "{err:?}"
+        );
 
         let only = lib.get::<FnVoidI32>("only_v1").unwrap();
         assert_eq!(only(), 10);
-        let only = lib.get_versioned::<FnVoidI32>("only_v1", "VERS_1.0").unwrap();
+        let only = lib
+            .get_versioned::<FnVoidI32>("only_v1", "VERS_1.0")
+            .unwrap();
         assert_eq!(only(), 10);
         let err = lib
             .get_versioned::<FnVoidI32>("only_v1", "VERS_2.0")
             .unwrap_err();
-        assert!(matches!(err.kind(), ErrorKind::SymbolNotFound { .. }), "{err:?}");
+        assert!(
+            matches!(err.kind(), ErrorKind::SymbolNotFound { .. }),
+            "{err:?}"
+        );
     }
     assert_eq!(
         lib.symbol_info("vfunc").unwrap().version.as_deref(),
         Some("VERS_2.0")
     );
     let call: FnVoidI32 = sym(&lib, "call_vfunc");
-    assert_eq!(call(), 2, "the JUMP_SLOT tagged VERS_2.0 binds to vfunc@@VERS_2.0");
+    assert_eq!(
+        call(),
+        2,
+        "the JUMP_SLOT tagged VERS_2.0 binds to vfunc@@VERS_2.0"
+    );
     let parse: extern "C" fn(*const c_char) -> i64 = sym(&lib, "parse_num");
     let s = CString::new("0x1f").unwrap();
     assert_eq!(parse(s.as_ptr()), 31, "strtol@GLIBC_2.2.5 from the host");
+}
+
+/// A reference to the non-default `vfunc@VERS_1.0` from another library
+/// must bind to that version (returns 1), an unversioned-looking call to
+/// the default (returns 2). Within libversioned itself both lookups would
+/// give 2 even to a loader that ignores versions on references.
+#[test]
+fn versioned_reference_from_a_dependent_binds_to_its_exact_version() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        testlib("libversioned.so"),
+        dir.path().join("libversioned.so"),
+    )
+    .unwrap();
+    let src = r#"
+extern int vfunc_old(void);
+__asm__(".symver vfunc_old, vfunc@VERS_1.0");
+extern int vfunc(void);
+int call_old(void) { return vfunc_old(); }
+int call_default(void) { return vfunc(); }
+"#;
+    let link_dir = format!("-L{}", dir.path().display());
+    let path = build_c_library(
+        dir.path(),
+        "libvconsumer.so",
+        src,
+        &[&link_dir, "-lversioned", "-Wl,-rpath,$ORIGIN"],
+    );
+    let rows = readelf_relocations(&path);
+    assert!(
+        rows.iter()
+            .any(|r| r.rtype == "R_X86_64_JUMP_SLOT" && r.value.is_some()),
+        "{rows:?}"
+    );
+    let versions = readelf(&["-rW"], &path);
+    assert!(versions.contains("vfunc@VERS_1.0"), "{versions}");
+    assert!(versions.contains("vfunc@VERS_2.0"), "{versions}");
+
+    let lib = open(&path);
+    let names: Vec<String> = lib.objects().iter().map(|o| o.name.clone()).collect();
+    assert_eq!(names, ["libvconsumer.so", "libversioned.so"]);
+    let old: FnVoidI32 = sym(&lib, "call_old");
+    assert_eq!(
+        old(),
+        1,
+        "vfunc@VERS_1.0 (hidden, non-default) bound by version"
+    );
+    let new: FnVoidI32 = sym(&lib, "call_default");
+    assert_eq!(new(), 2, "vfunc@VERS_2.0");
 }
 
 // ---------------------------------------------------------------------------
@@ -642,14 +728,16 @@ fn libz_round_trip_through_compress_and_uncompress() {
     // SAFETY: RTLD_NOLOAD only asks whether the host has it.
     let host_handle =
         unsafe { libc::dlopen(c"libz.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-    let compress: extern "C" fn(*mut u8, *mut u64, *const u8, u64) -> i32 =
-        sym(&lib, "compress");
+    let compress: extern "C" fn(*mut u8, *mut u64, *const u8, u64) -> i32 = sym(&lib, "compress");
     let uncompress: extern "C" fn(*mut u8, *mut u64, *const u8, u64) -> i32 =
         sym(&lib, "uncompress");
     let bound: extern "C" fn(u64) -> u64 = sym(&lib, "compressBound");
     for f in [compress as usize, uncompress as usize, bound as usize] {
         let f = f as u64;
-        assert!(f >= obj.base && f < obj.base + obj.size, "{f:#x} in mmld's libz");
+        assert!(
+            f >= obj.base && f < obj.base + obj.size,
+            "{f:#x} in mmld's libz"
+        );
     }
     if !host_handle.is_null() {
         // SAFETY: the host's own libz; we only compare addresses.
@@ -673,14 +761,27 @@ fn libz_round_trip_through_compress_and_uncompress() {
     let mut packed = vec![0u8; bound(input.len() as u64) as usize];
     let mut packed_len = packed.len() as u64;
     assert_eq!(
-        compress(packed.as_mut_ptr(), &mut packed_len, input.as_ptr(), input.len() as u64),
+        compress(
+            packed.as_mut_ptr(),
+            &mut packed_len,
+            input.as_ptr(),
+            input.len() as u64
+        ),
         0
     );
-    assert!((packed_len as usize) < input.len() / 10, "repetitive text compresses");
+    assert!(
+        (packed_len as usize) < input.len() / 10,
+        "repetitive text compresses"
+    );
     let mut output = vec![0u8; input.len()];
     let mut out_len = output.len() as u64;
     assert_eq!(
-        uncompress(output.as_mut_ptr(), &mut out_len, packed.as_ptr(), packed_len),
+        uncompress(
+            output.as_mut_ptr(),
+            &mut out_len,
+            packed.as_ptr(),
+            packed_len
+        ),
         0
     );
     assert_eq!(out_len as usize, input.len());
@@ -820,7 +921,10 @@ fn check_layout(file: &Path, lib: &Library) -> LayoutSummary {
 /// Must run in a child process: there, no other thread can map memory
 /// into the freed range.
 fn drop_and_check_span_gone(lib: Library) {
-    let (lo, hi) = (lib.base_address(), lib.base_address() + lib.objects()[0].size);
+    let (lo, hi) = (
+        lib.base_address(),
+        lib.base_address() + lib.objects()[0].size,
+    );
     // Allocate before dropping, so reading the maps file cannot put a new
     // heap mapping into the range just freed.
     let mut text = String::with_capacity(1 << 22);
@@ -841,7 +945,11 @@ fn maps_layout_of_libdemo() {
     let path = testlib("libdemo.so");
     let lib = open(&path);
     let bump: FnVoidI64 = sym(&lib, "counter_bump");
-    assert_eq!(bump(), 42, "a written data page stays private and file-backed");
+    assert_eq!(
+        bump(),
+        42,
+        "a written data page stays private and file-backed"
+    );
     let s = check_layout(&path, &lib);
     println!("{s:?}");
     // The fixture has each kind of page, so none of the checks is vacuous.
@@ -849,7 +957,10 @@ fn maps_layout_of_libdemo() {
     assert!(s.readonly_file_pages > 0, "{s:?}");
     assert!(s.relro_pages > 0, "{s:?}");
     assert!(s.data_file_pages > 0, "{s:?}");
-    assert!(s.bss_anon_pages >= 256, "1 MiB of .bss beyond the file: {s:?}");
+    assert!(
+        s.bss_anon_pages >= 256,
+        "1 MiB of .bss beyond the file: {s:?}"
+    );
     drop_and_check_span_gone(lib);
 }
 
@@ -876,7 +987,10 @@ fn maps_layout_with_gaps_between_segments() {
     let s = check_layout(&path, &lib);
     println!("{s:?}");
     assert!(s.gap_pages > 0, "fixture must have gaps: {s:?}");
-    assert!(s.text_pages > 0 && s.relro_pages > 0 && s.bss_anon_pages > 0, "{s:?}");
+    assert!(
+        s.text_pages > 0 && s.relro_pages > 0 && s.bss_anon_pages > 0,
+        "{s:?}"
+    );
     let add: FnI64I64 = sym(&lib, "add");
     assert_eq!(add(40, 2), 42);
     let bss_sum: FnVoidI64 = sym(&lib, "bss_sum");
@@ -990,7 +1104,10 @@ fn dyn_value(b: &[u8], tag: u64) -> usize {
         .map(|i| phdr(b, i))
         .find(|&at| rd32(b, at + P_TYPE) == goblin::elf::program_header::PT_DYNAMIC)
         .unwrap();
-    let (off, size) = (rd64(b, dynamic + P_OFFSET) as usize, rd64(b, dynamic + P_FILESZ) as usize);
+    let (off, size) = (
+        rd64(b, dynamic + P_OFFSET) as usize,
+        rd64(b, dynamic + P_FILESZ) as usize,
+    );
     (off..off + size)
         .step_by(16)
         .find(|&e| rd64(b, e) == tag)
@@ -1110,7 +1227,15 @@ fn read_rejections() -> Vec<(&'static str, Patch, Expect, &'static str)> {
                 let at = dyn_value(b, goblin::elf::dynamic::DT_STRTAB);
                 wr64(b, at, 0x4000_0000);
             },
-            |k| matches!(k, ErrorKind::TableOutsideImage { tag: "DT_STRTAB", .. }),
+            |k| {
+                matches!(
+                    k,
+                    ErrorKind::TableOutsideImage {
+                        tag: "DT_STRTAB",
+                        ..
+                    }
+                )
+            },
             "DT_STRTAB points to",
         ),
         (
@@ -1119,7 +1244,15 @@ fn read_rejections() -> Vec<(&'static str, Patch, Expect, &'static str)> {
                 let at = dyn_value(b, goblin::elf::dynamic::DT_SYMTAB);
                 wr64(b, at, 0x4000_0000);
             },
-            |k| matches!(k, ErrorKind::TableOutsideImage { tag: "DT_SYMTAB", .. }),
+            |k| {
+                matches!(
+                    k,
+                    ErrorKind::TableOutsideImage {
+                        tag: "DT_SYMTAB",
+                        ..
+                    }
+                )
+            },
             "DT_SYMTAB points to",
         ),
     ]
@@ -1214,10 +1347,16 @@ fn symbol_names_of_every_accepted_type() {
     }
     // SAFETY: must fail before any conversion.
     let err = unsafe { lib.get::<usize>("a\0dd") }.unwrap_err();
-    assert!(matches!(err.kind(), ErrorKind::InvalidSymbolName { .. }), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidSymbolName { .. }),
+        "{err:?}"
+    );
     // SAFETY: as above.
     let err = unsafe { lib.get::<usize>(&b"add\0\0"[..]) }.unwrap_err();
-    assert!(matches!(err.kind(), ErrorKind::InvalidSymbolName { .. }), "{err:?}");
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidSymbolName { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -1227,18 +1366,30 @@ fn wrong_size_type_is_a_size_mismatch() {
     unsafe {
         let err = lib.get::<u32>("add").unwrap_err();
         assert!(
-            matches!(err.kind(), ErrorKind::SymbolSizeMismatch { requested: 4, pointer: 8 }),
+            matches!(
+                err.kind(),
+                ErrorKind::SymbolSizeMismatch {
+                    requested: 4,
+                    pointer: 8
+                }
+            ),
             "{err:?}"
         );
         assert_eq!(err.stage(), Stage::Lookup);
         assert!(err.to_string().contains("libdemo.so"), "{err}");
         let err = lib.get::<[u64; 2]>("add").unwrap_err();
         assert!(
-            matches!(err.kind(), ErrorKind::SymbolSizeMismatch { requested: 16, .. }),
+            matches!(
+                err.kind(),
+                ErrorKind::SymbolSizeMismatch { requested: 16, .. }
+            ),
             "{err:?}"
         );
         let err = lib.get::<()>("demo_data_value").unwrap_err();
-        assert!(matches!(err.kind(), ErrorKind::SymbolSizeMismatch { .. }), "{err:?}");
+        assert!(
+            matches!(err.kind(), ErrorKind::SymbolSizeMismatch { .. }),
+            "{err:?}"
+        );
         // Pointer-sized types are fine.
         assert!(lib.get::<*const i64>("demo_data_value").is_ok());
         assert!(lib.get::<FnI64I64>("add").is_ok());

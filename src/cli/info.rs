@@ -202,12 +202,29 @@ pub fn to_json(path: &Path, d: &Description) -> String {
     .to_string()
 }
 
+/// `mmld deps`: one line per `DT_NEEDED` entry, indented under the library
+/// that needs it, with where it resolved and how:
+///
+/// ```text
+/// libdtop.so => /t/diamond/libdtop.so [mmld, path as given]
+///     libdleft.so => /t/diamond/lib/libdleft.so [mmld, DT_RUNPATH]
+///         libdbase.so => /t/diamond/lib/libdbase.so [mmld, DT_RUNPATH]
+///     libdright.so => /t/diamond/lib/libdright.so [mmld, DT_RUNPATH]
+///         libdbase.so => /t/diamond/lib/libdbase.so [mmld, DT_RUNPATH] (listed under libdleft.so)
+///     libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 [host]
+///     libgone.so => NOT FOUND (needed by libdtop.so)
+/// ```
 pub fn tree_text(tree: &[TreeNode]) -> String {
     let mut s = String::new();
     for n in tree {
         let indent = "    ".repeat(n.depth);
+        let how = n
+            .provenance
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
         let _ = match (&n.path, n.host) {
-            (_, _) if n.path.is_none() && !n.host => writeln!(
+            (None, false) => writeln!(
                 s,
                 "{indent}{} => NOT FOUND (needed by {})",
                 n.name,
@@ -215,17 +232,19 @@ pub fn tree_text(tree: &[TreeNode]) -> String {
             ),
             (Some(p), true) => writeln!(s, "{indent}{} => {} [host]", n.name, p.display()),
             (None, true) => writeln!(s, "{indent}{} => [host]", n.name),
-            (Some(p), false) => writeln!(
-                s,
-                "{indent}{} => {} [mmld, {}]",
-                n.name,
-                p.display(),
-                n.provenance
-                    .as_ref()
-                    .map(|p| p.to_string())
-                    .unwrap_or_default()
-            ),
-            (None, false) => Ok(()),
+            (Some(p), false) => {
+                let what = if n.reused {
+                    format!("mmld, already loaded, {how}")
+                } else {
+                    format!("mmld, {how}")
+                };
+                let again = match (n.repeat, &n.loaded_for) {
+                    (false, _) => String::new(),
+                    (true, Some(l)) => format!(" (listed under {l})"),
+                    (true, None) => " (see above)".to_string(),
+                };
+                writeln!(s, "{indent}{} => {} [{what}]{again}", n.name, p.display())
+            }
         };
     }
     s
@@ -237,6 +256,9 @@ pub fn tree_json(tree: &[TreeNode]) -> String {
         "path": n.path.as_ref().map(|p| p.display().to_string()),
         "found_by": n.provenance.as_ref().map(|p| p.to_string()),
         "provider": if n.host { "host" } else if n.path.is_some() { "mmld" } else { "missing" },
+        "reused": n.reused,
+        "repeat": n.repeat,
+        "loaded_for": n.loaded_for,
         "needed_by": n.needed_by,
         "depth": n.depth,
     })).collect::<Vec<_>>())

@@ -5,6 +5,8 @@
 
 pub mod call;
 pub mod info;
+pub mod maps;
+pub mod share;
 
 use std::path::PathBuf;
 
@@ -59,4 +61,71 @@ pub enum Command {
     /// Load and link the whole tree without running any of its code (like
     /// `ldd -r`); exit 0 only if it would load.
     Check { library: PathBuf },
+    /// Show the /proc/PID/maps lines of a loaded library, annotated: role
+    /// (text, rodata, RELRO, data, .bss, gap), sections, resident pages.
+    #[command(
+        after_help = "resident: pages present in the process's page tables (/proc/PID/pagemap, what smaps calls Rss).\ncached: pages of the file in the page cache (mincore), whoever read them.\nWith --call, resident counts show as 'after load → after the call'.\nExamples:\n  mmld maps testlibs/libdemo.so --call add 2 3\n  mmld maps --pid $$"
+    )]
+    Maps {
+        /// The shared object to load (not with --pid).
+        #[arg(required_unless_present = "pid", conflicts_with = "pid")]
+        library: Option<PathBuf>,
+        /// Annotate every mapped ELF file of this process instead.
+        #[arg(long)]
+        pid: Option<i32>,
+        /// Load with the read strategy (segments copied into anonymous memory).
+        #[arg(long, conflicts_with = "pid")]
+        copy: bool,
+        /// After loading, call SYMBOL with ARGS (as `mmld run` does).
+        #[arg(long, num_args = 1.., value_name = "SYMBOL [ARGS]", allow_negative_numbers = true, conflicts_with = "pid")]
+        call: Option<Vec<String>>,
+        /// How to read the called function's return value.
+        #[arg(long, value_enum, default_value = "i64")]
+        ret: call::Ret,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a library in N worker processes and measure how its pages are
+    /// shared: smaps per segment, and physical pages when privileged.
+    #[command(after_help = "Example: mmld share testlibs/libdemo.so --procs 4 --call counter_bump")]
+    Share {
+        library: PathBuf,
+        /// How many worker processes.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+        procs: u32,
+        /// mmap: map segments from the file (shared page cache); read: copy
+        /// them into anonymous memory.
+        #[arg(long, value_enum, default_value = "mmap")]
+        strategy: share::StrategyArg,
+        /// Each worker calls SYMBOL with ARGS after loading.
+        #[arg(long, num_args = 1.., value_name = "SYMBOL [ARGS]", allow_negative_numbers = true)]
+        call: Option<Vec<String>>,
+        /// How to read the called function's return value.
+        #[arg(long, value_enum, default_value = "i64")]
+        ret: call::Ret,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Keep the workers alive after the report until standard input
+        /// closes (or Ctrl-C), to look at them with other tools.
+        #[arg(long)]
+        hold: bool,
+        /// Seconds to wait for the workers to load the library.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Internal: one worker of `mmld share`.
+    #[command(name = "__share-worker", hide = true)]
+    ShareWorker {
+        library: PathBuf,
+        #[arg(long)]
+        parent: i32,
+        #[arg(long, value_enum)]
+        strategy: share::StrategyArg,
+        #[arg(long, num_args = 1.., allow_negative_numbers = true)]
+        call: Option<Vec<String>>,
+        #[arg(long, value_enum, default_value = "i64")]
+        ret: call::Ret,
+    },
 }

@@ -300,7 +300,10 @@ fn check_range(plan: &LoadPlan, tag: &'static str, r: VRange, read_only: bool) -
             end,
         })?;
     // A table must come from the file, not from zero-filled .bss.
-    if r.vaddr.checked_add(r.size).is_none_or(|e| e > seg.file_end_vaddr()) {
+    if r.vaddr
+        .checked_add(r.size)
+        .is_none_or(|e| e > seg.file_end_vaddr())
+    {
         return Err(ErrorKind::TableOverrunsSegment {
             tag,
             addr: r.vaddr,

@@ -61,14 +61,19 @@ impl ElfFile {
             return Err(ErrorKind::NotRegularFile { what });
         }
         let file_len = meta.len();
-        let mut head = vec![0u8; usize::try_from(file_len).unwrap_or(FIRST_READ).min(FIRST_READ)];
+        let mut head = vec![
+            0u8;
+            usize::try_from(file_len)
+                .unwrap_or(FIRST_READ)
+                .min(FIRST_READ)
+        ];
         read_exact_at(&file, &mut head, 0, "reading the ELF header")?;
         // Read exactly the program header table (at most 65535 * 56 bytes),
         // wherever the header says it is: never "everything up to it".
         let (ph_offset, ph_len) = LoadPlan::program_header_range(&head, file_len)?;
-        let in_head = usize::try_from(ph_offset).ok().and_then(|start| {
-            head.get(start..start.checked_add(usize::try_from(ph_len).ok()?)?)
-        });
+        let in_head = usize::try_from(ph_offset)
+            .ok()
+            .and_then(|start| head.get(start..start.checked_add(usize::try_from(ph_len).ok()?)?));
         let plan = match in_head {
             Some(table) => LoadPlan::parse_parts(&head, table, file_len)?,
             None => {

@@ -79,25 +79,28 @@ fn read_at(file: &File, path: &Path, offset: u64, len: usize, file_len: u64) -> 
     if end.is_none_or(|e| e > file_len) {
         return Err(elf_error(
             path,
-            format!("{len} bytes at offset {offset:#x} lie beyond the end of the file ({file_len} bytes)"),
+            format!(
+                "{len} bytes at offset {offset:#x} lie beyond the end of the file ({file_len} bytes)"
+            ),
         ));
     }
     let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, offset).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        what: "reading ELF headers",
-        source,
-    })?;
+    file.read_exact_at(&mut buf, offset)
+        .map_err(|error| Error::Io {
+            path: path.to_path_buf(),
+            what: "reading ELF headers",
+            error,
+        })?;
     Ok(buf)
 }
 
 impl ElfFacts {
     /// Open `path` and read its facts.
     pub fn read_path(path: &Path) -> Result<ElfFacts> {
-        let file = File::open(path).map_err(|source| Error::Io {
+        let file = File::open(path).map_err(|error| Error::Io {
             path: path.to_path_buf(),
             what: "opening",
-            source,
+            error,
         })?;
         Self::read(&file, path)
     }
@@ -106,10 +109,10 @@ impl ElfFacts {
     pub fn read(file: &File, path: &Path) -> Result<ElfFacts> {
         let file_len = file
             .metadata()
-            .map_err(|source| Error::Io {
+            .map_err(|error| Error::Io {
                 path: PathBuf::from(path),
                 what: "fstat",
-                source,
+                error,
             })?
             .len();
         let head = read_at(file, path, 0, EHDR_SIZE, file_len)?;
@@ -192,7 +195,7 @@ fn read_sections(
     // Extended numbering: e_shnum 0 and e_shstrndx SHN_XINDEX put the real
     // values in section 0's sh_size and sh_link.
     let first = read_at(file, path, header.e_shoff, SHDR_SIZE, file_len)?;
-    let zero = SectionHeader::parse(&first, 0, 1, ctx)
+    let zero = SectionHeader::parse_from(&first, 0, 1, ctx)
         .map_err(|e| elf_error(path, format!("bad section header 0: {e}")))?;
     let zero = zero.first();
     let shnum = match header.e_shnum {
@@ -210,7 +213,7 @@ fn read_sections(
         return Err(elf_error(path, format!("{shnum} section headers")));
     }
     let bytes = read_at(file, path, header.e_shoff, shnum * SHDR_SIZE, file_len)?;
-    let shdrs = SectionHeader::parse(&bytes, 0, shnum, ctx)
+    let shdrs = SectionHeader::parse_from(&bytes, 0, shnum, ctx)
         .map_err(|e| elf_error(path, format!("bad section headers: {e}")))?;
     let names = match shdrs.get(shstrndx) {
         Some(s) if s.sh_type != sh::SHT_NOBITS && s.sh_size <= MAX_SHSTRTAB => {
@@ -261,7 +264,11 @@ mod tests {
         let p = dir.join("junk");
         std::fs::write(&p, b"\x7fELF\x02\x01\x01junkjunk").unwrap();
         assert!(ElfFacts::read_path(&p).is_err());
-        std::fs::write(&p, b"not elf at all, but long enough to have a header of sixty-four bytes....").unwrap();
+        std::fs::write(
+            &p,
+            b"not elf at all, but long enough to have a header of sixty-four bytes....",
+        )
+        .unwrap();
         assert!(ElfFacts::read_path(&p).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }

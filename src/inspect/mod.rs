@@ -35,7 +35,7 @@ pub mod share;
 mod sys;
 
 pub use elf::{ElfFacts, LoadSegment, SectionInfo};
-pub use layout::{MappedBy, ObjectLayout, Role, RoleRange, objects_in_process};
+pub use layout::{FoundObject, MappedBy, ObjectLayout, Role, RoleRange, objects_in_process};
 pub use proc::{PageProbe, PageState, Privilege, Smaps, Vma, read_vmas};
 
 use std::path::PathBuf;
@@ -63,9 +63,9 @@ impl Pid {
             Pid::Myself => procfs::process::Process::myself(),
             Pid::Other(p) => procfs::process::Process::new(p),
         }
-        .map_err(|source| Error::Proc {
+        .map_err(|error| Error::Proc {
             what: format!("opening /proc/{}", self.label()),
-            source,
+            error,
         })
     }
 
@@ -77,21 +77,19 @@ impl Pid {
     }
 }
 
-/// Why an inspection failed.
+/// Why an inspection failed. The message includes the underlying error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {what}: {source}", path.display())]
+    #[error("{}: {what}: {error}", path.display())]
     Io {
         path: PathBuf,
         what: &'static str,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}: {error}")]
     Proc {
         what: String,
-        #[source]
-        source: procfs::ProcError,
+        error: procfs::ProcError,
     },
     #[error("{}: {what}", path.display())]
     Elf { path: PathBuf, what: String },

@@ -37,6 +37,8 @@ pub fn is_glibc_family(name: &str) -> bool {
 pub struct HostLibrary {
     handle: *mut libc::c_void,
     pub name: String,
+    /// The path glibc loaded it from, looked up once.
+    path: std::sync::OnceLock<Option<String>>,
 }
 
 // SAFETY: a dlopen handle is an opaque token glibc accepts from any thread.
@@ -54,7 +56,15 @@ impl HostLibrary {
         (!handle.is_null()).then(|| HostLibrary {
             handle,
             name: name.to_string(),
+            path: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The path glibc loaded this library from, as `dl_iterate_phdr` names it.
+    pub fn path_str(&self) -> Option<&str> {
+        self.path
+            .get_or_init(|| self.path().map(|p| p.to_string_lossy().into_owned()))
+            .as_deref()
     }
 
     /// Ask glibc to load `name` (used only for the glibc family, which must
@@ -67,6 +77,7 @@ impl HostLibrary {
         (!handle.is_null()).then(|| HostLibrary {
             handle,
             name: name.to_string(),
+            path: std::sync::OnceLock::new(),
         })
     }
 

@@ -6,6 +6,7 @@
 //! object other than IFUNC resolvers (and none at all in a dry run).
 
 pub mod host;
+pub mod hostscope;
 pub mod symbols;
 
 use std::collections::HashMap;
@@ -65,10 +66,47 @@ pub struct Binding {
     pub value: u64,
 }
 
+/// Relocations seen, by type: a plain array for the types x86-64 defines,
+/// counted once per relocation on the hot path.
+#[derive(Debug, Clone)]
+pub struct RelocationCounts([usize; 64]);
+
+impl Default for RelocationCounts {
+    fn default() -> Self {
+        RelocationCounts([0; 64])
+    }
+}
+
+impl RelocationCounts {
+    fn add(&mut self, rtype: u32) {
+        if let Some(c) = self.0.get_mut(rtype as usize) {
+            *c += 1;
+        }
+    }
+
+    /// `(type, count)` for every type seen.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(t, n)| (t as u32, *n))
+    }
+
+    pub fn get(&self, rtype: u32) -> usize {
+        self.0.get(rtype as usize).copied().unwrap_or(0)
+    }
+
+    /// Total of all types.
+    pub fn total(&self) -> usize {
+        self.0.iter().sum()
+    }
+}
+
 /// Counts of what LINK did, for `mmld info`, tracing and tests.
 #[derive(Debug, Default, Clone)]
 pub struct LinkReport {
-    pub by_type: HashMap<u32, usize>,
+    pub by_type: RelocationCounts,
     pub relr_addresses: usize,
     pub ifunc_calls: usize,
     pub host_bindings: usize,
@@ -95,9 +133,11 @@ fn unique_symbols() -> &'static std::sync::Mutex<HashMap<Vec<u8>, (u64, u64)>> {
 }
 
 /// Resolve `name` (with an optional version) in `scope`, in order.
-pub fn resolve_in_scope(scope: &[Provider<'_>], req: &Request<'_>) -> Option<Binding> {
-    let mut cname: Option<CString> = None;
-    let mut cversion: Option<Option<CString>> = None;
+pub fn resolve_in_scope(
+    scope: &[Provider<'_>],
+    req: &Request<'_>,
+    host: &hostscope::HostScope,
+) -> Option<Binding> {
     for (provider, p) in scope.iter().enumerate() {
         match p {
             Provider::Object {
@@ -114,15 +154,25 @@ pub fn resolve_in_scope(scope: &[Provider<'_>], req: &Request<'_>) -> Option<Bin
                 }
             }
             Provider::HostGlobal | Provider::Host(_) => {
-                let name = match &cname {
-                    Some(n) => n,
-                    None => cname.insert(CString::new(req.name).ok()?),
+                // The host's own tables answer misses cheaply; glibc is asked
+                // only when an object could not be read.
+                let ask_glibc = |handle: Option<&host::HostLibrary>| {
+                    let name = CString::new(req.name).ok()?;
+                    let version = req.version.and_then(|v| CString::new(v.name).ok());
+                    match handle {
+                        Some(lib) => lib.symbol(&name, version.as_deref()),
+                        None => host::global_symbol(&name, version.as_deref()),
+                    }
                 };
-                let version = cversion
-                    .get_or_insert_with(|| req.version.and_then(|v| CString::new(v.name).ok()));
                 let found = match p {
-                    Provider::Host(lib) => lib.symbol(name, version.as_deref()),
-                    _ => host::global_symbol(name, version.as_deref()),
+                    Provider::Host(lib) => {
+                        match lib.path_str().and_then(|n| host.object_named(n)) {
+                            Some(o) => o.lookup(req),
+                            None => ask_glibc(Some(lib)),
+                        }
+                    }
+                    _ if !host.incomplete => host.lookup_global(req),
+                    _ => ask_glibc(None),
                 };
                 if let Some(addr) = found {
                     return Some(Binding {
@@ -158,6 +208,39 @@ fn binding_for(sym: Sym, bias: u64, provider: usize, tls_module: Option<u64>) ->
         provider,
         tls_module: if is_tls { tls_module } else { None },
         value: sym.value,
+    }
+}
+
+/// Bindings by symbol index: a dense table, cheaper than hashing for the
+/// hundreds of thousands of relocations of a large library.
+struct BindingCache {
+    /// 0: not bound yet; n: `bindings[n - 1]`.
+    slot_of: Vec<u32>,
+    bindings: Vec<Option<Binding>>,
+}
+
+impl BindingCache {
+    fn new(symbols: u32) -> Self {
+        BindingCache {
+            slot_of: vec![0; symbols as usize],
+            bindings: Vec::new(),
+        }
+    }
+
+    fn get(&self, sym: u32) -> Option<Option<Binding>> {
+        let slot = *self.slot_of.get(sym as usize)?;
+        if slot == 0 {
+            return None;
+        }
+        self.bindings.get(slot as usize - 1).copied()
+    }
+
+    fn insert(&mut self, sym: u32, binding: Option<Binding>) {
+        self.bindings.push(binding);
+        let slot = u32::try_from(self.bindings.len()).unwrap_or(0);
+        if let Some(s) = self.slot_of.get_mut(sym as usize) {
+            *s = slot;
+        }
     }
 }
 
@@ -202,12 +285,15 @@ pub fn relocate(
 ) -> KindResult<LinkReport> {
     let mut report = LinkReport::default();
     let bias = target.mapping.bias();
+    let host = hostscope::host_scope();
 
     if let Some(relr) = target.dynamic.relr {
         report.relr_addresses = apply_relr(target.mapping, relr, bias)?;
     }
 
-    let mut cache: HashMap<u32, Option<Binding>> = HashMap::new();
+    // Each symbol is bound once per object: relocations against the same
+    // symbol (GOT slot, PLT slot, data pointers) reuse the result.
+    let mut cache = BindingCache::new(target.symbols.len());
     let mut deferred: Vec<Deferred> = Vec::new();
     for (table, range) in [
         ("DT_RELA", target.dynamic.rela),
@@ -226,10 +312,11 @@ pub fn relocate(
             let Some(r) = rela_at(&bytes, index) else {
                 break;
             };
-            *report.by_type.entry(r.rtype).or_default() += 1;
+            report.by_type.add(r.rtype);
             let outcome = apply_one(
                 target,
                 scope,
+                &host,
                 mode,
                 table,
                 index,
@@ -251,14 +338,15 @@ pub fn relocate(
     }
 
     for d in deferred {
+        // Checked in a dry run too, so `check` fails exactly when a load would.
+        if !d.checked && !target.mapping.executable_at(d.resolver.wrapping_sub(bias)) {
+            return Err(ErrorKind::BadCodePointer {
+                what: format!("IFUNC resolver for relocation {} in {}", d.index, d.table),
+                addr: d.resolver.wrapping_sub(bias),
+            });
+        }
         let value = match mode {
             LinkMode::Run => {
-                if !d.checked && !target.mapping.executable_at(d.resolver.wrapping_sub(bias)) {
-                    return Err(ErrorKind::BadCodePointer {
-                        what: format!("IFUNC resolver for relocation {} in {}", d.index, d.table),
-                        addr: d.resolver.wrapping_sub(bias),
-                    });
-                }
                 report.ifunc_calls += 1;
                 // SAFETY: the resolver lies in an executable segment of this
                 // object, and every non-IFUNC relocation has been applied.
@@ -346,7 +434,11 @@ fn tls_value(
                 Err(ErrorKind::TlsUnsupported {
                     detail: format!(
                         "relocation {index} in {table} is R_X86_64_TPOFF64 against a variable of an mmld-loaded object: it needs the static TLS block (initial-exec model{}), which cannot grow after start-up; rebuild it with -ftls-model=global-dynamic",
-                        if target.dynamic.flags & crate::elf::DF_STATIC_TLS != 0 { ", DF_STATIC_TLS" } else { "" }
+                        if target.dynamic.flags & crate::elf::DF_STATIC_TLS != 0 {
+                            ", DF_STATIC_TLS"
+                        } else {
+                            ""
+                        }
                     ),
                 })
             }
@@ -360,11 +452,12 @@ fn tls_value(
 fn apply_one(
     target: &mut LinkTarget<'_>,
     scope: &[Provider<'_>],
+    host: &hostscope::HostScope,
     mode: LinkMode,
     table: &'static str,
     index: usize,
     r: &Rela,
-    cache: &mut HashMap<u32, Option<Binding>>,
+    cache: &mut BindingCache,
     report: &mut LinkReport,
     on_bind: &mut impl FnMut(&[u8], Option<&[u8]>, &Binding),
 ) -> KindResult<Option<(u64, bool)>> {
@@ -434,17 +527,17 @@ fn apply_one(
         let sym = target
             .symbols
             .symbol(r.sym)
-            .ok_or(ErrorKind::SymbolIndexOutOfRange {
+            .ok_or_else(|| ErrorKind::SymbolIndexOutOfRange {
                 table,
                 index,
                 offset: r.offset,
                 symbol: r.sym,
                 count: target.symbols.len(),
             })?;
-        match cache.get(&r.sym) {
-            Some(b) => *b,
+        match cache.get(r.sym) {
+            Some(b) => b,
             None => {
-                let b = bind_symbol(target, scope, r.sym, &sym, mode, report, on_bind)?;
+                let b = bind_symbol(target, scope, host, r.sym, &sym, mode, report, on_bind)?;
                 cache.insert(r.sym, b);
                 b
             }
@@ -455,8 +548,14 @@ fn apply_one(
         write(target.mapping, table, index, r.offset, 0)?;
         return Ok(None);
     };
-    if matches!(r.rtype, arch::R_DTPMOD64 | arch::R_DTPOFF64 | arch::R_TPOFF64) {
-        let from_host = matches!(scope.get(b.provider), Some(Provider::HostGlobal | Provider::Host(_)));
+    if matches!(
+        r.rtype,
+        arch::R_DTPMOD64 | arch::R_DTPOFF64 | arch::R_TPOFF64
+    ) {
+        let from_host = matches!(
+            scope.get(b.provider),
+            Some(Provider::HostGlobal | Provider::Host(_))
+        );
         let value = tls_value(target, table, index, r, &b, from_host)?;
         write(target.mapping, table, index, r.offset, value)?;
         return Ok(None);
@@ -493,9 +592,11 @@ fn apply_one(
     Ok(None)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn bind_symbol(
     target: &LinkTarget<'_>,
     scope: &[Provider<'_>],
+    host: &hostscope::HostScope,
     index: u32,
     sym: &Sym,
     mode: LinkMode,
@@ -538,7 +639,7 @@ fn bind_symbol(
             exact_only: false,
         }),
     };
-    if let Some(mut b) = resolve_in_scope(scope, &req) {
+    if let Some(mut b) = resolve_in_scope(scope, &req, host) {
         if b.unique && mode == LinkMode::Run {
             // The first definition bound wins for the whole process.
             let mut table = unique_symbols().lock().unwrap_or_else(|e| e.into_inner());

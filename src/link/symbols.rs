@@ -128,6 +128,10 @@ struct GnuHash {
     bloom: RoBytes,
     buckets: RoBytes,
     chains: RoBytes,
+    /// Object address of the chain array, for the overlap check.
+    chains_at: u64,
+    /// The bucket start whose chain was walked to count the symbols.
+    last_chain: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -135,6 +139,8 @@ struct SysvHash {
     nbucket: u32,
     buckets: RoBytes,
     chains: RoBytes,
+    /// Object address range of the whole table.
+    range: (u64, u64),
 }
 
 /// The symbol tables of one mapped object.
@@ -153,27 +159,74 @@ pub struct SymbolTable {
 }
 
 fn u32_at(bytes: &RoBytes, index: usize) -> Option<u32> {
-    let off = index.checked_mul(4)?;
-    let b = bytes.as_slice().get(off..off + 4)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    u32_at_off(bytes.as_slice(), index.checked_mul(4)?)
 }
 
 fn u64_at(bytes: &RoBytes, index: usize) -> Option<u64> {
     let off = index.checked_mul(8)?;
-    let b = bytes.as_slice().get(off..off + 8)?;
-    let mut a = [0u8; 8];
-    a.copy_from_slice(b);
-    Some(u64::from_le_bytes(a))
+    let b = bytes.as_slice().get(off..off.checked_add(8)?)?;
+    Some(u64::from_le_bytes(b.try_into().ok()?))
 }
 
 fn u16_at(bytes: &[u8], off: usize) -> Option<u16> {
     let b = bytes.get(off..off.checked_add(2)?)?;
-    Some(u16::from_le_bytes([b[0], b[1]]))
+    Some(u16::from_le_bytes(b.try_into().ok()?))
 }
 
 fn u32_at_off(bytes: &[u8], off: usize) -> Option<u32> {
     let b = bytes.get(off..off.checked_add(4)?)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    Some(u32::from_le_bytes(b.try_into().ok()?))
+}
+
+/// `len` bytes at `addr` from the file-backed part of one read-only
+/// segment. Every table LINK reads goes through here, so a table's size is
+/// bounded by the file, never by a `.bss` the file merely claims.
+fn table_bytes(mapping: &Mapping, tag: &'static str, addr: u64, len: u64) -> KindResult<RoBytes> {
+    let end = addr.saturating_add(len);
+    let seg = mapping
+        .segment_containing(addr, 1)
+        .ok_or(ErrorKind::TableOutsideImage { tag, addr, end })?;
+    let file_end = seg.plan.file_end_vaddr();
+    if addr.checked_add(len).is_none_or(|e| e > file_end) {
+        return Err(ErrorKind::TableOverrunsSegment {
+            tag,
+            addr,
+            end,
+            segment_end: file_end,
+        });
+    }
+    if len == 0 {
+        return Ok(RoBytes::EMPTY);
+    }
+    let writable = seg.plan.writable();
+    mapping.read_only(addr, len).ok_or(if writable {
+        ErrorKind::TableInWritableSegment { tag, addr }
+    } else {
+        ErrorKind::TableOutsideImage { tag, addr, end }
+    })
+}
+
+/// The bytes from `addr` to the end of the file-backed part of its
+/// segment: the bound for a table whose length is not known yet.
+fn table_bytes_to_segment_end(
+    mapping: &Mapping,
+    tag: &'static str,
+    addr: u64,
+) -> KindResult<RoBytes> {
+    let len = mapping
+        .segment_containing(addr, 1)
+        .map(|s| s.plan.file_end_vaddr().saturating_sub(addr))
+        .unwrap_or(0);
+    table_bytes(mapping, tag, addr, len.max(1)).or_else(|e| match e {
+        // A start in the zero-filled tail: nothing of the file to read.
+        ErrorKind::TableOverrunsSegment { .. } if len == 0 => Ok(RoBytes::EMPTY),
+        e => Err(e),
+    })
+}
+
+/// Do `a` and `b` (start, end) overlap?
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
 }
 
 fn malformed(table: &'static str, detail: impl Into<String>) -> ErrorKind {
@@ -187,13 +240,7 @@ impl SymbolTable {
     /// Locate and validate the tables `dynamic` points to inside `mapping`.
     pub fn new(mapping: &Mapping, dynamic: &DynamicInfo) -> KindResult<SymbolTable> {
         let strtab = match dynamic.strtab {
-            Some(r) => mapping
-                .read_only(r.vaddr, r.size)
-                .ok_or(ErrorKind::TableOutsideImage {
-                    tag: "DT_STRTAB",
-                    addr: r.vaddr,
-                    end: r.vaddr.saturating_add(r.size),
-                })?,
+            Some(r) => table_bytes(mapping, "DT_STRTAB", r.vaddr, r.size)?,
             None => RoBytes::EMPTY,
         };
         let mut table = SymbolTable {
@@ -210,7 +257,9 @@ impl SymbolTable {
             return Ok(table);
         };
         if let Some(addr) = dynamic.hash {
-            table.sysv = Some(parse_sysv(mapping, addr)?);
+            // SysV chains are walked only when there is no GNU hash table;
+            // only then is validating every chain worth its cost.
+            table.sysv = Some(parse_sysv(mapping, addr, dynamic.gnu_hash.is_none())?);
         }
         let mut count = table.sysv.map(|s| (s.chains.len() / 4) as u32);
         if let Some(addr) = dynamic.gnu_hash {
@@ -220,34 +269,84 @@ impl SymbolTable {
         }
         let count = count.ok_or(ErrorKind::NoHashTable)?;
         let sym_bytes = u64::from(count) * SYM_SIZE as u64;
-        table.symtab =
-            mapping
-                .read_only(symtab_addr, sym_bytes)
-                .ok_or(ErrorKind::TableOutsideImage {
-                    tag: "DT_SYMTAB",
-                    addr: symtab_addr,
-                    end: symtab_addr.saturating_add(sym_bytes),
-                })?;
-        table.count = count;
-        if let Some(g) = table.gnu.as_mut() {
+        let versym_len = u64::from(count) * 2;
+        // Before reading tables sized by `count`: a runaway chain makes
+        // `count` wrong, and that is the error to report.
+        if let Some(g) = table.gnu.as_ref() {
             // The chain array covers symbols symoffset..count.
-            let n = (count.saturating_sub(g.symoffset) as usize) * 4;
-            if g.chains.len() < n {
+            let n = u64::from(count.saturating_sub(g.symoffset)) * 4;
+            if (g.chains.len() as u64) < n {
                 return Err(malformed(
                     "DT_GNU_HASH",
                     "chain array is shorter than the symbol table",
                 ));
             }
+            // The symbol count comes from walking one chain to its end
+            // marker. A chain without one runs on into whatever follows
+            // (in ld's layout, .dynsym); the tables must stay disjoint.
+            let chains = (g.chains_at, g.chains_at.saturating_add(n));
+            let others = [
+                (
+                    "DT_SYMTAB",
+                    Some((symtab_addr, symtab_addr.saturating_add(sym_bytes))),
+                ),
+                (
+                    "DT_STRTAB",
+                    dynamic
+                        .strtab
+                        .map(|r| (r.vaddr, r.vaddr.saturating_add(r.size))),
+                ),
+                (
+                    "DT_VERSYM",
+                    dynamic.versym.map(|a| (a, a.saturating_add(versym_len))),
+                ),
+                ("DT_HASH", table.sysv.map(|h| h.range)),
+                (
+                    "DT_VERDEF",
+                    dynamic.verdef.map(|v| (v.0, v.0.saturating_add(1))),
+                ),
+                (
+                    "DT_VERNEED",
+                    dynamic.verneed.map(|v| (v.0, v.0.saturating_add(1))),
+                ),
+                (
+                    "DT_RELA",
+                    dynamic
+                        .rela
+                        .map(|r| (r.vaddr, r.vaddr.saturating_add(r.size))),
+                ),
+                (
+                    "DT_JMPREL",
+                    dynamic
+                        .jmprel
+                        .map(|r| (r.vaddr, r.vaddr.saturating_add(r.size))),
+                ),
+                (
+                    "DT_RELR",
+                    dynamic
+                        .relr
+                        .map(|r| (r.vaddr, r.vaddr.saturating_add(r.size))),
+                ),
+            ];
+            for (tag, range) in others {
+                if let Some(range) = range
+                    && overlaps(chains, range)
+                {
+                    return Err(ErrorKind::EndlessHashChain {
+                        table: "DT_GNU_HASH",
+                        start: g.last_chain,
+                        detail: format!(
+                            "its chain array {:#x}..{:#x} runs into {tag} at {:#x}",
+                            chains.0, chains.1, range.0
+                        ),
+                    });
+                }
+            }
         }
+        table.symtab = table_bytes(mapping, "DT_SYMTAB", symtab_addr, sym_bytes)?;
+        table.count = count;
         if let Some(addr) = dynamic.versym {
-            let len = u64::from(count) * 2;
-            table.versym = Some(mapping.read_only(addr, len).ok_or(
-                ErrorKind::TableOutsideImage {
-                    tag: "DT_VERSYM",
-                    addr,
-                    end: addr.saturating_add(len),
-                },
-            )?);
+            table.versym = Some(table_bytes(mapping, "DT_VERSYM", addr, versym_len)?);
         }
         if let Some((addr, num)) = dynamic.verdef {
             table.verdefs = parse_verdef(mapping, addr, num)?;
@@ -269,6 +368,14 @@ impl SymbolTable {
 
     pub fn has_gnu_hash(&self) -> bool {
         self.gnu.is_some()
+    }
+
+    /// The GNU hash of every symbol in the GNU hash table (its chain array
+    /// stores them, low bit aside), or `None` without a GNU hash table.
+    pub fn gnu_hashes(&self) -> Option<impl Iterator<Item = u32> + '_> {
+        let g = self.gnu.as_ref()?;
+        let n = self.count.saturating_sub(g.symoffset) as usize;
+        Some((0..n).filter_map(move |i| u32_at(&g.chains, i).map(|h| h & !1)))
     }
 
     pub fn has_sysv_hash(&self) -> bool {
@@ -293,18 +400,28 @@ impl SymbolTable {
 
     /// The NUL-terminated string at `offset` in `.dynstr`, without the NUL.
     pub fn string(&self, offset: u64) -> KindResult<&[u8]> {
-        let bad = ErrorKind::BadString {
+        let bad = || ErrorKind::BadString {
             offset,
             size: self.strtab.len() as u64,
         };
-        let start = usize::try_from(offset).map_err(|_| bad.clone_kind())?;
-        let tail = self
-            .strtab
-            .as_slice()
-            .get(start..)
-            .ok_or(bad.clone_kind())?;
-        let end = tail.iter().position(|&b| b == 0).ok_or(bad)?;
-        Ok(&tail[..end])
+        let start = usize::try_from(offset).map_err(|_| bad())?;
+        let tail = self.strtab.as_slice().get(start..).ok_or_else(bad)?;
+        // A word-at-a-time search for the terminator: this runs for every
+        // symbol a load binds.
+        std::ffi::CStr::from_bytes_until_nul(tail)
+            .map(std::ffi::CStr::to_bytes)
+            .map_err(|_| bad())
+    }
+
+    /// Is the string at `offset` exactly `name`? Compares in place instead
+    /// of first scanning for the terminator: the hot path of every lookup.
+    fn string_is(&self, offset: u32, name: &[u8]) -> bool {
+        let start = offset as usize;
+        let table = self.strtab.as_slice();
+        start
+            .checked_add(name.len())
+            .and_then(|end| Some((table.get(start..end)?, table.get(end)?)))
+            .is_some_and(|(bytes, &nul)| nul == 0 && bytes == name)
     }
 
     pub fn symbol_name(&self, sym: &Sym) -> KindResult<&[u8]> {
@@ -421,8 +538,7 @@ impl SymbolTable {
         if !matches!(sym.bind(), STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE) {
             return None;
         }
-        let name = self.string(u64::from(sym.name)).ok()?;
-        if name != req.name {
+        if !self.string_is(sym.name, req.name) {
             return None;
         }
         if self.versym.is_none() {
@@ -475,70 +591,81 @@ impl SymbolTable {
     }
 }
 
-impl ErrorKind {
-    fn clone_kind(&self) -> ErrorKind {
-        match self {
-            ErrorKind::BadString { offset, size } => ErrorKind::BadString {
-                offset: *offset,
-                size: *size,
-            },
-            other => ErrorKind::Other(other.to_string()),
-        }
-    }
-}
-
-fn parse_sysv(mapping: &Mapping, addr: u64) -> KindResult<SysvHash> {
-    let region = mapping
-        .read_only_until_segment_end(addr)
-        .ok_or(ErrorKind::TableOutsideImage {
-            tag: "DT_HASH",
-            addr,
-            end: addr,
-        })?;
-    let nbucket = u32_at(&region, 0).ok_or_else(|| malformed("DT_HASH", "header truncated"))?;
-    let nchain = u32_at(&region, 1).ok_or_else(|| malformed("DT_HASH", "header truncated"))?;
+fn parse_sysv(mapping: &Mapping, addr: u64, validate_chains: bool) -> KindResult<SysvHash> {
+    let header = table_bytes(mapping, "DT_HASH", addr, 8)?;
+    let nbucket = u32_at(&header, 0).ok_or_else(|| malformed("DT_HASH", "header truncated"))?;
+    let nchain = u32_at(&header, 1).ok_or_else(|| malformed("DT_HASH", "header truncated"))?;
     if nbucket == 0 {
-        return Err(malformed("DT_HASH", "zero buckets"));
+        return Err(ErrorKind::EmptyHashTable { table: "DT_HASH" });
     }
+    let buckets_at = addr.saturating_add(8);
     let buckets_len = u64::from(nbucket) * 4;
     let chains_len = u64::from(nchain) * 4;
-    let buckets = mapping
-        .read_only(addr + 8, buckets_len)
-        .ok_or(ErrorKind::TableOutsideImage {
-            tag: "DT_HASH buckets",
-            addr: addr + 8,
-            end: addr + 8 + buckets_len,
-        })?;
-    let chains_at = addr + 8 + buckets_len;
-    let chains = mapping
-        .read_only(chains_at, chains_len)
-        .ok_or(ErrorKind::TableOutsideImage {
-            tag: "DT_HASH chains",
-            addr: chains_at,
-            end: chains_at + chains_len,
-        })?;
-    Ok(SysvHash {
+    let buckets = table_bytes(mapping, "DT_HASH buckets", buckets_at, buckets_len)?;
+    let chains_at = buckets_at.saturating_add(buckets_len);
+    let chains = table_bytes(mapping, "DT_HASH chains", chains_at, chains_len)?;
+    let table = SysvHash {
         nbucket,
         buckets,
         chains,
-    })
+        range: (addr, chains_at.saturating_add(chains_len)),
+    };
+    if validate_chains {
+        validate_sysv_chains(&table, nchain)?;
+    }
+    Ok(table)
+}
+
+/// Walk every SysV chain once. Each symbol belongs to exactly one chain, so
+/// a symbol reached twice is a cycle (or chains merging), and an index past
+/// `nchain` is out of the table: both refused here, in O(nbucket + nchain),
+/// so a lookup can never loop.
+fn validate_sysv_chains(table: &SysvHash, nchain: u32) -> KindResult<()> {
+    let mut seen = vec![0u64; (nchain as usize).div_ceil(64)];
+    for bucket in 0..table.nbucket as usize {
+        let start = u32_at(&table.buckets, bucket)
+            .ok_or_else(|| malformed("DT_HASH", format!("bucket {bucket} truncated")))?;
+        let mut index = start;
+        while index != 0 {
+            let slot = seen.get_mut(index as usize / 64).ok_or_else(|| {
+                malformed(
+                    "DT_HASH",
+                    format!(
+                        "chain of bucket {bucket} reaches symbol {index}, past nchain {nchain}"
+                    ),
+                )
+            })?;
+            let bit = 1u64 << (index % 64);
+            if *slot & bit != 0 {
+                return Err(ErrorKind::EndlessHashChain {
+                    table: "DT_HASH",
+                    start,
+                    detail: format!("symbol {index} is reached twice: the chain loops"),
+                });
+            }
+            *slot |= bit;
+            index = u32_at(&table.chains, index as usize).ok_or_else(|| {
+                malformed(
+                    "DT_HASH",
+                    format!("chain entry {index} is past nchain {nchain}"),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Parse the GNU hash table and count the symbols it covers (the dynamic
 /// section does not say how many symbols there are).
 fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u32)> {
-    let region = mapping
-        .read_only_until_segment_end(addr)
-        .ok_or(ErrorKind::TableOutsideImage {
-            tag: "DT_GNU_HASH",
-            addr,
-            end: addr,
-        })?;
-    let field = |i| u32_at(&region, i).ok_or_else(|| malformed("DT_GNU_HASH", "header truncated"));
+    let header = table_bytes(mapping, "DT_GNU_HASH", addr, 16)?;
+    let field = |i| u32_at(&header, i).ok_or_else(|| malformed("DT_GNU_HASH", "header truncated"));
     let (nbuckets, symoffset, bloom_size, bloom_shift) =
         (field(0)?, field(1)?, field(2)?, field(3)?);
     if nbuckets == 0 {
-        return Err(malformed("DT_GNU_HASH", "zero buckets"));
+        return Err(ErrorKind::EmptyHashTable {
+            table: "DT_GNU_HASH",
+        });
     }
     if bloom_size == 0 || !bloom_size.is_power_of_two() {
         return Err(malformed(
@@ -546,28 +673,21 @@ fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u32)> {
             format!("Bloom filter size {bloom_size} is not a power of two"),
         ));
     }
-    let bloom_at = addr + 16;
+    // The second Bloom bit is `hash >> shift` of a 32-bit hash.
+    if bloom_shift >= 32 {
+        return Err(malformed(
+            "DT_GNU_HASH",
+            format!("Bloom filter shift {bloom_shift} is not below 32"),
+        ));
+    }
+    let bloom_at = addr.saturating_add(16);
     let bloom_len = u64::from(bloom_size) * 8;
-    let buckets_at = bloom_at + bloom_len;
+    let buckets_at = bloom_at.saturating_add(bloom_len);
     let buckets_len = u64::from(nbuckets) * 4;
-    let chains_at = buckets_at + buckets_len;
-    let outside = |tag, a: u64, l: u64| ErrorKind::TableOutsideImage {
-        tag,
-        addr: a,
-        end: a.saturating_add(l),
-    };
-    let bloom = mapping.read_only(bloom_at, bloom_len).ok_or(outside(
-        "DT_GNU_HASH bloom filter",
-        bloom_at,
-        bloom_len,
-    ))?;
-    let buckets = mapping.read_only(buckets_at, buckets_len).ok_or(outside(
-        "DT_GNU_HASH buckets",
-        buckets_at,
-        buckets_len,
-    ))?;
-    let chains = mapping
-        .read_only_until_segment_end(chains_at)
+    let chains_at = buckets_at.saturating_add(buckets_len);
+    let bloom = table_bytes(mapping, "DT_GNU_HASH bloom filter", bloom_at, bloom_len)?;
+    let buckets = table_bytes(mapping, "DT_GNU_HASH buckets", buckets_at, buckets_len)?;
+    let chains = table_bytes_to_segment_end(mapping, "DT_GNU_HASH chains", chains_at)
         .unwrap_or(RoBytes::EMPTY);
 
     // The highest bucket start, then that chain's end, bounds the table.
@@ -582,23 +702,28 @@ fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u32)> {
         }
         max_start = max_start.max(b);
     }
+    let endless = |detail: &str| ErrorKind::EndlessHashChain {
+        table: "DT_GNU_HASH",
+        start: max_start,
+        detail: detail.to_string(),
+    };
     let count = if max_start == 0 {
         symoffset
     } else {
+        // Bounded by the file-backed end of the segment: each step reads
+        // the next word or fails.
         let mut index = max_start;
         loop {
-            let chain = u32_at(&chains, (index - symoffset) as usize).ok_or_else(|| {
-                malformed(
-                    "DT_GNU_HASH",
-                    format!("chain starting at symbol {max_start} never ends inside its segment"),
-                )
-            })?;
+            let chain = u32_at(&chains, (index - symoffset) as usize)
+                .ok_or_else(|| endless("no end marker before the end of its segment"))?;
             if chain & 1 != 0 {
-                break index + 1;
+                break index
+                    .checked_add(1)
+                    .ok_or_else(|| endless("more than 2^32 symbols"))?;
             }
             index = index
                 .checked_add(1)
-                .ok_or_else(|| malformed("DT_GNU_HASH", "chain never ends"))?;
+                .ok_or_else(|| endless("more than 2^32 symbols"))?;
         }
     };
     Ok((
@@ -610,6 +735,8 @@ fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u32)> {
             bloom,
             buckets,
             chains,
+            chains_at,
+            last_chain: max_start,
         },
         count,
     ))
@@ -630,13 +757,7 @@ fn parse_verdef(mapping: &Mapping, addr: u64, num: u64) -> KindResult<Vec<Option
     let mut out = Vec::new();
     let mut at = addr;
     for i in 0..num.min(MAX_VERSIONS as u64) {
-        let entry = mapping
-            .read_only(at, 20)
-            .ok_or(ErrorKind::TableOutsideImage {
-                tag: "DT_VERDEF",
-                addr: at,
-                end: at.saturating_add(20),
-            })?;
+        let entry = table_bytes(mapping, "DT_VERDEF", at, 20)?;
         let e = entry.as_slice();
         let bad = || malformed("DT_VERDEF", format!("entry {i} at {at:#x} is truncated"));
         let flags = u16_at(e, 2).ok_or_else(bad)?;
@@ -645,14 +766,11 @@ fn parse_verdef(mapping: &Mapping, addr: u64, num: u64) -> KindResult<Vec<Option
         let aux = u32_at_off(e, 12).ok_or_else(bad)?;
         let next = u32_at_off(e, 16).ok_or_else(bad)?;
         let aux_at = at.checked_add(u64::from(aux)).ok_or_else(bad)?;
-        let name = mapping
-            .read_only(aux_at, 8)
-            .and_then(|a| u32_at_off(a.as_slice(), 0))
-            .ok_or(ErrorKind::TableOutsideImage {
-                tag: "DT_VERDEF aux",
-                addr: aux_at,
-                end: aux_at.saturating_add(8),
-            })?;
+        let name = u32_at_off(
+            table_bytes(mapping, "DT_VERDEF aux", aux_at, 8)?.as_slice(),
+            0,
+        )
+        .ok_or_else(bad)?;
         set_version(
             &mut out,
             ndx,
@@ -677,13 +795,7 @@ fn parse_verneed(mapping: &Mapping, addr: u64, num: u64) -> KindResult<Vec<Optio
     // Total entries visited, bounded so a looping list cannot hang us.
     let mut budget = MAX_VERSIONS;
     for i in 0..num.min(MAX_VERSIONS as u64) {
-        let entry = mapping
-            .read_only(at, 16)
-            .ok_or(ErrorKind::TableOutsideImage {
-                tag: "DT_VERNEED",
-                addr: at,
-                end: at.saturating_add(16),
-            })?;
+        let entry = table_bytes(mapping, "DT_VERNEED", at, 16)?;
         let e = entry.as_slice();
         let bad = || malformed("DT_VERNEED", format!("entry {i} at {at:#x} is truncated"));
         let cnt = u16_at(e, 2).ok_or_else(bad)?;
@@ -695,13 +807,7 @@ fn parse_verneed(mapping: &Mapping, addr: u64, num: u64) -> KindResult<Vec<Optio
             budget = budget
                 .checked_sub(1)
                 .ok_or_else(|| malformed("DT_VERNEED", "too many version references"))?;
-            let a = mapping
-                .read_only(aux_at, 16)
-                .ok_or(ErrorKind::TableOutsideImage {
-                    tag: "DT_VERNEED aux",
-                    addr: aux_at,
-                    end: aux_at.saturating_add(16),
-                })?;
+            let a = table_bytes(mapping, "DT_VERNEED aux", aux_at, 16)?;
             let a = a.as_slice();
             let bad_aux = || {
                 malformed(
@@ -748,6 +854,6 @@ mod tests {
         assert_eq!(gnu_hash(b"printf"), 0x156b_2bb8);
         assert_eq!(sysv_hash(b""), 0);
         assert_eq!(sysv_hash(b"printf"), 0x0779_05a6);
-        assert_eq!(sysv_hash(b"GLIBC_2.2.5"), 0x0963_cf85);
+        assert_eq!(sysv_hash(b"GLIBC_2.2.5"), 0x0969_1a75);
     }
 }

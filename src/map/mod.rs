@@ -56,6 +56,9 @@ pub struct Mapping {
     sealed: Option<(u64, u64)>,
     strategy: Strategy,
     protection: Protection,
+    /// `false` for a view of memory someone else mapped (a host object):
+    /// then dropping the `Mapping` leaves the memory alone.
+    owned: bool,
 }
 
 // SAFETY: `Mapping` owns its span exclusively; the raw base pointer is only
@@ -185,6 +188,38 @@ impl Mapping {
             sealed: None,
             strategy,
             protection,
+            owned: true,
+        })
+    }
+
+    /// Describe an object the host's loader mapped (at `bias`, with these
+    /// `PT_LOAD`s) so LINK can read its tables like an mmld object's.
+    ///
+    /// # Safety
+    /// The object must stay mapped, with these segments readable as their
+    /// flags say, for as long as the returned value (and any `RoBytes` made
+    /// from it) lives; its read-only segments must never change.
+    pub unsafe fn borrow_host(bias: u64, segments: &[Segment]) -> Option<Mapping> {
+        let first = segments.first()?;
+        let last = segments.last()?;
+        let start = bias.wrapping_add(page_down(first.vaddr));
+        let end = bias.wrapping_add(page_up(last.end())?);
+        let base = NonNull::new(start as usize as *mut u8)?;
+        Some(Mapping {
+            base,
+            len: usize::try_from(end.checked_sub(start)?).ok()?,
+            bias,
+            segments: segments
+                .iter()
+                .map(|s| MappedSegment {
+                    plan: *s,
+                    prot: prot_of(s, Protection::Exact),
+                })
+                .collect(),
+            sealed: None,
+            strategy: Strategy::Mmap,
+            protection: Protection::Exact,
+            owned: false,
         })
     }
 
@@ -297,6 +332,28 @@ impl Mapping {
             .map_err(map_err("protecting a copied segment"))
     }
 
+    /// Fault in, for writing, the whole pages of `range` in one call.
+    /// Relocation writes nearly every page of a RELRO range (that is why the
+    /// linker put those pages there), so doing it up front replaces one
+    /// page fault per page with one system call, without dirtying a page
+    /// that would otherwise stay clean.
+    pub fn prefault_for_relocation(&self, range: VRange) {
+        let start = page_down(range.vaddr);
+        let Some(end) = page_up(range.vaddr.saturating_add(range.size)) else {
+            return;
+        };
+        if end <= start || !self.writable_range(range.vaddr, range.size.max(1)) {
+            return;
+        }
+        // The range is inside one writable segment (checked above); its
+        // last page may extend past the RELRO range into the same segment.
+        let len = self
+            .segment_containing(start.max(range.vaddr), 1)
+            .map_or(0, |s| end.min(page_up(s.plan.end()).unwrap_or(end)) - start);
+        // SAFETY: inside a writable, owned segment of this mapping.
+        let _ = unsafe { sys::populate_write(self.ptr_at(start), len as usize) };
+    }
+
     /// Make the RELRO range read-only. Like glibc, only whole pages inside
     /// the range are protected: the page holding its end may carry data.
     pub fn seal_relro(&mut self, relro: VRange) -> KindResult<()> {
@@ -389,6 +446,10 @@ impl Mapping {
     }
 
     pub fn writable_range(&self, vaddr: u64, len: u64) -> bool {
+        if !self.owned {
+            // Host objects are read, never written.
+            return false;
+        }
         let Some(seg) = self.segment_containing(vaddr, len) else {
             return false;
         };
@@ -453,6 +514,9 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         // SAFETY: the span is ours; the registry drops a mapping only after
         // the object's destructors ran and its last handle is gone.
         let _ = unsafe { sys::unmap(self.base.as_ptr(), self.len) };

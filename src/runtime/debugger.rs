@@ -96,7 +96,9 @@ fn relink(nodes: &mut [Node], state: c_int) {
 /// Announce a newly mapped object (before its constructors run).
 pub fn add(id: u64, path: &Path, bias: u64, dynamic: u64) {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(name) = CString::new(path.as_os_str().as_bytes()) else { return };
+    let Ok(name) = CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
     let map = Box::new(LinkMap {
         l_addr: bias,
         l_name: name.as_ptr(),
@@ -116,7 +118,9 @@ pub fn add(id: u64, path: &Path, bias: u64, dynamic: u64) {
 /// Withdraw an object (before it is unmapped).
 pub fn remove(id: u64) {
     let mut nodes = NODES.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(pos) = nodes.iter().position(|n| n.id == id) else { return };
+    let Some(pos) = nodes.iter().position(|n| n.id == id) else {
+        return;
+    };
     // Unlink first, then free: the list never points at a freed node.
     let gone = nodes.remove(pos);
     relink(&mut nodes, RT_DELETE);

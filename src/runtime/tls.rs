@@ -83,21 +83,77 @@ fn threads() -> &'static Mutex<Vec<Weak<Mutex<Blocks>>>> {
     T.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-/// The calling thread's blocks; dropped (and freed) when the thread exits.
-struct ThreadBlocks(Arc<Mutex<Blocks>>);
+/// The calling thread's blocks, reached through a pthread key rather than a
+/// Rust `thread_local!`: at thread exit glibc runs `__cxa_thread_atexit`
+/// destructors (where Rust thread-locals die) before pthread-key
+/// destructors, and loaded code (a Rust plugin's own std, for one) still
+/// reads its TLS from pthread-key destructors. Our key's destructor re-arms
+/// itself until glibc's last destructor round, so the blocks outlive every
+/// other destructor, as glibc's own dynamic TLS does.
+struct ThreadBlocks {
+    blocks: Arc<Mutex<Blocks>>,
+    rounds: u32,
+}
 
-impl ThreadBlocks {
-    fn new() -> Self {
-        let blocks = Arc::new(Mutex::new(Blocks::default()));
-        let mut all = threads().lock().unwrap_or_else(|e| e.into_inner());
-        all.retain(|w| w.strong_count() > 0);
-        all.push(Arc::downgrade(&blocks));
-        ThreadBlocks(blocks)
+fn thread_key() -> Option<libc::pthread_key_t> {
+    static KEY: OnceLock<Option<libc::pthread_key_t>> = OnceLock::new();
+    *KEY.get_or_init(|| {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: creates a key with our destructor; `key` is a valid out
+        // pointer.
+        (unsafe { libc::pthread_key_create(&mut key, Some(thread_blocks_destructor)) } == 0)
+            .then_some(key)
+    })
+}
+
+/// glibc's PTHREAD_DESTRUCTOR_ITERATIONS: rounds of key destructors.
+const DESTRUCTOR_ROUNDS: u32 = 4;
+
+unsafe extern "C" fn thread_blocks_destructor(value: *mut c_void) {
+    if value.is_null() {
+        return;
+    }
+    let state = value.cast::<ThreadBlocks>();
+    // SAFETY: `value` is the Box leaked in `current_thread_blocks`; glibc
+    // hands it to us once per round, and we either re-arm or free it.
+    unsafe {
+        if (*state).rounds + 1 < DESTRUCTOR_ROUNDS {
+            (*state).rounds += 1;
+            if let Some(key) = thread_key()
+                && libc::pthread_setspecific(key, value) == 0
+            {
+                return;
+            }
+        }
+        drop(Box::from_raw(state));
     }
 }
 
-thread_local! {
-    static THREAD_BLOCKS: ThreadBlocks = ThreadBlocks::new();
+fn current_thread_blocks() -> Option<Arc<Mutex<Blocks>>> {
+    let key = thread_key()?;
+    // SAFETY: reading this thread's value of our own key.
+    let value = unsafe { libc::pthread_getspecific(key) }.cast::<ThreadBlocks>();
+    if !value.is_null() {
+        // SAFETY: a non-null value is our live Box (freed only by the
+        // destructor, which clears the key first).
+        return Some(Arc::clone(unsafe { &(*value).blocks }));
+    }
+    let blocks = Arc::new(Mutex::new(Blocks::default()));
+    {
+        let mut all = threads().lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&blocks));
+    }
+    let state = Box::into_raw(Box::new(ThreadBlocks {
+        blocks: Arc::clone(&blocks),
+        rounds: 0,
+    }));
+    // SAFETY: storing our Box in our key for this thread.
+    if unsafe { libc::pthread_setspecific(key, state.cast()) } != 0 {
+        // SAFETY: not stored; reclaim it.
+        drop(unsafe { Box::from_raw(state) });
+    }
+    Some(blocks)
 }
 
 /// Number of TLS blocks alive in all threads.
@@ -123,7 +179,8 @@ impl TlsModule {
     /// relocated) for a block of `memsz` bytes aligned to `align`.
     pub fn publish(&self, image: Vec<u8>, memsz: u64, align: u64) -> Result<(), String> {
         let size = usize::try_from(memsz.max(1)).map_err(|_| "TLS block too large".to_string())?;
-        let align = usize::try_from(align.max(1)).map_err(|_| "TLS alignment too large".to_string())?;
+        let align =
+            usize::try_from(align.max(1)).map_err(|_| "TLS alignment too large".to_string())?;
         let layout = Layout::from_size_align(size, align)
             .map_err(|e| format!("TLS block of {size} bytes aligned to {align}: {e}"))?;
         if image.len() > size {
@@ -204,10 +261,7 @@ extern "C" fn tls_get_addr_impl(index: *const TlsIndex) -> *mut c_void {
             None => std::ptr::null_mut(),
         };
     }
-    let block = THREAD_BLOCKS
-        .try_with(|t| block_for(&t.0, module))
-        .ok()
-        .flatten();
+    let block = current_thread_blocks().and_then(|b| block_for(&b, module));
     match block {
         Some(p) => p.as_ptr().wrapping_add(offset as usize).cast(),
         None => std::ptr::null_mut(),
@@ -255,7 +309,9 @@ fn thread_pointer() -> u64 {
     let tp: u64;
     // SAFETY: on x86-64 Linux `%fs:0` holds the thread pointer itself (the
     // TCB's self pointer), readable by every thread.
-    unsafe { std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+    unsafe {
+        std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
     tp
 }
 
@@ -273,7 +329,11 @@ pub fn host_module_of(addr: u64) -> Option<(u64, u64)> {
         addr: u64,
         found: Option<(u64, u64)>,
     }
-    unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> i32 {
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> i32 {
         // SAFETY: glibc passes a valid info structure and our own `Search`.
         unsafe {
             let search = &mut *data.cast::<Search>();

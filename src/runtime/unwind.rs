@@ -17,7 +17,8 @@ type FrameFn = unsafe extern "C" fn(*const u8);
 fn frame_functions() -> Option<(FrameFn, FrameFn)> {
     static F: OnceLock<(usize, usize)> = OnceLock::new();
     let (reg, dereg) = *F.get_or_init(|| {
-        let find = |n: &std::ffi::CStr| crate::link::host::global_symbol(n, None).unwrap_or(0) as usize;
+        let find =
+            |n: &std::ffi::CStr| crate::link::host::global_symbol(n, None).unwrap_or(0) as usize;
         (find(c"__register_frame"), find(c"__deregister_frame"))
     });
     if reg == 0 || dereg == 0 {
@@ -45,9 +46,22 @@ fn eh_frame_address(mapping: &Mapping, hdr: VRange) -> Option<u64> {
     }
     let field = hdr.vaddr + 4;
     let (value, size) = match enc & 0x0f {
-        0x03 => (u64::from(u32::from_le_bytes(mapping.copy_out(field, 4)?.try_into().ok()?)), 4),
-        0x0b => (i64::from(i32::from_le_bytes(mapping.copy_out(field, 4)?.try_into().ok()?)) as u64, 4),
-        0x00 | 0x04 | 0x0c => (u64::from_le_bytes(mapping.copy_out(field, 8)?.try_into().ok()?), 8),
+        0x03 => (
+            u64::from(u32::from_le_bytes(
+                mapping.copy_out(field, 4)?.try_into().ok()?,
+            )),
+            4,
+        ),
+        0x0b => (
+            i64::from(i32::from_le_bytes(
+                mapping.copy_out(field, 4)?.try_into().ok()?,
+            )) as u64,
+            4,
+        ),
+        0x00 | 0x04 | 0x0c => (
+            u64::from_le_bytes(mapping.copy_out(field, 8)?.try_into().ok()?),
+            8,
+        ),
         _ => return None,
     };
     let _ = size;

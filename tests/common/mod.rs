@@ -66,6 +66,8 @@ pub struct RelocRow {
     pub value: Option<String>,
     /// Symbol name, when the relocation has one.
     pub symbol: Option<String>,
+    /// `r_addend` (readelf prints it last, in hex).
+    pub addend: i64,
 }
 
 /// Every RELA relocation `readelf -rW` lists (`.rela.dyn`, `.rela.plt`).
@@ -86,17 +88,21 @@ pub fn readelf_relocations(path: &Path) -> Vec<RelocRow> {
                 offset: u64::from_str_radix(cols[0], 16).expect("hex r_offset"),
                 rtype: cols[2].to_string(),
                 value: has_symbol.then(|| cols[3].to_string()),
-                symbol: has_symbol.then(|| {
-                    cols[4]
-                        .split('@')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string()
-                }),
+                addend: parse_addend(&cols[3..]),
+                symbol: has_symbol
+                    .then(|| cols[4].split('@').next().unwrap_or_default().to_string()),
             });
         }
     }
     rows
+}
+
+/// The addend readelf prints at the end of a row: `1100`, or `+ 0` / `- 8`
+/// after a symbol name.
+fn parse_addend(tail: &[&str]) -> i64 {
+    let neg = tail.len() >= 2 && tail[tail.len() - 2] == "-";
+    let v = i64::from_str_radix(tail.last().expect("addend column"), 16).expect("hex addend");
+    if neg { -v } else { v }
 }
 
 /// Relocation counts by type name over `DT_RELA` and `DT_JMPREL`, as
@@ -113,7 +119,13 @@ pub fn readelf_reloc_counts(path: &Path) -> BTreeMap<String, usize> {
 pub fn readelf_relr_count(path: &Path) -> usize {
     readelf(&["-rW"], path)
         .lines()
-        .filter_map(|l| l.trim().strip_suffix(" offsets")?.trim().parse::<usize>().ok())
+        .filter_map(|l| {
+            l.trim()
+                .strip_suffix(" offsets")?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
         .sum()
 }
 
@@ -194,9 +206,10 @@ pub fn build_c_files(dir: &Path, output: &str, sources: &[PathBuf], extra: &[&st
             "-Wl,-z,relro",
             "-Wl,--build-id",
         ])
-        .args(extra)
         .arg(format!("-Wl,-soname,{output}"))
         .args(sources)
+        // After the sources, so `-l` options in `extra` resolve their symbols.
+        .args(extra)
         .arg("-o")
         .arg(&out_path)
         .output()

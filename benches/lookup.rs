@@ -1,0 +1,156 @@
+//! Symbol lookup on a loaded library, hit and miss: `Library::get` against
+//! `dlsym` on a handle, in the same run.
+//!
+//! ```sh
+//! cargo bench --bench lookup
+//! ```
+//!
+//! Groups are `lookup-<lib>-<hit|miss>-<input>`, each with an `mmld` and a
+//! `glibc` side. Two kinds of input, each the same for both sides:
+//!
+//! - `str`: both start from a `&str`. mmld takes it as it is; glibc's side
+//!   builds the `CString` that `dlsym` needs on every call (what
+//!   `libloading` does for a name without a trailing NUL), so the
+//!   allocation is part of its time.
+//! - `cstr`: both get the same pre-built `&CStr` (no allocation on either
+//!   side; mmld accepts `&CStr` names).
+//!
+//! A miss on both sides searches the library and its dependencies (for
+//! these libraries: libc, and libm for libsqlite3) and fails. glibc's
+//! `dlsym` records an error string for `dlerror` (not fetched here); mmld
+//! returns an `Err` (dropped).
+//!
+//! mmld loads each library first, then glibc loads its own copy (mmld would
+//! otherwise reuse the host's copy and measure `dlsym`); the bench checks
+//! that mmld mapped it.
+
+mod common;
+
+use std::ffi::{CStr, CString, c_void};
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
+
+use common::{canonical, cstring, system_lib, test_lib};
+
+struct Case {
+    label: &'static str,
+    path: std::path::PathBuf,
+    hit: &'static str,
+}
+
+const MISS: &str = "mmld_bench_no_such_symbol";
+
+fn cases() -> Vec<Case> {
+    let mut v = vec![Case {
+        label: "libdemo",
+        path: test_lib("libdemo.so"),
+        hit: "demo_format",
+    }];
+    match system_lib("libsqlite3.so.0") {
+        Some(path) => v.push(Case {
+            label: "libsqlite3",
+            path,
+            hit: "sqlite3_open_v2",
+        }),
+        None => eprintln!("lookup: libsqlite3.so.0 is not installed; skipped"),
+    }
+    v
+}
+
+fn bench_pair(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    lib: &mmld::Library,
+    handle: *mut c_void,
+    name: &'static str,
+    input: &str,
+    expect_found: bool,
+) {
+    match input {
+        "str" => {
+            g.bench_function("mmld", |b| {
+                b.iter(|| {
+                    // SAFETY: the address is only passed to black_box.
+                    let r = unsafe { lib.get::<*const c_void>(black_box(name)) };
+                    debug_assert_eq!(r.is_ok(), expect_found);
+                    black_box(r.map(|s| *s).ok())
+                })
+            });
+            g.bench_function("glibc", |b| {
+                b.iter(|| {
+                    let c = CString::new(black_box(name)).unwrap();
+                    // SAFETY: live handle, NUL-terminated name.
+                    let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
+                    debug_assert_eq!(!p.is_null(), expect_found);
+                    black_box(p)
+                })
+            });
+        }
+        _ => {
+            let owned = CString::new(name).unwrap();
+            let c: &CStr = &owned;
+            g.bench_function("mmld", |b| {
+                b.iter(|| {
+                    // SAFETY: the address is only passed to black_box.
+                    let r = unsafe { lib.get::<*const c_void>(black_box(c)) };
+                    debug_assert_eq!(r.is_ok(), expect_found);
+                    black_box(r.map(|s| *s).ok())
+                })
+            });
+            g.bench_function("glibc", |b| {
+                b.iter(|| {
+                    // SAFETY: live handle, NUL-terminated name.
+                    let p = unsafe { libc::dlsym(handle, black_box(c).as_ptr()) };
+                    debug_assert_eq!(!p.is_null(), expect_found);
+                    black_box(p)
+                })
+            });
+        }
+    }
+}
+
+fn lookup(c: &mut Criterion) {
+    for case in cases() {
+        // mmld first, so that it maps its own copy.
+        // SAFETY: loading runs the library's constructors.
+        let lib = unsafe { mmld::Library::open(&case.path) }
+            .unwrap_or_else(|e| panic!("mmld cannot open {}: {e}", case.path.display()));
+        assert!(
+            lib.objects()
+                .iter()
+                .any(|o| canonical(&o.path) == canonical(&case.path)),
+            "mmld reused a host copy of {}",
+            case.path.display()
+        );
+        let handle = common::glibc_open(&cstring(&case.path), libc::RTLD_NOW | libc::RTLD_LOCAL);
+
+        // Both sides agree on what exists.
+        // SAFETY: as in bench_pair.
+        assert!(unsafe { lib.get::<*const c_void>(case.hit) }.is_ok());
+        assert!(unsafe { lib.get::<*const c_void>(MISS) }.is_err());
+
+        for (kind, name, found) in [("hit", case.hit, true), ("miss", MISS, false)] {
+            for input in ["str", "cstr"] {
+                let mut g = c.benchmark_group(format!("lookup-{}-{kind}-{input}", case.label));
+                bench_pair(&mut g, &lib, handle, name, input, found);
+                g.finish();
+            }
+        }
+        // SAFETY: balances the dlopen above; nothing from it is used after.
+        unsafe { libc::dlclose(handle) };
+        drop(lib);
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args();
+    lookup(&mut c);
+    c.final_summary();
+    if common::bench_mode() {
+        common::table::print("symbol lookup", &["lookup-"]);
+    }
+}

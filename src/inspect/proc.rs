@@ -1,0 +1,299 @@
+//! `/proc` readers: maps and smaps per mapping, pagemap per page,
+//! kpagecount and kpageflags per physical page. All through `procfs`.
+//!
+//! Owns: turning procfs's types into the few numbers the reports use, and
+//! deciding whether physical page frames are visible (privilege). Must
+//! never: write to `/proc` (no `clear_refs`, no soft-dirty reset): the
+//! inspector observes, it does not reset the kernel's counters.
+
+use std::path::PathBuf;
+
+use procfs::process::{MMapPath, MemoryMap, PageInfo};
+use procfs::{KPageCount, KPageFlags, PhysicalPageFlags};
+
+use super::{Error, PAGE, Pid, Result};
+
+/// The smaps figures of one mapping (or a sum of several), in KiB.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Smaps {
+    pub rss: u64,
+    pub pss: u64,
+    pub shared_clean: u64,
+    pub shared_dirty: u64,
+    pub private_clean: u64,
+    pub private_dirty: u64,
+    pub anonymous: u64,
+    pub swap: u64,
+}
+
+impl Smaps {
+    fn from_map(m: &MemoryMap) -> Smaps {
+        let kib = |k: &str| m.extension.map.get(k).copied().unwrap_or(0) / 1024;
+        Smaps {
+            rss: kib("Rss"),
+            pss: kib("Pss"),
+            shared_clean: kib("Shared_Clean"),
+            shared_dirty: kib("Shared_Dirty"),
+            private_clean: kib("Private_Clean"),
+            private_dirty: kib("Private_Dirty"),
+            anonymous: kib("Anonymous"),
+            swap: kib("Swap"),
+        }
+    }
+
+    pub fn add(&mut self, o: &Smaps) {
+        self.rss += o.rss;
+        self.pss += o.pss;
+        self.shared_clean += o.shared_clean;
+        self.shared_dirty += o.shared_dirty;
+        self.private_clean += o.private_clean;
+        self.private_dirty += o.private_dirty;
+        self.anonymous += o.anonymous;
+        self.swap += o.swap;
+    }
+}
+
+/// One line of `/proc/PID/maps` (a VMA), with its smaps figures if read.
+#[derive(Debug, Clone)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// As in maps: `r-xp`.
+    pub perms: String,
+    pub offset: u64,
+    pub dev: (i32, i32),
+    pub inode: u64,
+    /// The mapped file, for file mappings.
+    pub path: Option<PathBuf>,
+    /// What maps shows in the path column otherwise (`[heap]`, `[anon]`...),
+    /// empty for a plain anonymous mapping.
+    pub pseudo: String,
+    pub smaps: Option<Smaps>,
+}
+
+impl Vma {
+    pub fn is_file(&self) -> bool {
+        self.path.is_some()
+    }
+
+    /// `st_dev` encoding of `dev`, for comparing with `stat`.
+    pub fn dev_id(&self) -> u64 {
+        libc::makedev(self.dev.0 as u32, self.dev.1 as u32)
+    }
+
+    /// The maps line, in the kernel's format.
+    pub fn maps_line(&self) -> String {
+        let path = match &self.path {
+            Some(p) => p.display().to_string(),
+            None => self.pseudo.clone(),
+        };
+        format!(
+            "{:x}-{:x} {} {:08x} {:02x}:{:02x} {:<8} {}",
+            self.start, self.end, self.perms, self.offset, self.dev.0, self.dev.1, self.inode, path
+        )
+        .trim_end()
+        .to_string()
+    }
+
+    fn from_map(m: &MemoryMap, with_smaps: bool) -> Vma {
+        let (path, pseudo) = match &m.pathname {
+            MMapPath::Path(p) => (Some(p.clone()), String::new()),
+            MMapPath::Heap => (None, "[heap]".into()),
+            MMapPath::Stack => (None, "[stack]".into()),
+            MMapPath::TStack(t) => (None, format!("[stack:{t}]")),
+            MMapPath::Vdso => (None, "[vdso]".into()),
+            MMapPath::Vvar => (None, "[vvar]".into()),
+            MMapPath::Vsyscall => (None, "[vsyscall]".into()),
+            MMapPath::Rollup => (None, "[rollup]".into()),
+            MMapPath::Anonymous => (None, String::new()),
+            MMapPath::Vsys(k) => (None, format!("/SYSV{k:08x}")),
+            MMapPath::Other(s) => (None, format!("[{s}]")),
+        };
+        Vma {
+            start: m.address.0,
+            end: m.address.1,
+            perms: m.perms.as_str(),
+            offset: m.offset,
+            dev: m.dev,
+            inode: m.inode,
+            path,
+            pseudo,
+            smaps: with_smaps.then(|| Smaps::from_map(m)),
+        }
+    }
+}
+
+/// Read `/proc/PID/maps`, or `/proc/PID/smaps` when `with_smaps` (the same
+/// lines with per-mapping figures; slower: the kernel walks page tables).
+pub fn read_vmas(pid: Pid, with_smaps: bool) -> Result<Vec<Vma>> {
+    let process = pid.process()?;
+    let maps = if with_smaps {
+        process.smaps()
+    } else {
+        process.maps()
+    }
+    .map_err(|error| Error::Proc {
+        what: format!(
+            "reading /proc/{}/{}",
+            pid.label(),
+            if with_smaps { "smaps" } else { "maps" }
+        ),
+        error,
+    })?;
+    Ok(maps.iter().map(|m| Vma::from_map(m, with_smaps)).collect())
+}
+
+/// What this process may see of physical memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Privilege {
+    pub root: bool,
+    pub cap_sys_admin: bool,
+    /// `/proc/kpagecount` and `/proc/kpageflags` opened.
+    pub kpage_files: bool,
+}
+
+impl Privilege {
+    pub fn detect() -> Privilege {
+        const CAP_SYS_ADMIN: u32 = 21;
+        let cap_sys_admin = procfs::process::Process::myself()
+            .and_then(|p| p.status())
+            .is_ok_and(|s| s.capeff & (1 << CAP_SYS_ADMIN) != 0);
+        Privilege {
+            root: super::sys::effective_uid() == 0,
+            cap_sys_admin,
+            kpage_files: KPageCount::new().is_ok() && KPageFlags::new().is_ok(),
+        }
+    }
+
+    /// Page frame numbers in pagemap are real (not zeroed) and can be
+    /// looked up in kpagecount.
+    pub fn physical(&self) -> bool {
+        self.cap_sys_admin && self.kpage_files
+    }
+
+    pub fn describe(&self) -> String {
+        if self.physical() {
+            "privileged: physical frames from /proc/PID/pagemap, map counts from /proc/kpagecount"
+                .to_string()
+        } else {
+            format!(
+                "not privileged ({}): /proc/PID/pagemap hides physical frames and /proc/kpagecount is unreadable without CAP_SYS_ADMIN, so only smaps figures and per-process residency are shown",
+                if self.root {
+                    "root without CAP_SYS_ADMIN"
+                } else {
+                    "not root"
+                }
+            )
+        }
+    }
+}
+
+/// What pagemap (and, privileged, kpageflags/kpagecount) say about one
+/// virtual page of a process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PageState {
+    /// In the process's page tables, and not the shared zero page.
+    pub present: bool,
+    /// The shared zero page (a read of never-written anonymous memory).
+    pub zero: bool,
+    pub swapped: bool,
+    /// A page-cache page (not an anonymous copy).
+    pub file: bool,
+    /// Mapped by exactly one page-table entry in the whole system.
+    pub exclusive: bool,
+    /// Physical frame number, when privileged.
+    pub pfn: Option<u64>,
+    /// How many page-table entries map that frame, system-wide (kpagecount).
+    pub mapcount: Option<u64>,
+}
+
+/// Reads pagemap of one process, and kpagecount/kpageflags if allowed.
+pub struct PageProbe {
+    pid: Pid,
+    pagemap: procfs::process::PageMap,
+    kcount: Option<KPageCount>,
+    kflags: Option<KPageFlags>,
+}
+
+impl PageProbe {
+    pub fn open(pid: Pid, privilege: Privilege) -> Result<PageProbe> {
+        let pagemap = pid.process()?.pagemap().map_err(|error| Error::Proc {
+            what: format!("opening /proc/{}/pagemap", pid.label()),
+            error,
+        })?;
+        let (kcount, kflags) = if privilege.physical() {
+            (KPageCount::new().ok(), KPageFlags::new().ok())
+        } else {
+            (None, None)
+        };
+        Ok(PageProbe {
+            pid,
+            pagemap,
+            kcount,
+            kflags,
+        })
+    }
+
+    /// The state of every page in `start..end` (page-aligned addresses).
+    pub fn pages(&mut self, start: u64, end: u64) -> Result<Vec<PageState>> {
+        if end <= start {
+            return Ok(Vec::new());
+        }
+        let first = (start / PAGE) as usize;
+        let last = end.div_ceil(PAGE) as usize;
+        let infos = self
+            .pagemap
+            .get_range_info(first..last)
+            .map_err(|error| Error::Proc {
+                what: format!(
+                    "reading /proc/{}/pagemap for {start:#x}-{end:#x}",
+                    self.pid.label()
+                ),
+                error,
+            })?;
+        let mut out = Vec::with_capacity(infos.len());
+        for info in infos {
+            let state = match info {
+                PageInfo::SwapPage(f) => PageState {
+                    swapped: true,
+                    file: f.contains(procfs::process::SwapPageFlags::FILE),
+                    exclusive: f.contains(procfs::process::SwapPageFlags::MMAP_EXCLUSIVE),
+                    ..PageState::default()
+                },
+                PageInfo::MemoryPage(f) => {
+                    use procfs::process::MemoryPageFlags as F;
+                    if !f.contains(F::PRESENT) {
+                        PageState::default()
+                    } else {
+                        let raw = f.get_page_frame_number().0;
+                        let pfn = (self.kcount.is_some() && raw != 0).then_some(raw);
+                        let mut s = PageState {
+                            present: true,
+                            file: f.contains(F::FILE),
+                            exclusive: f.contains(F::MMAP_EXCLUSIVE),
+                            pfn,
+                            ..PageState::default()
+                        };
+                        if let Some(pfn) = pfn {
+                            let flags = self
+                                .kflags
+                                .as_mut()
+                                .and_then(|k| k.get_info(procfs::process::Pfn(pfn)).ok());
+                            if flags.is_some_and(|fl| fl.contains(PhysicalPageFlags::ZERO_PAGE)) {
+                                s.present = false;
+                                s.zero = true;
+                            }
+                            s.mapcount = self
+                                .kcount
+                                .as_mut()
+                                .and_then(|k| k.get_count_at_pfn(procfs::process::Pfn(pfn)).ok());
+                        }
+                        s
+                    }
+                }
+            };
+            out.push(state);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,332 @@
+//! The host's objects as symbol tables mmld can search itself.
+//!
+//! Owns: finding the objects glibc loaded (`dl_iterate_phdr`), reading their
+//! hash, symbol and version tables in place, and deciding which are in the
+//! global scope. Asking glibc (`dlsym(RTLD_DEFAULT)`) instead costs far more
+//! for a miss than for a hit (glibc formats an error message for every
+//! miss), and most lookups of a load miss the host: they are the library's
+//! own symbols. Must never: write to a host object, or keep one it does not
+//! hold a reference to (each `dlopen`ed host object is pinned with an
+//! `RTLD_NOLOAD` handle while it is in the table).
+
+use std::ffi::{CStr, CString, c_void};
+use std::sync::{Arc, Mutex};
+
+use goblin::elf::dynamic as dt;
+
+use super::host::{self, HostLibrary};
+use super::symbols::{self, Request, Sym, SymbolTable};
+use crate::elf::{DynamicInfo, Segment, VRange};
+use crate::map::Mapping;
+
+/// One object the host loaded.
+pub struct HostObject {
+    /// `dlpi_name`: a path, or empty for the executable.
+    pub name: String,
+    pub bias: u64,
+    pub symbols: SymbolTable,
+    /// In the global scope (what `dlsym(RTLD_DEFAULT)` searches).
+    pub global: bool,
+    // Field order: the table points into the mapping, the mapping into the
+    // object the pin keeps loaded.
+    mapping: Mapping,
+    _pin: Option<HostLibrary>,
+}
+
+impl HostObject {
+    /// Look `req` up in this object only. `Some(addr)` when found; IFUNC
+    /// and TLS definitions are resolved by glibc (for the calling thread).
+    pub fn lookup(&self, req: &Request<'_>) -> Option<u64> {
+        let (_, sym) = self.symbols.lookup(req)?;
+        Some(self.address_of(req, &sym))
+    }
+
+    fn address_of(&self, req: &Request<'_>, sym: &Sym) -> u64 {
+        match sym.kind() {
+            symbols::STT_GNU_IFUNC | symbols::STT_TLS => {
+                // A hit: glibc answers it cheaply and knows how to resolve
+                // these (IFUNC resolver, this thread's TLS block).
+                let name = CString::new(req.name).ok();
+                let version = req.version.and_then(|v| CString::new(v.name).ok());
+                name.and_then(|n| host::global_symbol(&n, version.as_deref()))
+                    .unwrap_or_else(|| self.bias.wrapping_add(sym.value))
+            }
+            _ if sym.shndx == symbols::SHN_ABS => sym.value,
+            _ => self.bias.wrapping_add(sym.value),
+        }
+    }
+}
+
+/// One Bloom filter over every symbol of the global scope. Most lookups of
+/// a load are for the library's own symbols and miss the host entirely;
+/// this answers them with two bit tests instead of one probe per object.
+struct ScopeFilter {
+    bits: Vec<u64>,
+}
+
+impl ScopeFilter {
+    const BITS_LOG2: u32 = 17;
+
+    fn positions(hash: u32) -> (usize, usize) {
+        let mask = (1u32 << Self::BITS_LOG2) - 1;
+        let second = hash.wrapping_mul(0x9e37_79b1) >> (32 - Self::BITS_LOG2);
+        ((hash & mask) as usize, (second & mask) as usize)
+    }
+
+    /// `None` if some global object has no GNU hash table to read hashes from.
+    fn build<'a>(objects: impl Iterator<Item = &'a HostObject>) -> Option<ScopeFilter> {
+        let mut bits = vec![0u64; (1usize << Self::BITS_LOG2) / 64];
+        for o in objects {
+            for h in o.symbols.gnu_hashes()? {
+                // Chain entries have the low bit cleared; requests are
+                // normalised the same way in `may_contain`.
+                for p in [Self::positions(h).0, Self::positions(h).1] {
+                    if let Some(w) = bits.get_mut(p / 64) {
+                        *w |= 1 << (p % 64);
+                    }
+                }
+            }
+        }
+        Some(ScopeFilter { bits })
+    }
+
+    fn may_contain(&self, hash: u32) -> bool {
+        let (a, b) = Self::positions(hash & !1);
+        let bit = |p: usize| {
+            self.bits
+                .get(p / 64)
+                .is_some_and(|w| w & (1 << (p % 64)) != 0)
+        };
+        bit(a) && bit(b)
+    }
+}
+
+/// The host's objects in load order.
+pub struct HostScope {
+    pub objects: Vec<HostObject>,
+    filter: Option<ScopeFilter>,
+    /// Some object could not be read: global lookups must ask glibc.
+    pub incomplete: bool,
+    generation: (u64, u64),
+}
+
+impl HostScope {
+    /// Search the global scope in order.
+    pub fn lookup_global(&self, req: &Request<'_>) -> Option<u64> {
+        if let Some(f) = &self.filter
+            && !f.may_contain(req.gnu_hash)
+        {
+            return None;
+        }
+        self.objects
+            .iter()
+            .filter(|o| o.global)
+            .find_map(|o| o.lookup(req))
+    }
+
+    /// The object loaded from `path` (as glibc names it).
+    pub fn object_named(&self, path: &str) -> Option<&HostObject> {
+        self.objects.iter().find(|o| o.name == path)
+    }
+}
+
+struct Raw {
+    name: String,
+    bias: u64,
+    phdrs: Vec<libc::Elf64_Phdr>,
+}
+
+fn iterate() -> ((u64, u64), Vec<Raw>) {
+    struct Acc {
+        generation: (u64, u64),
+        raws: Vec<Raw>,
+    }
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> i32 {
+        // SAFETY: glibc passes a valid info structure (valid for the call)
+        // and our own accumulator.
+        unsafe {
+            let acc = &mut *data.cast::<Acc>();
+            let info = &*info;
+            acc.generation = (info.dlpi_adds, info.dlpi_subs);
+            let name = if info.dlpi_name.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(info.dlpi_name)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            let phdrs = if info.dlpi_phdr.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)).to_vec()
+            };
+            acc.raws.push(Raw {
+                name,
+                bias: info.dlpi_addr,
+                phdrs,
+            });
+        }
+        0
+    }
+    let mut acc = Acc {
+        generation: (0, 0),
+        raws: Vec::new(),
+    };
+    // SAFETY: the callback only copies what glibc hands it.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut acc).cast()) };
+    (acc.generation, acc.raws)
+}
+
+/// The host scope, rebuilt when the host has loaded or unloaded anything
+/// since it was last read (glibc's `dlpi_adds`/`dlpi_subs` counters).
+pub fn host_scope() -> Arc<HostScope> {
+    static CACHE: Mutex<Option<Arc<HostScope>>> = Mutex::new(None);
+    let (generation, raws) = iterate();
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = cache.as_ref()
+        && s.generation == generation
+    {
+        return Arc::clone(s);
+    }
+    let scope = Arc::new(build(generation, raws));
+    *cache = Some(Arc::clone(&scope));
+    scope
+}
+
+fn build(generation: (u64, u64), raws: Vec<Raw>) -> HostScope {
+    let mut objects = Vec::with_capacity(raws.len());
+    let mut incomplete = false;
+    for (index, raw) in raws.into_iter().enumerate() {
+        match read_object(raw, index == 0) {
+            Some(o) => objects.push(o),
+            None => incomplete = true,
+        }
+    }
+    let filter = ScopeFilter::build(objects.iter().filter(|o| o.global));
+    HostScope {
+        objects,
+        filter,
+        incomplete,
+        generation,
+    }
+}
+
+fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
+    // Pin dlopened objects so they stay mapped while we read them. The
+    // executable, the vDSO and ld.so are never unloaded.
+    let pin = if raw.name.starts_with('/') {
+        Some(HostLibrary::find_loaded(&raw.name)?)
+    } else {
+        None
+    };
+    let segments: Vec<Segment> = raw
+        .phdrs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.p_type == libc::PT_LOAD && p.p_memsz > 0)
+        .map(|(index, p)| Segment {
+            index,
+            vaddr: p.p_vaddr,
+            memsz: p.p_memsz,
+            offset: p.p_offset,
+            filesz: p.p_filesz,
+            flags: p.p_flags,
+            align: p.p_align,
+        })
+        .collect();
+    let dynamic_phdr = raw.phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC)?;
+    // SAFETY: glibc mapped this object with these segments, and it stays
+    // mapped: it is pinned above, or it is one glibc never unloads.
+    let mapping = unsafe { Mapping::borrow_host(raw.bias, &segments) }?;
+    let dynamic = read_dynamic(
+        &mapping,
+        dynamic_phdr.p_vaddr,
+        dynamic_phdr.p_memsz,
+        raw.bias,
+    )?;
+    let symbols = SymbolTable::new(&mapping, &dynamic).ok()?;
+    let global = is_executable || probe_global(&symbols, raw.bias);
+    Some(HostObject {
+        name: raw.name,
+        bias: raw.bias,
+        symbols,
+        global,
+        mapping,
+        _pin: pin,
+    })
+}
+
+/// Read the host object's dynamic section. glibc rewrites the address
+/// entries of most objects in place to absolute addresses (not those of the
+/// vDSO, whose dynamic section is read-only); an entry at or above the bias
+/// is taken as already relocated.
+fn read_dynamic(mapping: &Mapping, vaddr: u64, size: u64, bias: u64) -> Option<DynamicInfo> {
+    let bytes = mapping.copy_out(vaddr, size)?;
+    let unbias = |v: u64| if bias != 0 && v >= bias { v - bias } else { v };
+    let mut info = DynamicInfo::default();
+    let (mut strsz, mut verdefnum, mut verneednum) = (0, 0, 0);
+    for chunk in bytes.chunks_exact(16) {
+        let tag = u64::from_le_bytes(chunk.get(..8)?.try_into().ok()?);
+        let val = u64::from_le_bytes(chunk.get(8..16)?.try_into().ok()?);
+        match tag {
+            dt::DT_NULL => break,
+            dt::DT_STRTAB => {
+                info.strtab = Some(VRange {
+                    vaddr: unbias(val),
+                    size: 0,
+                })
+            }
+            dt::DT_STRSZ => strsz = val,
+            dt::DT_SYMTAB => info.symtab = Some(unbias(val)),
+            dt::DT_HASH => info.hash = Some(unbias(val)),
+            dt::DT_GNU_HASH => info.gnu_hash = Some(unbias(val)),
+            dt::DT_VERSYM => info.versym = Some(unbias(val)),
+            dt::DT_VERDEF => info.verdef = Some((unbias(val), 0)),
+            dt::DT_VERDEFNUM => verdefnum = val,
+            dt::DT_VERNEED => info.verneed = Some((unbias(val), 0)),
+            dt::DT_VERNEEDNUM => verneednum = val,
+            _ => {}
+        }
+    }
+    if let Some(s) = info.strtab.as_mut() {
+        s.size = strsz;
+    }
+    info.verdef = info.verdef.map(|(a, _)| (a, verdefnum));
+    info.verneed = info.verneed.map(|(a, _)| (a, verneednum));
+    Some(info)
+}
+
+/// Is this object in the global scope? glibc does not say, so ask it about
+/// a few of the object's own symbols: if `dlsym(RTLD_DEFAULT)` returns this
+/// object's definition, the object is searched; if it finds nothing, the
+/// object is not. A symbol an earlier object interposes tells nothing.
+fn probe_global(table: &SymbolTable, bias: u64) -> bool {
+    let mut probes = 0;
+    for (_, sym) in table.exported() {
+        if probes >= 8 {
+            break;
+        }
+        if !matches!(sym.kind(), symbols::STT_FUNC | symbols::STT_OBJECT) || sym.value == 0 {
+            continue;
+        }
+        let Ok(name) = table.symbol_name(&sym) else {
+            continue;
+        };
+        let Ok(cname) = CString::new(name) else {
+            continue;
+        };
+        probes += 1;
+        match host::global_symbol(&cname, None) {
+            None => return false,
+            Some(addr) if addr == bias.wrapping_add(sym.value) => return true,
+            Some(_) => {}
+        }
+    }
+    // Undecided (every probe interposed): searching it too is harmless for
+    // those names.
+    true
+}
