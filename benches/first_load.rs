@@ -439,16 +439,6 @@ fn syscall_table(libs: &[(String, PathBuf, String)]) -> String {
     s
 }
 
-fn save(name: &str, text: &str) {
-    let dir = common::table::criterion_dir()
-        .parent()
-        .map(|t| t.join("mmld-bench"))
-        .unwrap_or_else(|| PathBuf::from("target/mmld-bench"));
-    if std::fs::create_dir_all(&dir).is_ok() {
-        let _ = std::fs::write(dir.join(name), text);
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--worker") {
@@ -506,6 +496,6 @@ fn main() {
     }
     println!("\n{md}");
     if bench {
-        save("first_load.md", &md);
+        common::save_markdown("first_load.md", &md);
     }
 }

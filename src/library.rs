@@ -5,7 +5,6 @@
 //! can outlive the `Library` it came from (except what `get` returns, which
 //! is the caller's `unsafe` promise, as in `libloading`).
 
-use std::borrow::Cow;
 use std::ffi::{CStr, CString};
 use std::marker::PhantomData;
 use std::ops::Deref;
@@ -413,6 +412,8 @@ pub struct ObjectView {
     pub relocations: Vec<(String, usize)>,
     pub relr_addresses: usize,
     pub ifunc_calls: usize,
+    /// Its `.eh_frame` is registered with the host's unwinder.
+    pub unwind_registered: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -458,11 +459,7 @@ impl ObjectView {
             relocations,
             relr_addresses: o.link_report.relr_addresses,
             ifunc_calls: o.link_report.ifunc_calls,
+            unwind_registered: o.has_unwind_tables(),
         }
     }
-}
-
-/// `Cow` helper kept for callers building names at run time.
-pub fn symbol_name_owned(name: &str) -> Cow<'_, [u8]> {
-    Cow::Borrowed(name.as_bytes())
 }

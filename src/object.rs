@@ -5,7 +5,7 @@
 //! destructors), and symbol lookup in an object's local scope. Must never:
 //! decide when an object is unloaded (that is the registry's job).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
@@ -23,22 +23,6 @@ use crate::search::Provenance;
 pub enum ScopeItem {
     Host(Arc<HostLibrary>),
     Mapped(Arc<LoadedObject>),
-}
-
-impl ScopeItem {
-    pub fn name(&self) -> &str {
-        match self {
-            ScopeItem::Host(h) => &h.name,
-            ScopeItem::Mapped(o) => &o.name,
-        }
-    }
-
-    pub fn provider(&self) -> Provider<'_> {
-        match self {
-            ScopeItem::Host(h) => Provider::Host(h),
-            ScopeItem::Mapped(o) => o.provider(),
-        }
-    }
 }
 
 /// A direct dependency as an object remembers it. Mapped dependencies are
@@ -115,8 +99,9 @@ impl LoadedObject {
         self.deps.get().map(Vec::as_slice).unwrap_or(&[])
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Whether its unwind tables are registered with the host's unwinder.
+    pub fn has_unwind_tables(&self) -> bool {
+        self.frames.is_some()
     }
 
     pub fn is_initialized(&self) -> bool {

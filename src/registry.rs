@@ -103,7 +103,8 @@ pub struct Entry {
     pub reldeps: Vec<u64>,
     /// Never unloaded (`DF_1_NODELETE` or `OpenOptions::nodelete`).
     pub nodelete: bool,
-    /// Position in constructor order; destructors run in reverse.
+    /// Position in constructor order across all loads (0: not run yet).
+    /// Destructor order is not its reverse: see [`Registry::fini_order`].
     pub init_seq: u64,
     /// Thread-local destructors registered by its code and not yet run.
     pub pending_thread_dtors: usize,

@@ -774,6 +774,30 @@ fn ld_library_path_comes_before_runpath_but_after_rpath() {
         &env,
     );
     assert_eq!(stdout(&o), "alt\n", "{}", stderr(&o));
+    // $ORIGIN in LD_LIBRARY_PATH is the executable's directory: mmld and
+    // the oracle both sit two levels below the package root.
+    let origin_env = [("LD_LIBRARY_PATH", "$ORIGIN/../../testlibs/alt")];
+    let o = mmld_cli(
+        &[
+            "run",
+            "testlibs/diamond/libdtop.so",
+            "diamond_base_name",
+            "--ret",
+            "str",
+        ],
+        &origin_env,
+    );
+    assert_eq!(stdout(&o), "alt\n", "{}", stderr(&o));
+    assert_eq!(
+        replay_glibc(
+            &[
+                "open:testlibs/diamond/libdtop.so",
+                "str:0:diamond_base_name"
+            ],
+            &origin_env
+        ),
+        ["diamond_base_name=alt"]
+    );
     let o = mmld_cli(&["deps", "testlibs/diamond/libdtop.so"], &env);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(

@@ -96,6 +96,7 @@ fn gcc(dir: &Path, out: &str, source: &str, extra: &[&str]) -> PathBuf {
 
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
+const PT_TLS: u32 = 7;
 const PT_GNU_STACK: u32 = 0x6474_e551;
 const PT_GNU_RELRO: u32 = 0x6474_e552;
 
@@ -767,6 +768,30 @@ fn corpus() -> Vec<Case> {
             }),
             Link,
             kind!(ErrorKind::BadCodePointer { .. }),
+        ),
+        case(
+            "a 2 MiB PT_DYNAMIC",
+            patched(d.clone(), |e| {
+                let p = e.phdr(PT_DYNAMIC);
+                e.set_u64(p.at + 40, 2 << 20);
+            }),
+            Read,
+            kind!(ErrorKind::SegmentTooLarge {
+                limit: 0x10_0000,
+                ..
+            }),
+        ),
+        case(
+            "a 2^40-byte PT_TLS",
+            patched(Elf::load(&testlib("libtls.so")), |e| {
+                let p = e.phdr(PT_TLS);
+                e.set_u64(p.at + 40, 1 << 40);
+            }),
+            Read,
+            kind!(ErrorKind::SegmentTooLarge {
+                limit: 0x1000_0000,
+                ..
+            }),
         ),
         case(
             "DT_REL relocations",

@@ -377,3 +377,18 @@ unsafe extern "C" {
 }
 
 pub mod table;
+
+/// Where the harness=false benches leave their markdown (`target/mmld-bench/`).
+pub fn markdown_dir() -> PathBuf {
+    table::criterion_dir()
+        .parent()
+        .map(|t| t.join("mmld-bench"))
+        .unwrap_or_else(|| PathBuf::from("target/mmld-bench"))
+}
+
+pub fn save_markdown(name: &str, text: &str) {
+    let dir = markdown_dir();
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join(name), text);
+    }
+}

@@ -24,6 +24,9 @@ pub const MAX_SPAN: u64 = 1 << 36;
 /// Largest `PT_TLS` block (and alignment) accepted: every thread that uses
 /// the module gets one block. Real libraries use kilobytes.
 pub const MAX_TLS: u64 = 1 << 28;
+/// Largest `PT_DYNAMIC` accepted (65536 entries): READ copies it out of the
+/// file before mapping. Real dynamic sections have a few dozen entries.
+pub const MAX_DYNAMIC: u64 = 1 << 20;
 
 pub const PF_X: u32 = ph::PF_X;
 pub const PF_W: u32 = ph::PF_W;
@@ -230,6 +233,14 @@ impl LoadPlan {
                     segments.push(seg);
                 }
                 ph::PT_DYNAMIC => {
+                    if p.p_memsz > MAX_DYNAMIC || p.p_filesz > MAX_DYNAMIC {
+                        return Err(ErrorKind::SegmentTooLarge {
+                            index,
+                            vaddr: p.p_vaddr,
+                            memsz: p.p_memsz.max(p.p_filesz),
+                            limit: MAX_DYNAMIC,
+                        });
+                    }
                     plan.dynamic = Some(VRange {
                         vaddr: p.p_vaddr,
                         size: p.p_memsz,
@@ -349,11 +360,15 @@ impl LoadPlan {
             });
         }
         if let Some(t) = plan.tls {
-            let image = VRange {
-                vaddr: t.vaddr,
-                size: t.filesz,
-            };
-            if t.filesz > 0 && !inside(&image) {
+            // The TLS image (.tdata) is copied out for every module
+            // instance: it must come from the file, not a claimed .bss.
+            let in_file = segments.iter().any(|s| {
+                s.contains(t.vaddr, t.filesz)
+                    && t.vaddr
+                        .checked_add(t.filesz)
+                        .is_some_and(|e| e <= s.file_end_vaddr())
+            });
+            if t.filesz > 0 && !in_file {
                 return Err(ErrorKind::TableOutsideImage {
                     tag: "PT_TLS",
                     addr: t.vaddr,

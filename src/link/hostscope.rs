@@ -27,9 +27,7 @@ pub struct HostObject {
     pub symbols: SymbolTable,
     /// In the global scope (what `dlsym(RTLD_DEFAULT)` searches).
     pub global: bool,
-    // Field order: the table points into the mapping, the mapping into the
-    // object the pin keeps loaded.
-    mapping: Mapping,
+    /// Keeps a `dlopen`ed host object loaded while its tables are in use.
     _pin: Option<HostLibrary>,
 }
 
@@ -255,7 +253,6 @@ fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
         bias: raw.bias,
         symbols,
         global,
-        mapping,
         _pin: pin,
     })
 }

@@ -126,9 +126,10 @@ pub struct LinkTarget<'a> {
 /// `STB_GNU_UNIQUE` definitions bound so far: name to (address, size).
 /// Objects that provide one are never unloaded (see the loader), so the
 /// addresses stay valid.
-fn unique_symbols() -> &'static std::sync::Mutex<HashMap<Vec<u8>, (u64, u64)>> {
-    static T: std::sync::OnceLock<std::sync::Mutex<HashMap<Vec<u8>, (u64, u64)>>> =
-        std::sync::OnceLock::new();
+type UniqueTable = std::sync::Mutex<HashMap<Vec<u8>, (u64, u64)>>;
+
+fn unique_symbols() -> &'static UniqueTable {
+    static T: std::sync::OnceLock<UniqueTable> = std::sync::OnceLock::new();
     T.get_or_init(|| std::sync::Mutex::new(HashMap::new()))
 }
 
@@ -313,6 +314,18 @@ pub fn relocate(
                 break;
             };
             report.by_type.add(r.rtype);
+            // The common case of large libraries (hundreds of thousands of
+            // entries): no symbol, one checked write.
+            if r.rtype == arch::R_RELATIVE {
+                write(
+                    target.mapping,
+                    table,
+                    index,
+                    r.offset,
+                    bias.wrapping_add(r.addend as u64),
+                )?;
+                continue;
+            }
             let outcome = apply_one(
                 target,
                 scope,

@@ -2,9 +2,12 @@
 //! tables, and symbol versions.
 //!
 //! Owns: finding a symbol by name (and version) in one object, exactly as
-//! glibc matches it, and bounding every table read by the segment it lives
-//! in. Must never: follow a hash chain without a bound, index a table
-//! without a check, or search more than one object (scopes are `link::scope`).
+//! glibc matches it, and bounding every table read by the file-backed part
+//! of the read-only segment it lives in (so no table is larger than the
+//! file). Must never: follow a hash chain without a bound (an endless or
+//! cyclic chain is an error when the table is read, not a hang later),
+//! index a table without a check, or search more than one object (scopes
+//! are built by `link` and the loader).
 
 use crate::elf::DynamicInfo;
 use crate::error::{ErrorKind, KindResult};

@@ -59,6 +59,8 @@ pub struct Mapping {
     /// `false` for a view of memory someone else mapped (a host object):
     /// then dropping the `Mapping` leaves the memory alone.
     owned: bool,
+    /// Index of the segment the last lookup found (a hint only).
+    last_segment: std::sync::atomic::AtomicUsize,
 }
 
 // SAFETY: `Mapping` owns its span exclusively; the raw base pointer is only
@@ -189,6 +191,7 @@ impl Mapping {
             strategy,
             protection,
             owned: true,
+            last_segment: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -220,6 +223,7 @@ impl Mapping {
             strategy: Strategy::Mmap,
             protection: Protection::Exact,
             owned: false,
+            last_segment: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -243,8 +247,9 @@ impl Mapping {
         } else {
             page_start
         };
-        let zero_tail =
-            seg.memsz > seg.filesz && seg.filesz > 0 && seg.file_end_vaddr() % PAGE_SIZE != 0;
+        let zero_tail = seg.memsz > seg.filesz
+            && seg.filesz > 0
+            && !seg.file_end_vaddr().is_multiple_of(PAGE_SIZE);
         if file_map_end > page_start {
             // The last file page is writable for a moment if its tail must be
             // zeroed, as the kernel does for ELF executables.
@@ -392,7 +397,22 @@ impl Mapping {
     }
 
     pub fn segment_containing(&self, vaddr: u64, len: u64) -> Option<&MappedSegment> {
-        self.segments.iter().find(|s| s.plan.contains(vaddr, len))
+        // Relocations come in address order, so the segment of the last
+        // hit is almost always the next one's too.
+        let hint = self.last_segment.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = self.segments.get(hint)
+            && s.plan.contains(vaddr, len)
+        {
+            return Some(s);
+        }
+        let (i, s) = self
+            .segments
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.plan.contains(vaddr, len))?;
+        self.last_segment
+            .store(i, std::sync::atomic::Ordering::Relaxed);
+        Some(s)
     }
 
     /// Read 8 bytes from any readable segment.

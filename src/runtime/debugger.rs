@@ -89,7 +89,10 @@ fn relink(nodes: &mut [Node], state: c_int) {
     }
     mmld_debug_state();
     // SAFETY: as above.
-    unsafe { (*(&raw mut mmld_r_debug)).r_state = RT_CONSISTENT };
+    unsafe {
+        let rd = &raw mut mmld_r_debug;
+        (*rd).r_state = RT_CONSISTENT;
+    }
     mmld_debug_state();
 }
 
