@@ -20,11 +20,12 @@
 //! neither loader still has it mapped, and says so if one does (then that
 //! side measured a reference-count bump, not a load).
 //!
-//! mmld binds glibc-family dependencies from the host, asking glibc to load
-//! one the host does not have yet (libm.so.6 for libsqlite3), and leaves it
-//! loaded after the unload. The sanity load before each group therefore
-//! leaves such a dependency resident for both sides (the bench prints what
-//! stayed): both then cycle the library itself, not libm.
+//! Host dependencies: this binary links libm.so.6 (criterion uses it), so
+//! libsqlite3's libm is already in the process for both sides and neither
+//! cycles it. (mmld binds glibc-family libraries from the host, asking glibc
+//! to load one the host lacks, and leaves it loaded after the unload; the
+//! bench prints any object that stays in the host after its sanity load, as
+//! both sides then run with it resident.)
 
 mod common;
 

@@ -40,6 +40,10 @@
 //! markers are counted. The whole-process total from `strace -c -f` is
 //! shown next to it, with a worker that loads nothing (`none`) as baseline.
 //!
+//! Workers run without `LD_LIBRARY_PATH`: `cargo bench` sets one (into
+//! `target/` and the toolchain) that would add failed `openat` calls to
+//! every dependency search of both loaders.
+//!
 //! Results are printed as markdown tables and saved to
 //! `target/mmld-bench/first_load.md` (read by `cargo bench --bench report`).
 
@@ -143,7 +147,7 @@ type Fields = BTreeMap<String, String>;
 
 fn run_worker(loader: &str, path: &Path, symbol: &str) -> Fields {
     let exe = std::env::current_exe().expect("current_exe");
-    let out = Command::new(exe)
+    let out = common::worker_command(&exe)
         .arg("--worker")
         .arg(loader)
         .arg(path)
@@ -321,7 +325,7 @@ fn strace_between_markers(
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let trace = dir.path().join("trace");
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = Command::new("strace")
+    let out = common::worker_command("strace")
         .arg("-f")
         .arg("-o")
         .arg(&trace)
@@ -375,7 +379,7 @@ fn strace_c_total(loader: &str, path: &Path, symbol: &str) -> Result<u64, String
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let summary = dir.path().join("summary");
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = Command::new("strace")
+    let out = common::worker_command("strace")
         .args(["-c", "-f", "-o"])
         .arg(&summary)
         .arg("--")

@@ -336,6 +336,16 @@ pub fn filters() -> Vec<String> {
         .collect()
 }
 
+/// A command for a worker process: the same environment minus
+/// `LD_LIBRARY_PATH`, which `cargo bench` points into `target/` and the
+/// toolchain (every dependency search of either loader would first try
+/// those directories).
+pub fn worker_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    c.env_remove("LD_LIBRARY_PATH");
+    c
+}
+
 pub fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
