@@ -40,8 +40,15 @@ impl fmt::Display for Stage {
 }
 
 /// An error from any stage of loading or using a library.
+///
+/// The details live behind one allocation so that `Result<T, Error>` stays
+/// two words wide: successful lookups are the hot path and should not copy
+/// a large error value around.
 #[derive(Debug)]
-pub struct Error {
+pub struct Error(Box<Details>);
+
+#[derive(Debug)]
+struct Details {
     file: PathBuf,
     stage: Stage,
     kind: ErrorKind,
@@ -49,38 +56,44 @@ pub struct Error {
 
 impl Error {
     pub(crate) fn new(file: impl Into<PathBuf>, stage: Stage, kind: ErrorKind) -> Self {
-        Error {
+        Error(Box::new(Details {
             file: file.into(),
             stage,
             kind,
-        }
+        }))
     }
 
     /// The file the error is about.
     pub fn file(&self) -> &Path {
-        &self.file
+        &self.0.file
     }
 
     /// The stage that failed.
     pub fn stage(&self) -> Stage {
-        self.stage
+        self.0.stage
     }
 
     /// What went wrong, for matching.
     pub fn kind(&self) -> &ErrorKind {
-        &self.kind
+        &self.0.kind
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.file.display(), self.stage, self.kind)
+        write!(
+            f,
+            "{}: {}: {}",
+            self.0.file.display(),
+            self.0.stage,
+            self.0.kind
+        )
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
+        match &self.0.kind {
             ErrorKind::Io { source, .. } | ErrorKind::Mmap { source, .. } => Some(source),
             _ => None,
         }

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorKind, Result, Stage};
+use crate::link::host::HostLibrary;
+use crate::link::hostscope::HostScope;
 use crate::link::symbols::{self, Request};
 use crate::loader::{self, Loaded, Settings};
 use crate::map::Strategy;
@@ -174,6 +176,17 @@ impl OpenOptions {
         self
     }
 
+    /// Fault in each object's RELRO pages for writing with one
+    /// `madvise(MADV_POPULATE_WRITE)` before relocating, instead of one page
+    /// fault per page. About 10% faster for relocation-heavy libraries
+    /// (libLLVM: 16.5 ms instead of 18.3 ms), but RELRO pages that hold no
+    /// relocation become private too (20 KiB of libLLVM's 8.3 MiB), so it is
+    /// off by default: by default mmld dirties exactly the pages glibc does.
+    pub fn prefault_relocations(&mut self, yes: bool) -> &mut Self {
+        self.settings.prefault_relro = yes;
+        self
+    }
+
     /// Load `path` and its dependencies, and run their constructors.
     ///
     /// # Safety
@@ -181,7 +194,20 @@ impl OpenOptions {
     /// which can do anything.
     pub unsafe fn open(&self, path: impl AsRef<Path>) -> Result<Library> {
         let Loaded { root, scope } = loader::open(path.as_ref(), self.settings)?;
-        Ok(Library { root, scope })
+        let host = crate::link::hostscope::host_scope();
+        let host_tables = scope
+            .iter()
+            .map(|item| match item {
+                ScopeItem::Host(h) => h.path_str().and_then(|p| host.index_of(p)),
+                ScopeItem::Mapped(_) => None,
+            })
+            .collect();
+        Ok(Library {
+            root,
+            scope,
+            host,
+            host_tables,
+        })
     }
 
     /// Load and link `path` and its tree without running any of its code,
@@ -197,6 +223,16 @@ impl OpenOptions {
 pub struct Library {
     root: Arc<LoadedObject>,
     scope: Vec<ScopeItem>,
+    /// The host's objects as of the load, for lookups in host dependencies.
+    host: Arc<HostScope>,
+    /// For each scope entry provided by the host, its index in `host`.
+    host_tables: Vec<Option<usize>>,
+}
+
+/// Where a lookup found its symbol.
+enum Found<'a> {
+    Mapped(&'a LoadedObject, u32, symbols::Sym),
+    Host(&'a HostLibrary, u64),
 }
 
 impl std::fmt::Debug for Library {
@@ -226,9 +262,9 @@ impl Library {
     /// `T` must be the symbol's true type (a function pointer type or a
     /// pointer to data), as with `libloading`.
     pub unsafe fn get<T: Copy>(&self, name: &(impl SymbolName + ?Sized)) -> Result<Symbol<'_, T>> {
-        let info = self.lookup(name.symbol_bytes(), None)?;
+        let found = self.find(name.symbol_bytes(), None)?;
         // SAFETY: forwarded to the caller.
-        unsafe { self.make_symbol(info.address) }
+        unsafe { self.make_symbol(self.address(&found)) }
     }
 
     /// Look up `name` at exactly `version` (like `dlvsym`).
@@ -240,9 +276,9 @@ impl Library {
         name: &(impl SymbolName + ?Sized),
         version: &str,
     ) -> Result<Symbol<'_, T>> {
-        let info = self.lookup(name.symbol_bytes(), Some(version.as_bytes()))?;
+        let found = self.find(name.symbol_bytes(), Some(version.as_bytes()))?;
         // SAFETY: forwarded to the caller.
-        unsafe { self.make_symbol(info.address) }
+        unsafe { self.make_symbol(self.address(&found)) }
     }
 
     unsafe fn make_symbol<T: Copy>(&self, address: u64) -> Result<Symbol<'_, T>> {
@@ -274,34 +310,40 @@ impl Library {
         Error::new(&self.root.path, stage, kind)
     }
 
-    fn lookup(&self, raw: &[u8], version: Option<&[u8]>) -> Result<SymbolInfo> {
+    /// Find `raw` in the local scope: the first object that defines it.
+    fn find(&self, raw: &[u8], version: Option<&[u8]>) -> Result<Found<'_>> {
         let name = clean_name(raw).map_err(|k| self.error(Stage::Lookup, k))?;
         let mut req = Request::new(name, version);
         if let Some(v) = req.version.as_mut() {
             // An explicit version asks for that version only.
             v.exact_only = true;
         }
-        for item in &self.scope {
+        for (position, item) in self.scope.iter().enumerate() {
             match item {
                 ScopeItem::Mapped(obj) => {
                     if let Some((index, sym)) = obj.lookup(&req) {
-                        return Ok(self.describe(obj, index, sym));
+                        return Ok(Found::Mapped(obj, index, sym));
                     }
                 }
                 ScopeItem::Host(h) => {
-                    let Ok(cname) = CString::new(name) else {
-                        continue;
+                    // The host object's own tables answer (a miss costs a
+                    // Bloom test); glibc only when it could not be read.
+                    let table = self
+                        .host_tables
+                        .get(position)
+                        .copied()
+                        .flatten()
+                        .and_then(|k| self.host.objects.get(k));
+                    let addr = match table {
+                        Some(t) => t.lookup(&req),
+                        None => {
+                            let cname = CString::new(name).ok();
+                            let cver = version.and_then(|v| CString::new(v).ok());
+                            cname.and_then(|n| h.symbol(&n, cver.as_deref()))
+                        }
                     };
-                    let cver = version.and_then(|v| CString::new(v).ok());
-                    if let Some(addr) = h.symbol(&cname, cver.as_deref()) {
-                        return Ok(SymbolInfo {
-                            address: addr,
-                            size: 0,
-                            kind: SymbolKind::Other,
-                            object: h.name.clone(),
-                            in_code: false,
-                            version: version.map(|v| String::from_utf8_lossy(v).into_owned()),
-                        });
+                    if let Some(addr) = addr {
+                        return Ok(Found::Host(h, addr));
                     }
                 }
             }
@@ -315,7 +357,54 @@ impl Library {
         ))
     }
 
-    fn describe(&self, obj: &LoadedObject, index: u32, sym: symbols::Sym) -> SymbolInfo {
+    /// The address a lookup yields, as `dlsym` would return it: IFUNCs
+    /// resolved, thread-local variables for the calling thread.
+    fn address(&self, found: &Found<'_>) -> u64 {
+        match found {
+            Found::Host(_, addr) => *addr,
+            Found::Mapped(obj, _, sym) => match sym.kind() {
+                symbols::STT_GNU_IFUNC
+                    if obj.mapping.executable_at(sym.value) && obj.is_initialized() =>
+                {
+                    // SAFETY: the resolver is in an executable segment of a
+                    // loaded, relocated object that `self` keeps alive.
+                    unsafe {
+                        crate::runtime::call::ifunc_resolver(obj.mapping.address_of(sym.value))
+                    }
+                }
+                symbols::STT_TLS => obj.tls.as_ref().map_or(0, |t| {
+                    crate::runtime::tls::address_in_this_thread(t.id, sym.value)
+                }),
+                _ if sym.shndx == symbols::SHN_ABS => sym.value,
+                _ => obj.mapping.address_of(sym.value),
+            },
+        }
+    }
+
+    fn lookup(&self, raw: &[u8], version: Option<&[u8]>) -> Result<SymbolInfo> {
+        let found = self.find(raw, version)?;
+        Ok(match &found {
+            Found::Mapped(obj, index, sym) => {
+                self.describe(obj, *index, *sym, self.address(&found))
+            }
+            Found::Host(h, addr) => SymbolInfo {
+                address: *addr,
+                size: 0,
+                kind: SymbolKind::Other,
+                object: h.name.clone(),
+                in_code: false,
+                version: version.map(|v| String::from_utf8_lossy(v).into_owned()),
+            },
+        })
+    }
+
+    fn describe(
+        &self,
+        obj: &LoadedObject,
+        index: u32,
+        sym: symbols::Sym,
+        address: u64,
+    ) -> SymbolInfo {
         let kind = match sym.kind() {
             symbols::STT_FUNC => SymbolKind::Function,
             symbols::STT_GNU_IFUNC => SymbolKind::IndirectFunction,
@@ -323,13 +412,7 @@ impl Library {
             symbols::STT_TLS => SymbolKind::ThreadLocal,
             _ => SymbolKind::Other,
         };
-        let mut address = obj.mapping.address_of(sym.value);
         let in_code = obj.mapping.executable_at(sym.value);
-        if kind == SymbolKind::IndirectFunction && in_code && obj.is_initialized() {
-            // SAFETY: the resolver is in an executable segment of a loaded,
-            // relocated object that we keep alive through `self`.
-            address = unsafe { crate::runtime::call::ifunc_resolver(address) };
-        }
         let version = obj
             .symbols
             .defined_version(index)

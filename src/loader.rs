@@ -37,6 +37,8 @@ pub struct Settings {
     pub allow_writable_executable: bool,
     pub allow_text_relocations: bool,
     pub allow_executable_stack: bool,
+    /// Fault in RELRO pages for writing in one call before relocating.
+    pub prefault_relro: bool,
 }
 
 impl Default for Settings {
@@ -49,6 +51,7 @@ impl Default for Settings {
             allow_writable_executable: false,
             allow_text_relocations: false,
             allow_executable_stack: false,
+            prefault_relro: false,
         }
     }
 }
@@ -810,7 +813,9 @@ impl Batch {
             tls_module: p.tls.as_ref().map(|t| t.id),
         };
         let from = p.name.clone();
-        if let (Some(relro), LinkMode::Run) = (p.plan.relro, mode) {
+        if let (Some(relro), LinkMode::Run, true) =
+            (p.plan.relro, mode, self.settings.prefault_relro)
+        {
             target.mapping.prefault_for_relocation(relro);
         }
         let report = link::relocate(&mut target, &scope, mode, |sym, ver, b: &Binding| {

@@ -401,3 +401,27 @@ fn gdb_shows_mmld_loaded_functions_in_a_backtrace() {
         "{text}"
     );
 }
+
+#[test]
+fn get_on_a_thread_local_symbol_returns_this_threads_variable() {
+    // dlsym semantics: the address of the calling thread's instance.
+    let lib = Arc::new(open("libtls.so"));
+    let here = *unsafe { lib.get::<*mut i64>("tls_counter") }.unwrap() as usize;
+    let own = unsafe { lib.get::<extern "C" fn() -> usize>("tls_counter_addr") }.unwrap();
+    assert_eq!(
+        here,
+        own(),
+        "get must agree with the library's own TLS access"
+    );
+    assert_eq!(unsafe { *(here as *const i64) }, 100);
+    let l2 = Arc::clone(&lib);
+    let there = std::thread::spawn(move || {
+        let p = *unsafe { l2.get::<*mut i64>("tls_counter") }.unwrap() as usize;
+        let own = unsafe { l2.get::<extern "C" fn() -> usize>("tls_counter_addr") }.unwrap();
+        assert_eq!(p, own());
+        p
+    })
+    .join()
+    .unwrap();
+    assert_ne!(here, there, "each thread has its own instance");
+}

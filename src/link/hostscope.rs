@@ -5,16 +5,18 @@
 //! global scope. Asking glibc (`dlsym(RTLD_DEFAULT)`) instead costs far more
 //! for a miss than for a hit (glibc formats an error message for every
 //! miss), and most lookups of a load miss the host: they are the library's
-//! own symbols. Must never: write to a host object, or keep one it does not
-//! hold a reference to (each `dlopen`ed host object is pinned with an
-//! `RTLD_NOLOAD` handle while it is in the table).
+//! own symbols. Must never: write to a host object, or hold a reference
+//! that keeps one loaded: the host must stay free to `dlclose` its own
+//! libraries. The table is rebuilt whenever glibc's load/unload counters
+//! change, and the objects mmld's libraries depend on are kept loaded by
+//! their own `HostLibrary` handles.
 
 use std::ffi::{CStr, CString, c_void};
 use std::sync::{Arc, Mutex};
 
 use goblin::elf::dynamic as dt;
 
-use super::host::{self, HostLibrary};
+use super::host;
 use super::symbols::{self, Request, Sym, SymbolTable};
 use crate::elf::{DynamicInfo, Segment, VRange};
 use crate::map::Mapping;
@@ -27,8 +29,6 @@ pub struct HostObject {
     pub symbols: SymbolTable,
     /// In the global scope (what `dlsym(RTLD_DEFAULT)` searches).
     pub global: bool,
-    /// Keeps a `dlopen`ed host object loaded while its tables are in use.
-    _pin: Option<HostLibrary>,
 }
 
 impl HostObject {
@@ -63,7 +63,9 @@ struct ScopeFilter {
 }
 
 impl ScopeFilter {
-    const BITS_LOG2: u32 = 17;
+    // 64 Ki bits (8 KiB): about 2.6% false positives for the ~5,000
+    // symbols of a typical host's global scope.
+    const BITS_LOG2: u32 = 16;
 
     fn positions(hash: u32) -> (usize, usize) {
         let mask = (1u32 << Self::BITS_LOG2) - 1;
@@ -125,6 +127,11 @@ impl HostScope {
     /// The object loaded from `path` (as glibc names it).
     pub fn object_named(&self, path: &str) -> Option<&HostObject> {
         self.objects.iter().find(|o| o.name == path)
+    }
+
+    /// Index of the object loaded from `path`, for callers that keep it.
+    pub fn index_of(&self, path: &str) -> Option<usize> {
+        self.objects.iter().position(|o| o.name == path)
     }
 }
 
@@ -214,13 +221,6 @@ fn build(generation: (u64, u64), raws: Vec<Raw>) -> HostScope {
 }
 
 fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
-    // Pin dlopened objects so they stay mapped while we read them. The
-    // executable, the vDSO and ld.so are never unloaded.
-    let pin = if raw.name.starts_with('/') {
-        Some(HostLibrary::find_loaded(&raw.name)?)
-    } else {
-        None
-    };
     let segments: Vec<Segment> = raw
         .phdrs
         .iter()
@@ -237,8 +237,10 @@ fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
         })
         .collect();
     let dynamic_phdr = raw.phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC)?;
-    // SAFETY: glibc mapped this object with these segments, and it stays
-    // mapped: it is pinned above, or it is one glibc never unloads.
+    // SAFETY: glibc mapped this object with these segments. It stays mapped
+    // while this table is current: the table is rebuilt as soon as glibc's
+    // unload counter moves (callers check it before each use), and objects
+    // mmld's libraries depend on hold their own `dlopen` reference.
     let mapping = unsafe { Mapping::borrow_host(raw.bias, &segments) }?;
     let dynamic = read_dynamic(
         &mapping,
@@ -253,7 +255,6 @@ fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
         bias: raw.bias,
         symbols,
         global,
-        _pin: pin,
     })
 }
 

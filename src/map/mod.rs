@@ -61,6 +61,8 @@ pub struct Mapping {
     owned: bool,
     /// Index of the segment the last lookup found (a hint only).
     last_segment: std::sync::atomic::AtomicUsize,
+    /// Size of the `PROT_NONE` page kept reserved after the span.
+    guard: usize,
 }
 
 // SAFETY: `Mapping` owns its span exclusively; the raw base pointer is only
@@ -163,8 +165,14 @@ impl Mapping {
         } else {
             0
         };
+        // One inaccessible page stays reserved after the span: without it
+        // the kernel may merge the object's anonymous .bss mapping with an
+        // unrelated anonymous mapping above, and /proc would then charge
+        // that neighbour's pages to the object.
+        let guard = PAGE_SIZE as usize;
         let total = span
             .checked_add(extra)
+            .and_then(|t| t.checked_add(guard))
             .ok_or_else(|| map_err("reserving address space")(io::Error::other("span overflow")))?;
         let raw = sys::reserve(total).map_err(map_err("reserving address space"))?;
         let raw_addr = raw.as_ptr() as usize;
@@ -174,12 +182,12 @@ impl Mapping {
             raw_addr
         };
         let head = aligned - raw_addr;
-        let tail = total - head - span;
+        let tail = total - head - span - guard;
         // SAFETY: head and tail are the unused ends of the reservation just
         // made; nothing refers to them.
         unsafe {
             let _ = sys::unmap(raw.as_ptr(), head);
-            let _ = sys::unmap(raw.as_ptr().add(head + span), tail);
+            let _ = sys::unmap(raw.as_ptr().add(head + span + guard), tail);
         }
         let base = NonNull::new(aligned as *mut u8).unwrap_or(raw);
         Ok(Mapping {
@@ -192,6 +200,7 @@ impl Mapping {
             protection,
             owned: true,
             last_segment: std::sync::atomic::AtomicUsize::new(0),
+            guard,
         })
     }
 
@@ -224,6 +233,7 @@ impl Mapping {
             protection: Protection::Exact,
             owned: false,
             last_segment: std::sync::atomic::AtomicUsize::new(0),
+            guard: 0,
         })
     }
 
@@ -539,7 +549,7 @@ impl Drop for Mapping {
         }
         // SAFETY: the span is ours; the registry drops a mapping only after
         // the object's destructors ran and its last handle is gone.
-        let _ = unsafe { sys::unmap(self.base.as_ptr(), self.len) };
+        let _ = unsafe { sys::unmap(self.base.as_ptr(), self.len + self.guard) };
     }
 }
 

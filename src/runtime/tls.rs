@@ -299,6 +299,13 @@ unsafe extern "C" {
     fn mmld_tls_get_addr(index: *const TlsIndex) -> *mut c_void;
 }
 
+/// The calling thread's address of the variable at `offset` in mmld TLS
+/// module `module` (what `dlsym` returns for a thread-local symbol).
+pub fn address_in_this_thread(module: u64, offset: u64) -> u64 {
+    let index = TlsIndex { module, offset };
+    tls_get_addr_impl(&index) as u64
+}
+
 /// Address of mmld's `__tls_get_addr`, bound into mmld-mapped code.
 pub fn tls_get_addr_entry() -> u64 {
     mmld_tls_get_addr as *const () as u64
