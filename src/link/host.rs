@@ -143,3 +143,58 @@ fn dl_lookup(handle: *mut libc::c_void, name: &CStr, version: Option<&CStr>) -> 
         Some(p as u64)
     }
 }
+
+/// One object of the host process, as `dl_iterate_phdr` describes it.
+pub struct HostObjectInfo<'a> {
+    /// `dlpi_name`: a path, or empty for the executable.
+    pub name: &'a CStr,
+    /// Load bias.
+    pub bias: u64,
+    pub phdrs: &'a [libc::Elf64_Phdr],
+    /// glibc's TLS module id (0 without TLS).
+    pub tls_modid: u64,
+    /// The calling thread's TLS block of this object, if allocated.
+    pub tls_data: u64,
+    /// glibc's `(dlpi_adds, dlpi_subs)`: changes when anything is loaded
+    /// or unloaded.
+    pub generation: (u64, u64),
+}
+
+/// Visit every object the host has loaded, in load order, until `visit`
+/// returns `true`.
+pub fn each_host_object<F: FnMut(&HostObjectInfo<'_>) -> bool>(mut visit: F) {
+    unsafe extern "C" fn trampoline<F: FnMut(&HostObjectInfo<'_>) -> bool>(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> i32 {
+        // SAFETY: glibc passes a valid `dl_phdr_info` that lives for this
+        // call, and `data` is the `&mut F` handed to dl_iterate_phdr below.
+        unsafe {
+            let visit = &mut *data.cast::<F>();
+            let info = &*info;
+            let phdrs = if info.dlpi_phdr.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum))
+            };
+            let name = if info.dlpi_name.is_null() {
+                c""
+            } else {
+                CStr::from_ptr(info.dlpi_name)
+            };
+            let object = HostObjectInfo {
+                name,
+                bias: info.dlpi_addr,
+                phdrs,
+                tls_modid: info.dlpi_tls_modid as u64,
+                tls_data: info.dlpi_tls_data as u64,
+                generation: (info.dlpi_adds, info.dlpi_subs),
+            };
+            i32::from(visit(&object))
+        }
+    }
+    // SAFETY: the trampoline only reads what glibc hands it for the
+    // duration of each call; `visit` outlives the iteration.
+    unsafe { libc::dl_iterate_phdr(Some(trampoline::<F>), (&raw mut visit).cast()) };
+}

@@ -11,7 +11,7 @@
 //! change, and the objects mmld's libraries depend on are kept loaded by
 //! their own `HostLibrary` handles.
 
-use std::ffi::{CStr, CString, c_void};
+use std::ffi::CString;
 use std::sync::{Arc, Mutex};
 
 use goblin::elf::dynamic as dt;
@@ -142,48 +142,18 @@ struct Raw {
 }
 
 fn iterate() -> ((u64, u64), Vec<Raw>) {
-    struct Acc {
-        generation: (u64, u64),
-        raws: Vec<Raw>,
-    }
-    unsafe extern "C" fn visit(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut c_void,
-    ) -> i32 {
-        // SAFETY: glibc passes a valid info structure (valid for the call)
-        // and our own accumulator.
-        unsafe {
-            let acc = &mut *data.cast::<Acc>();
-            let info = &*info;
-            acc.generation = (info.dlpi_adds, info.dlpi_subs);
-            let name = if info.dlpi_name.is_null() {
-                String::new()
-            } else {
-                CStr::from_ptr(info.dlpi_name)
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            let phdrs = if info.dlpi_phdr.is_null() {
-                Vec::new()
-            } else {
-                std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)).to_vec()
-            };
-            acc.raws.push(Raw {
-                name,
-                bias: info.dlpi_addr,
-                phdrs,
-            });
-        }
-        0
-    }
-    let mut acc = Acc {
-        generation: (0, 0),
-        raws: Vec::new(),
-    };
-    // SAFETY: the callback only copies what glibc hands it.
-    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut acc).cast()) };
-    (acc.generation, acc.raws)
+    let mut generation = (0, 0);
+    let mut raws = Vec::new();
+    host::each_host_object(|o| {
+        generation = o.generation;
+        raws.push(Raw {
+            name: o.name.to_string_lossy().into_owned(),
+            bias: o.bias,
+            phdrs: o.phdrs.to_vec(),
+        });
+        false
+    });
+    (generation, raws)
 }
 
 /// The host scope, rebuilt when the host has loaded or unloaded anything

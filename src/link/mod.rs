@@ -317,13 +317,7 @@ pub fn relocate(
             // The common case of large libraries (hundreds of thousands of
             // entries): no symbol, one checked write.
             if r.rtype == arch::R_RELATIVE {
-                write(
-                    target.mapping,
-                    table,
-                    index,
-                    r.offset,
-                    bias.wrapping_add(r.addend as u64),
-                )?;
+                apply_relative(target.mapping, table, index, &r, bias)?;
                 continue;
             }
             let outcome = apply_one(
@@ -459,6 +453,23 @@ fn tls_value(
     }
 }
 
+/// `R_X86_64_RELATIVE`: B + A.
+fn apply_relative(
+    mapping: &mut Mapping,
+    table: &'static str,
+    index: usize,
+    r: &Rela,
+    bias: u64,
+) -> KindResult<()> {
+    write(
+        mapping,
+        table,
+        index,
+        r.offset,
+        bias.wrapping_add(r.addend as u64),
+    )
+}
+
 /// Apply one `Elf64_Rela`; returns the resolver address if the value must
 /// come from an IFUNC resolver later.
 #[allow(clippy::too_many_arguments)]
@@ -485,13 +496,7 @@ fn apply_one(
     match r.rtype {
         arch::R_NONE => return Ok(None),
         arch::R_RELATIVE => {
-            write(
-                target.mapping,
-                table,
-                index,
-                r.offset,
-                bias.wrapping_add(r.addend as u64),
-            )?;
+            apply_relative(target.mapping, table, index, r, bias)?;
             return Ok(None);
         }
         arch::R_IRELATIVE => {

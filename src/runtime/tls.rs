@@ -332,37 +332,17 @@ pub fn host_tp_offset(addr: u64) -> u64 {
 /// The glibc module id and block start of the host TLS block holding
 /// `addr` (the calling thread's copy), found through `dl_iterate_phdr`.
 pub fn host_module_of(addr: u64) -> Option<(u64, u64)> {
-    struct Search {
-        addr: u64,
-        found: Option<(u64, u64)>,
-    }
-    unsafe extern "C" fn visit(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut c_void,
-    ) -> i32 {
-        // SAFETY: glibc passes a valid info structure and our own `Search`.
-        unsafe {
-            let search = &mut *data.cast::<Search>();
-            let info = &*info;
-            if info.dlpi_tls_data.is_null() || info.dlpi_phdr.is_null() {
-                return 0;
-            }
-            let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum));
-            let Some(tls) = phdrs.iter().find(|p| p.p_type == libc::PT_TLS) else {
-                return 0;
-            };
-            let start = info.dlpi_tls_data as u64;
-            if search.addr >= start && search.addr < start + tls.p_memsz {
-                search.found = Some((info.dlpi_tls_modid as u64, start));
-                return 1;
-            }
+    let mut found = None;
+    crate::link::host::each_host_object(|o| {
+        let Some(tls) = o.phdrs.iter().find(|p| p.p_type == libc::PT_TLS) else {
+            return false;
+        };
+        let start = o.tls_data;
+        if start != 0 && addr >= start && addr < start.saturating_add(tls.p_memsz) {
+            found = Some((o.tls_modid, start));
+            return true;
         }
-        0
-    }
-    let mut search = Search { addr, found: None };
-    // SAFETY: the callback only reads what glibc hands it, and `search`
-    // outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(visit), (&raw mut search).cast()) };
-    search.found
+        false
+    });
+    found
 }
