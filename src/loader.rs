@@ -351,12 +351,18 @@ impl Batch {
             // Read per load, as glibc reads it per process: a change to
             // the environment applies to the next load. `$ORIGIN` in it is
             // the executable's directory.
-            ld_library_path: search::ld_library_path_from_env(
-                std::env::current_exe()
-                    .ok()
-                    .as_deref()
-                    .and_then(Path::parent),
-            ),
+            ld_library_path: if std::env::var_os("LD_LIBRARY_PATH").is_some() {
+                search::ld_library_path_from_env(
+                    std::env::current_exe()
+                        .ok()
+                        .as_deref()
+                        .and_then(Path::parent),
+                )
+            } else {
+                // Unset: nothing to search, and no need to find the
+                // executable for `$ORIGIN` (a readlink per load).
+                Vec::new()
+            },
             keep_going: false,
             missing: Vec::new(),
         }
@@ -526,7 +532,13 @@ impl Batch {
         if let Some(h) = self.hosts.get(name) {
             return Some(Arc::clone(h));
         }
-        let h = match HostLibrary::find_loaded(name) {
+        // Ask the host-scope table, not glibc: an `RTLD_NOLOAD` probe by
+        // bare name makes glibc search the file system for it.
+        let scope = crate::link::hostscope::host_scope();
+        let h = match scope
+            .loaded_as(name)
+            .and_then(|o| HostLibrary::loaded_from(name, &o.name))
+        {
             Some(h) => h,
             None if load_if_absent => HostLibrary::load_system(name)?,
             None => return None,

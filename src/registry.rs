@@ -17,8 +17,16 @@ use crate::object::LoadedObject;
 /// A lock the same thread may take again: loads nest when a constructor
 /// loads a library.
 pub struct LoaderLock {
-    state: Mutex<(Option<ThreadId>, usize)>,
+    state: Mutex<LockState>,
     released: Condvar,
+}
+
+struct LockState {
+    owner: Option<ThreadId>,
+    depth: usize,
+    /// Threads blocked in `lock`: only then does a release need a wake-up
+    /// (a system call).
+    waiters: usize,
 }
 
 pub struct LoaderGuard<'a> {
@@ -28,7 +36,11 @@ pub struct LoaderGuard<'a> {
 impl LoaderLock {
     const fn new() -> Self {
         LoaderLock {
-            state: Mutex::new((None, 0)),
+            state: Mutex::new(LockState {
+                owner: None,
+                depth: 0,
+                waiters: 0,
+            }),
             released: Condvar::new(),
         }
     }
@@ -37,9 +49,12 @@ impl LoaderLock {
     pub fn try_lock(&self) -> Option<LoaderGuard<'_>> {
         let me = thread::current().id();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match state.0 {
-            None => *state = (Some(me), 1),
-            Some(owner) if owner == me => state.1 += 1,
+        match state.owner {
+            None => {
+                state.owner = Some(me);
+                state.depth = 1;
+            }
+            Some(owner) if owner == me => state.depth += 1,
             Some(_) => return None,
         }
         Some(LoaderGuard { lock: self })
@@ -49,17 +64,20 @@ impl LoaderLock {
         let me = thread::current().id();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            match state.0 {
+            match state.owner {
                 None => {
-                    *state = (Some(me), 1);
+                    state.owner = Some(me);
+                    state.depth = 1;
                     break;
                 }
                 Some(owner) if owner == me => {
-                    state.1 += 1;
+                    state.depth += 1;
                     break;
                 }
                 Some(_) => {
+                    state.waiters += 1;
                     state = self.released.wait(state).unwrap_or_else(|e| e.into_inner());
+                    state.waiters -= 1;
                 }
             }
         }
@@ -70,10 +88,12 @@ impl LoaderLock {
 impl Drop for LoaderGuard<'_> {
     fn drop(&mut self) {
         let mut state = self.lock.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.1 = state.1.saturating_sub(1);
-        if state.1 == 0 {
-            state.0 = None;
-            self.lock.released.notify_one();
+        state.depth = state.depth.saturating_sub(1);
+        if state.depth == 0 {
+            state.owner = None;
+            if state.waiters > 0 {
+                self.lock.released.notify_one();
+            }
         }
     }
 }

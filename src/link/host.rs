@@ -67,6 +67,20 @@ impl HostLibrary {
             .as_deref()
     }
 
+    /// The host's copy of the object glibc loaded from `path` (an absolute
+    /// path, as `dl_iterate_phdr` names it), reported under `name`. Matching
+    /// a loaded object by its full name makes glibc search nothing.
+    pub fn loaded_from(name: &str, path: &str) -> Option<HostLibrary> {
+        let c = CString::new(path).ok()?;
+        // SAFETY: RTLD_NOLOAD only looks the name up (see `find_loaded`).
+        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        (!handle.is_null()).then(|| HostLibrary {
+            handle,
+            name: name.to_string(),
+            path: std::sync::OnceLock::from(Some(path.to_string())),
+        })
+    }
+
     /// Ask glibc to load `name` (used only for the glibc family, which must
     /// be the host's own copy).
     pub fn load_system(name: &str) -> Option<HostLibrary> {

@@ -29,6 +29,8 @@ pub struct HostObject {
     pub symbols: SymbolTable,
     /// In the global scope (what `dlsym(RTLD_DEFAULT)` searches).
     pub global: bool,
+    /// `DT_SONAME`, if it has one.
+    pub soname: Option<String>,
 }
 
 impl HostObject {
@@ -129,6 +131,18 @@ impl HostScope {
         self.objects.iter().find(|o| o.name == path)
     }
 
+    /// The object the host loaded under the `DT_NEEDED` name `needed`
+    /// (its soname, or its file name), found without touching the file
+    /// system: glibc's `RTLD_NOLOAD` probe searches for and opens the file
+    /// even when nothing is loaded under that name.
+    pub fn loaded_as(&self, needed: &str) -> Option<&HostObject> {
+        self.objects.iter().find(|o| {
+            o.name.starts_with('/')
+                && (o.soname.as_deref() == Some(needed)
+                    || o.name.rsplit('/').next() == Some(needed))
+        })
+    }
+
     /// Index of the object loaded from `path`, for callers that keep it.
     pub fn index_of(&self, path: &str) -> Option<usize> {
         self.objects.iter().position(|o| o.name == path)
@@ -219,12 +233,17 @@ fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
         raw.bias,
     )?;
     let symbols = SymbolTable::new(&mapping, &dynamic).ok()?;
+    let soname = dynamic
+        .soname
+        .and_then(|o| symbols.string(o).ok())
+        .map(|b| String::from_utf8_lossy(b).into_owned());
     let global = is_executable || probe_global(&symbols, raw.bias);
     Some(HostObject {
         name: raw.name,
         bias: raw.bias,
         symbols,
         global,
+        soname,
     })
 }
 
@@ -249,6 +268,7 @@ fn read_dynamic(mapping: &Mapping, vaddr: u64, size: u64, bias: u64) -> Option<D
                 })
             }
             dt::DT_STRSZ => strsz = val,
+            dt::DT_SONAME => info.soname = Some(val),
             dt::DT_SYMTAB => info.symtab = Some(unbias(val)),
             dt::DT_HASH => info.hash = Some(unbias(val)),
             dt::DT_GNU_HASH => info.gnu_hash = Some(unbias(val)),
