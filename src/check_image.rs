@@ -63,17 +63,7 @@ pub fn check_image(bytes: &[u8]) -> Result<CheckSummary> {
     };
     read_names(&symbols, &dynamic, &mut summary).at(name, Stage::Read)?;
 
-    let code: Vec<(u64, u64)> = mapping
-        .segments()
-        .iter()
-        .filter(|s| s.plan.executable())
-        .map(|s| {
-            (
-                mapping.address_of(s.plan.vaddr),
-                mapping.address_of(s.plan.end()),
-            )
-        })
-        .collect();
+    let code = mapping.code_ranges();
     let tls_module = plan.tls.map(|_| DRY_RUN_TLS_MODULE);
     let scope = [
         Provider::HostGlobal,

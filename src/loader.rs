@@ -452,17 +452,7 @@ impl Batch {
             Some(o) if runpath.is_none() => search::split_rpath(&string(o)?, origin.as_deref()),
             _ => Vec::new(),
         };
-        let code_ranges = mapping
-            .segments()
-            .iter()
-            .filter(|s| s.plan.executable())
-            .map(|s| {
-                (
-                    mapping.address_of(s.plan.vaddr),
-                    mapping.address_of(s.plan.end()),
-                )
-            })
-            .collect();
+        let code_ranges = mapping.code_ranges();
         tracing::debug!(
             target: "mmld::libs",
             path = %path.display(),

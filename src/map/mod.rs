@@ -492,6 +492,16 @@ impl Mapping {
         }
     }
 
+    /// Process address ranges of the executable segments (where an IFUNC
+    /// resolver or a constructor must lie).
+    pub fn code_ranges(&self) -> Vec<(u64, u64)> {
+        self.segments
+            .iter()
+            .filter(|s| s.plan.executable())
+            .map(|s| (self.address_of(s.plan.vaddr), self.address_of(s.plan.end())))
+            .collect()
+    }
+
     /// Is `vaddr` inside an executable segment?
     pub fn executable_at(&self, vaddr: u64) -> bool {
         self.segment_containing(vaddr, 1)
