@@ -31,7 +31,7 @@ pub struct Cli {
 pub enum Command {
     /// Load a library, call one of its functions and print the result.
     #[command(
-        after_help = "ARGS: an integer (decimal, negative or 0x hex) is passed as a 64-bit integer, a number like 1.5 or 2e3 as a double, anything else as a string. Prefixes force a type: i64: u64: i32: u32: f64: f32: str: ptr:.\nExample: mmld run testlibs/libdemo.so add 2 3"
+        after_help = "ARGS: an integer (decimal, negative or 0x hex) is passed as a 64-bit integer, a number like 1.5 or 2e3 as a double, anything else as a string. Prefixes force a type: i64: u64: i32: u32: f64: f32: str: ptr:. A string that starts with '-' needs str: (str:-v).\nExample: mmld run testlibs/libdemo.so add 2 3"
     )]
     Run {
         /// The shared object to load.
