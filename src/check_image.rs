@@ -82,7 +82,8 @@ pub fn check_image(bytes: &[u8]) -> Result<CheckSummary> {
         symbols: &symbols,
         tls_module,
     };
-    let report = link::relocate(&mut target, &scope, LinkMode::DryRun, |_, _, _| {})
+    let host = crate::link::hostscope::host_scope();
+    let report = link::relocate(&mut target, &scope, &host, LinkMode::DryRun, |_, _, _| {})
         .at(name, Stage::Link)?;
     if let Some(relro) = plan.relro {
         mapping.seal_relro(relro).at(name, Stage::Map)?;

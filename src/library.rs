@@ -193,8 +193,7 @@ impl OpenOptions {
     /// Loading a library runs its code (constructors, IFUNC resolvers),
     /// which can do anything.
     pub unsafe fn open(&self, path: impl AsRef<Path>) -> Result<Library> {
-        let Loaded { root, scope } = loader::open(path.as_ref(), self.settings)?;
-        let host = crate::link::hostscope::host_scope();
+        let Loaded { root, scope, host } = loader::open(path.as_ref(), self.settings)?;
         let host_tables = scope
             .iter()
             .map(|item| match item {

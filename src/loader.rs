@@ -20,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 use crate::elf::{ElfFile, LoadPlan};
 use crate::error::{AttachContext, Error, ErrorKind, Result, Stage};
 use crate::link::host::{self, HostLibrary};
+use crate::link::hostscope::HostScope;
 use crate::link::symbols::SymbolTable;
 use crate::link::{self, Binding, LinkMode, LinkReport, LinkTarget, Provider};
 use crate::map::{Mapping, Protection, Strategy};
@@ -68,6 +69,8 @@ pub struct Loaded {
     pub root: Arc<LoadedObject>,
     /// The root's local scope: itself, then its dependencies breadth-first.
     pub scope: Vec<ScopeItem>,
+    /// The host's objects as of this load (lookups in host dependencies).
+    pub host: Arc<HostScope>,
 }
 
 /// Where a needed name was resolved during one load.
@@ -186,7 +189,11 @@ pub fn open(path: &Path, settings: Settings) -> Result<Loaded> {
     };
     register_exit_handler();
     run_constructors(&init_order, &scope);
-    Ok(Loaded { scope, root })
+    Ok(Loaded {
+        scope,
+        root,
+        host: Arc::clone(&batch.host),
+    })
 }
 
 /// Load and link `path` and its tree without running any of its code.
@@ -236,7 +243,11 @@ fn reuse_root(elf: &ElfFile, settings: Settings) -> Option<Loaded> {
     // its own sorted l_initfini, as in glibc (every constructor in it has
     // run already).
     initfini_of(&mut reg, &root, &scope);
-    Some(Loaded { root, scope })
+    Some(Loaded {
+        root,
+        scope,
+        host: crate::link::hostscope::host_scope(),
+    })
 }
 
 /// Ids of the mmld-mapped objects of a scope, in order.
@@ -334,6 +345,10 @@ struct Batch {
     pending: Vec<Pending>,
     mappings: Vec<Mapping>,
     hosts: HashMap<String, Arc<HostLibrary>>,
+    /// The host's objects: read once when the load starts (to tell which
+    /// libraries the host already has) and once more before linking
+    /// (resolution may have asked glibc to load a glibc-family library).
+    host: Arc<HostScope>,
     ld_library_path: Vec<PathBuf>,
     /// `mmld deps`: record missing libraries and go on.
     keep_going: bool,
@@ -348,6 +363,7 @@ impl Batch {
             pending: Vec::new(),
             mappings: Vec::new(),
             hosts: HashMap::new(),
+            host: crate::link::hostscope::host_scope(),
             // Read per load, as glibc reads it per process: a change to
             // the environment applies to the next load. `$ORIGIN` in it is
             // the executable's directory.
@@ -524,8 +540,8 @@ impl Batch {
         }
         // Ask the host-scope table, not glibc: an `RTLD_NOLOAD` probe by
         // bare name makes glibc search the file system for it.
-        let scope = crate::link::hostscope::host_scope();
-        let h = match scope
+        let h = match self
+            .host
             .loaded_as(name)
             .and_then(|o| HostLibrary::loaded_from(name, &o.name))
         {
@@ -700,9 +716,11 @@ impl Batch {
     /// Relocate every object of the batch, dependencies first.
     fn link_all(&mut self, root_scope: &[ScopeSlot], mode: LinkMode) -> Result<()> {
         let globals = registry::registry().global_objects();
+        self.host = crate::link::hostscope::host_scope();
+        let host = Arc::clone(&self.host);
         let order = self.dependency_order();
         for i in order {
-            self.link_one(i, root_scope, &globals, mode)?;
+            self.link_one(i, root_scope, &globals, &host, mode)?;
         }
         Ok(())
     }
@@ -747,6 +765,7 @@ impl Batch {
         i: usize,
         root_scope: &[ScopeSlot],
         globals: &[Arc<LoadedObject>],
+        host: &HostScope,
         mode: LinkMode,
     ) -> Result<()> {
         let (Some(p), Some(mapping)) = (self.pending.get(i), self.mappings.get_mut(i)) else {
@@ -820,7 +839,7 @@ impl Batch {
         {
             target.mapping.prefault_for_relocation(relro);
         }
-        let report = link::relocate(&mut target, &scope, mode, |sym, ver, b: &Binding| {
+        let report = link::relocate(&mut target, &scope, host, mode, |sym, ver, b: &Binding| {
             if let Some(slot) = bound.get_mut(b.provider) {
                 *slot = true;
             }

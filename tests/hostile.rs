@@ -15,6 +15,8 @@
 //!
 //! Nothing binary is committed: every corpus file is generated here.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -1559,47 +1561,6 @@ fn mutants_load_or_fail_never_panic() {
 // ---------------------------------------------------------------------------
 // Leaks
 
-/// `/proc/self/maps` with the two regions that move by themselves (the brk
-/// heap and the main stack) reduced to their names.
-fn maps_snapshot() -> Vec<String> {
-    std::fs::read_to_string("/proc/self/maps")
-        .expect("read maps")
-        .lines()
-        .map(|l| {
-            if l.ends_with("[heap]") || l.ends_with("[stack]") {
-                l.rsplit(' ').next().unwrap_or(l).to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect()
-}
-
-/// Open descriptors and what they refer to (without the directory
-/// listing itself).
-fn fds_snapshot() -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let dir = std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd");
-    for entry in dir.flatten() {
-        let target = std::fs::read_link(entry.path())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        if target.starts_with("/proc/") && target.ends_with("/fd") {
-            continue;
-        }
-        out.insert(entry.file_name().to_string_lossy().into_owned(), target);
-    }
-    out
-}
-
-fn diff(before: &[String], after: &[String]) -> String {
-    let b: BTreeSet<&String> = before.iter().collect();
-    let a: BTreeSet<&String> = after.iter().collect();
-    let gone: Vec<_> = b.difference(&a).collect();
-    let new: Vec<_> = a.difference(&b).collect();
-    format!("gone: {gone:#?}\nnew: {new:#?}")
-}
-
 #[test]
 fn failing_and_succeeding_loads_leak_nothing() {
     if !in_child("failing_and_succeeding_loads_leak_nothing") {
@@ -1664,22 +1625,22 @@ fn failing_and_succeeding_loads_leak_nothing() {
     // ld.so.cache view, glibc-family libraries the host dlopens, buffers).
     round(&mut loads);
     round(&mut loads);
-    let maps_before = maps_snapshot();
-    let fds_before = fds_snapshot();
+    let maps_before = common::maps_snapshot();
+    let fds_before = common::fds_snapshot();
     let started = Instant::now();
     let mut rounds = 0;
     while loads < 4000 || rounds < 20 {
         round(&mut loads);
         rounds += 1;
     }
-    let maps_after = maps_snapshot();
-    let fds_after = fds_snapshot();
+    let maps_after = common::maps_snapshot();
+    let fds_after = common::fds_snapshot();
     println!("{loads} loads in {rounds} rounds, {:?}", started.elapsed());
     assert_eq!(fds_before, fds_after, "file descriptors leaked");
     assert!(
         maps_before == maps_after,
         "mappings changed:\n{}",
-        diff(&maps_before, &maps_after)
+        common::diff(&maps_before, &maps_after)
     );
     assert!(mappings_under(dir.path()).is_empty());
     assert!(

@@ -13,7 +13,9 @@
 //! Each test runs alone in a child process (one malloc arena), so the
 //! mapping comparison sees only its own work.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+mod common;
+
+use std::collections::VecDeque;
 use std::ffi::{CStr, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -62,46 +64,6 @@ fn in_child(name: &str) -> bool {
         out.status
     );
     false
-}
-
-/// `/proc/self/maps` with the brk heap and the main stack reduced to names
-/// (they move by themselves).
-fn maps_snapshot() -> Vec<String> {
-    std::fs::read_to_string("/proc/self/maps")
-        .expect("read maps")
-        .lines()
-        .map(|l| {
-            if l.ends_with("[heap]") || l.ends_with("[stack]") {
-                l.rsplit(' ').next().unwrap_or(l).to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect()
-}
-
-fn fds_snapshot() -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir("/proc/self/fd")
-        .expect("fd dir")
-        .flatten()
-    {
-        let target = std::fs::read_link(entry.path())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        if !(target.starts_with("/proc/") && target.ends_with("/fd")) {
-            out.insert(entry.file_name().to_string_lossy().into_owned(), target);
-        }
-    }
-    out
-}
-
-fn diff(before: &[String], after: &[String]) -> String {
-    let b: BTreeSet<&String> = before.iter().collect();
-    let a: BTreeSet<&String> = after.iter().collect();
-    let gone: Vec<_> = b.difference(&a).collect();
-    let new: Vec<_> = a.difference(&b).collect();
-    format!("gone: {gone:#?}\nnew: {new:#?}")
 }
 
 struct Rng(u64);
@@ -250,20 +212,24 @@ fn eight_threads_load_look_up_and_unload() {
     // view and the glibc-family libraries the host dlopens stay after it.
     let dir = tempfile::tempdir().expect("tempdir");
     run_threads(THREADS, 50, dir.path());
-    let maps_before = maps_snapshot();
-    let fds_before = fds_snapshot();
+    let maps_before = common::maps_snapshot();
+    let fds_before = common::fds_snapshot();
     let started = Instant::now();
     run_threads(THREADS, ITERATIONS, dir.path());
     println!(
         "{THREADS} threads x {ITERATIONS} iterations in {:?}",
         started.elapsed()
     );
-    let maps_after = maps_snapshot();
-    assert_eq!(fds_before, fds_snapshot(), "file descriptors leaked");
+    let maps_after = common::maps_snapshot();
+    assert_eq!(
+        fds_before,
+        common::fds_snapshot(),
+        "file descriptors leaked"
+    );
     assert!(
         maps_before == maps_after,
         "mappings did not return to the baseline:\n{}",
-        diff(&maps_before, &maps_after)
+        common::diff(&maps_before, &maps_after)
     );
     for l in &maps_after {
         assert!(
@@ -402,7 +368,7 @@ fn constructor_loading_a_library_does_not_deadlock() {
     verify(0, &kept);
     drop(kept);
     drop(lib);
-    let maps = maps_snapshot();
+    let maps = common::maps_snapshot();
     assert!(
         !maps
             .iter()

@@ -215,19 +215,25 @@ fn short(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// Resident pages of each row of an earlier report, keyed by its range
+/// (empty without one).
+fn resident_by_row(earlier: Option<&MapsReport>) -> HashMap<(u64, u64), u64> {
+    earlier
+        .map(|e| {
+            e.objects
+                .iter()
+                .flat_map(|o| o.rows.iter().map(|r| ((r.start, r.end), r.resident)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl MapsReport {
     /// Text form. With `earlier` (the same objects measured before a call),
     /// resident counts show as `before → after`.
     pub fn to_text(&self, earlier: Option<&MapsReport>) -> String {
         let mut out = String::new();
-        let before: HashMap<(u64, u64), u64> = earlier
-            .map(|e| {
-                e.objects
-                    .iter()
-                    .flat_map(|o| o.rows.iter().map(|r| ((r.start, r.end), r.resident)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let before = resident_by_row(earlier);
         for obj in &self.objects {
             let l = &obj.layout;
             let _ = writeln!(
@@ -313,14 +319,7 @@ impl MapsReport {
     }
 
     pub fn to_json(&self, earlier: Option<&MapsReport>) -> Value {
-        let before: HashMap<(u64, u64), u64> = earlier
-            .map(|e| {
-                e.objects
-                    .iter()
-                    .flat_map(|o| o.rows.iter().map(|r| ((r.start, r.end), r.resident)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let before = resident_by_row(earlier);
         json!({
             "pid": self.pid,
             "privileged": self.privilege.physical(),

@@ -277,16 +277,17 @@ struct Deferred {
     checked: bool,
 }
 
-/// Apply every relocation of `target`, binding symbols in `scope`.
+/// Apply every relocation of `target`, binding symbols in `scope`; `host`
+/// answers for the host's objects (one snapshot per load).
 pub fn relocate(
     target: &mut LinkTarget<'_>,
     scope: &[Provider<'_>],
+    host: &hostscope::HostScope,
     mode: LinkMode,
     mut on_bind: impl FnMut(&[u8], Option<&[u8]>, &Binding),
 ) -> KindResult<LinkReport> {
     let mut report = LinkReport::default();
     let bias = target.mapping.bias();
-    let host = hostscope::host_scope();
 
     if let Some(relr) = target.dynamic.relr {
         report.relr_addresses = apply_relr(target.mapping, relr, bias)?;
@@ -323,7 +324,7 @@ pub fn relocate(
             let outcome = apply_one(
                 target,
                 scope,
-                &host,
+                host,
                 mode,
                 table,
                 index,

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -267,4 +267,47 @@ pub fn zlib_version_from_file_name() -> String {
         .and_then(|n| n.strip_prefix("libz.so."))
         .expect("libz.so.1 links to libz.so.<version>")
         .to_string()
+}
+
+// Leak checks (hostile.rs, stress.rs)
+
+/// `/proc/self/maps` with the two regions that move by themselves (the brk
+/// heap and the main stack) reduced to their names.
+pub fn maps_snapshot() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("read maps")
+        .lines()
+        .map(|l| {
+            if l.ends_with("[heap]") || l.ends_with("[stack]") {
+                l.rsplit(' ').next().unwrap_or(l).to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Open descriptors and what they refer to (without the directory
+/// listing itself).
+pub fn fds_snapshot() -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let dir = std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd");
+    for entry in dir.flatten() {
+        let target = std::fs::read_link(entry.path())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if target.starts_with("/proc/") && target.ends_with("/fd") {
+            continue;
+        }
+        out.insert(entry.file_name().to_string_lossy().into_owned(), target);
+    }
+    out
+}
+
+pub fn diff(before: &[String], after: &[String]) -> String {
+    let b: BTreeSet<&String> = before.iter().collect();
+    let a: BTreeSet<&String> = after.iter().collect();
+    let gone: Vec<_> = b.difference(&a).collect();
+    let new: Vec<_> = a.difference(&b).collect();
+    format!("gone: {gone:#?}\nnew: {new:#?}")
 }
