@@ -5,9 +5,11 @@
 //! Must never: carry a message that could only be understood by reading mmld's
 //! source, or lose the underlying `io::Error`.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 /// The pipeline stage an error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +43,20 @@ impl fmt::Display for Stage {
 
 /// An error from any stage of loading or using a library.
 ///
-/// The details live behind one allocation so that `Result<T, Error>` stays
-/// two words wide: successful lookups are the hot path and should not copy
-/// a large error value around.
-#[derive(Debug)]
-pub struct Error(Box<Details>);
+/// The details live behind one allocation, except for the one error on a
+/// hot path: a symbol lookup that finds nothing (programs probe for
+/// optional symbols). That one keeps the name inline and the file as an
+/// interned path, and is spelled out only when someone reads it, so a miss
+/// costs no allocation.
+pub struct Error(Repr);
+
+enum Repr {
+    Full(Box<Details>),
+    Missing {
+        symbol: MissingSymbol,
+        details: OnceLock<Box<Details>>,
+    },
+}
 
 #[derive(Debug)]
 struct Details {
@@ -54,46 +65,132 @@ struct Details {
     kind: ErrorKind,
 }
 
+/// Names up to this long stay inline (nearly every C name; long C++ names
+/// take one allocation).
+const INLINE_NAME: usize = 38;
+
+struct MissingSymbol {
+    file: &'static Path,
+    name: SymbolBytes,
+}
+
+enum SymbolBytes {
+    Inline { len: u8, bytes: [u8; INLINE_NAME] },
+    Long(Box<[u8]>),
+}
+
+impl SymbolBytes {
+    fn new(name: &[u8]) -> Self {
+        if name.len() > INLINE_NAME {
+            return SymbolBytes::Long(name.into());
+        }
+        let mut bytes = [0; INLINE_NAME];
+        crate::link::index::copy_name(&mut bytes, name);
+        SymbolBytes::Inline {
+            len: name.len() as u8,
+            bytes,
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            SymbolBytes::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or(bytes),
+            SymbolBytes::Long(b) => b,
+        }
+    }
+}
+
+impl MissingSymbol {
+    fn spell_out(&self) -> Box<Details> {
+        Box::new(Details {
+            file: self.file.to_path_buf(),
+            stage: Stage::Lookup,
+            kind: ErrorKind::SymbolNotFound {
+                name: String::from_utf8_lossy(self.name.as_slice()).into_owned(),
+                version: None,
+            },
+        })
+    }
+}
+
+/// `path` as a `&'static Path`: one leaked copy per distinct path for the
+/// life of the process, so that an error can name its file without
+/// allocating. Called once per opened library, never per lookup.
+pub(crate) fn interned_path(path: &Path) -> &'static Path {
+    static PATHS: Mutex<BTreeSet<&'static Path>> = Mutex::new(BTreeSet::new());
+    let mut paths = PATHS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = paths.get(path) {
+        return known;
+    }
+    let leaked: &'static Path = Box::leak(path.to_path_buf().into_boxed_path());
+    paths.insert(leaked);
+    leaked
+}
+
 impl Error {
     pub(crate) fn new(file: impl Into<PathBuf>, stage: Stage, kind: ErrorKind) -> Self {
-        Error(Box::new(Details {
+        Error(Repr::Full(Box::new(Details {
             file: file.into(),
             stage,
             kind,
-        }))
+        })))
+    }
+
+    /// An unversioned lookup of `name` (without its NUL, no inner NUL)
+    /// found nothing in the library loaded from `file`.
+    pub(crate) fn symbol_not_found(file: &'static Path, name: &[u8]) -> Self {
+        Error(Repr::Missing {
+            symbol: MissingSymbol {
+                file,
+                name: SymbolBytes::new(name),
+            },
+            details: OnceLock::new(),
+        })
+    }
+
+    fn details(&self) -> &Details {
+        match &self.0 {
+            Repr::Full(d) => d,
+            Repr::Missing { symbol, details } => details.get_or_init(|| symbol.spell_out()),
+        }
     }
 
     /// The file the error is about.
     pub fn file(&self) -> &Path {
-        &self.0.file
+        &self.details().file
     }
 
     /// The stage that failed.
     pub fn stage(&self) -> Stage {
-        self.0.stage
+        self.details().stage
     }
 
     /// What went wrong, for matching.
     pub fn kind(&self) -> &ErrorKind {
-        &self.0.kind
+        &self.details().kind
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("file", &self.file())
+            .field("stage", &self.stage())
+            .field("kind", self.kind())
+            .finish()
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {}: {}",
-            self.0.file.display(),
-            self.0.stage,
-            self.0.kind
-        )
+        let d = self.details();
+        write!(f, "{}: {}: {}", d.file.display(), d.stage, d.kind)
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.0.kind {
+        match self.kind() {
             ErrorKind::Io { source, .. } | ErrorKind::Mmap { source, .. } => Some(source),
             _ => None,
         }

@@ -9,11 +9,13 @@ use std::ffi::{CStr, CString};
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::link::host::HostLibrary;
 use crate::link::hostscope::HostScope;
+use crate::link::index::{Answer, ScopeIndex};
 use crate::link::symbols::{self, Request};
 use crate::loader::{self, Loaded, Settings};
 use crate::map::Strategy;
@@ -63,7 +65,7 @@ impl<T: SymbolName + ?Sized> SymbolName for &T {
 
 fn clean_name(raw: &[u8]) -> std::result::Result<&[u8], ErrorKind> {
     let name = raw.strip_suffix(&[0]).unwrap_or(raw);
-    if name.contains(&0) {
+    if crate::link::index::has_nul(name) {
         return Err(ErrorKind::InvalidSymbolName {
             name: String::from_utf8_lossy(raw).into_owned(),
         });
@@ -194,6 +196,7 @@ impl OpenOptions {
     /// which can do anything.
     pub unsafe fn open(&self, path: impl AsRef<Path>) -> Result<Library> {
         let Loaded { root, scope, host } = loader::open(path.as_ref(), self.settings)?;
+        let root_path = root.path.clone();
         let host_tables = scope
             .iter()
             .map(|item| match item {
@@ -201,12 +204,18 @@ impl OpenOptions {
                 ScopeItem::Mapped(_) => None,
             })
             .collect();
-        Ok(Library {
+        let mut library = Library {
             root,
             scope,
             host,
             host_tables,
-        })
+            index: OnceLock::new(),
+            lookups: AtomicUsize::new(0),
+            index_after: usize::MAX,
+            file: crate::error::interned_path(&root_path),
+        };
+        library.index_after = library.index_threshold();
+        Ok(library)
     }
 
     /// Load and link `path` and its tree without running any of its code,
@@ -226,6 +235,13 @@ pub struct Library {
     host: Arc<HostScope>,
     /// For each scope entry provided by the host, its index in `host`.
     host_tables: Vec<Option<usize>>,
+    /// The scope's names hashed once (`None`: some host object's tables
+    /// could not be read), built after `index_after` lookups.
+    index: OnceLock<Option<ScopeIndex>>,
+    lookups: AtomicUsize,
+    index_after: usize,
+    /// `root.path`, interned so that a failed lookup need not allocate.
+    file: &'static Path,
 }
 
 /// Where a lookup found its symbol.
@@ -261,7 +277,18 @@ impl Library {
     /// `T` must be the symbol's true type (a function pointer type or a
     /// pointer to data), as with `libloading`.
     pub unsafe fn get<T: Copy>(&self, name: &(impl SymbolName + ?Sized)) -> Result<Symbol<'_, T>> {
-        let found = self.find(name.symbol_bytes(), None)?;
+        let raw = name.symbol_bytes();
+        if let Some(index) = self.index() {
+            let bare = raw.strip_suffix(&[0]).unwrap_or(raw);
+            match index.find(bare) {
+                // SAFETY: forwarded to the caller.
+                Answer::Address(address) => return unsafe { self.make_symbol(address) },
+                // `find` reports the error (and an inner NUL as such).
+                Answer::Absent => return Err(self.not_found(raw)),
+                Answer::Walk => {}
+            }
+        }
+        let found = self.find(raw, None)?;
         // SAFETY: forwarded to the caller.
         unsafe { self.make_symbol(self.address(&found)) }
     }
@@ -309,6 +336,72 @@ impl Library {
         Error::new(&self.root.path, stage, kind)
     }
 
+    /// The scope index, once this library has served enough lookups for
+    /// building it to pay off. Building reads every exported symbol of the
+    /// scope once (about as costly as that many lookups), so it waits until
+    /// the lookups so far would have paid for it: a program that asks for
+    /// a few symbols never builds it, one that asks for many pays at most
+    /// twice what it would have with the best choice made in advance.
+    fn index(&self) -> Option<&ScopeIndex> {
+        if let Some(built) = self.index.get() {
+            return built.as_ref();
+        }
+        if self.lookups.fetch_add(1, Ordering::Relaxed) < self.index_after {
+            return None;
+        }
+        self.index.get_or_init(|| self.build_index()).as_ref()
+    }
+
+    /// Exported symbols in the scope, as the lookups before the index is
+    /// built: their total is what building it costs.
+    fn index_threshold(&self) -> usize {
+        let symbols: usize = (0..self.scope.len())
+            .map(|k| self.table(k).map_or(0, |t| t.count() as usize))
+            .sum();
+        symbols / 2
+    }
+
+    /// The symbol table of scope entry `k`.
+    fn table(&self, k: usize) -> Option<&symbols::SymbolTable> {
+        match self.scope.get(k)? {
+            ScopeItem::Mapped(obj) => Some(&obj.symbols),
+            ScopeItem::Host(_) => {
+                let at = self.host_tables.get(k).copied().flatten()?;
+                self.host.objects.get(at).map(|o| &o.symbols)
+            }
+        }
+    }
+
+    fn build_index(&self) -> Option<ScopeIndex> {
+        let tables = (0..self.scope.len())
+            .map(|k| self.table(k))
+            .collect::<Option<Vec<_>>>()?;
+        let address = |k: usize, sym: &symbols::Sym| -> Option<u64> {
+            if matches!(sym.kind(), symbols::STT_GNU_IFUNC | symbols::STT_TLS) {
+                return None;
+            }
+            if sym.shndx == symbols::SHN_ABS {
+                return Some(sym.value);
+            }
+            match self.scope.get(k)? {
+                ScopeItem::Mapped(obj) => Some(obj.mapping.address_of(sym.value)),
+                ScopeItem::Host(_) => {
+                    let at = self.host_tables.get(k).copied().flatten()?;
+                    let bias = self.host.objects.get(at)?.bias;
+                    Some(bias.wrapping_add(sym.value))
+                }
+            }
+        };
+        Some(ScopeIndex::build(&tables, address))
+    }
+
+    fn not_found(&self, raw: &[u8]) -> Error {
+        match clean_name(raw) {
+            Err(kind) => self.error(Stage::Lookup, kind),
+            Ok(name) => Error::symbol_not_found(self.file, name),
+        }
+    }
+
     /// Find `raw` in the local scope: the first object that defines it.
     fn find(&self, raw: &[u8], version: Option<&[u8]>) -> Result<Found<'_>> {
         let name = clean_name(raw).map_err(|k| self.error(Stage::Lookup, k))?;
@@ -347,13 +440,16 @@ impl Library {
                 }
             }
         }
-        Err(self.error(
-            Stage::Lookup,
-            ErrorKind::SymbolNotFound {
-                name: String::from_utf8_lossy(name).into_owned(),
-                version: version.map(|v| String::from_utf8_lossy(v).into_owned()),
-            },
-        ))
+        Err(match version {
+            None => Error::symbol_not_found(self.file, name),
+            Some(v) => self.error(
+                Stage::Lookup,
+                ErrorKind::SymbolNotFound {
+                    name: String::from_utf8_lossy(name).into_owned(),
+                    version: Some(String::from_utf8_lossy(v).into_owned()),
+                },
+            ),
+        })
     }
 
     /// The address a lookup yields, as `dlsym` would return it: IFUNCs
@@ -425,6 +521,17 @@ impl Library {
             in_code,
             version,
         }
+    }
+
+    /// How many names the scope index holds, once it is built (`None`
+    /// before, or when some host object's tables could not be read). For
+    /// tests and benchmarks that must know which path a lookup took.
+    #[doc(hidden)]
+    pub fn indexed_names(&self) -> Option<usize> {
+        self.index
+            .get()
+            .and_then(|i| i.as_ref())
+            .map(ScopeIndex::len)
     }
 
     /// The file the library was loaded from.

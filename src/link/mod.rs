@@ -7,6 +7,7 @@
 
 pub mod host;
 pub mod hostscope;
+pub mod index;
 pub mod symbols;
 
 use std::collections::HashMap;

@@ -381,6 +381,11 @@ impl SymbolTable {
         Some((0..n).filter_map(move |i| u32_at(&g.chains, i).map(|h| h & !1)))
     }
 
+    /// Number of `.dynsym` entries.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
     pub fn has_sysv_hash(&self) -> bool {
         self.sysv.is_some()
     }
@@ -527,18 +532,43 @@ impl SymbolTable {
         None
     }
 
+    /// Can `sym` answer a lookup at all (by any name)? glibc skips
+    /// undefined and local symbols, types other code cannot bind to, and
+    /// zero-valued definitions that are neither absolute nor TLS.
+    fn is_candidate(sym: &Sym) -> bool {
+        sym.is_defined()
+            && (sym.value != 0 || sym.shndx == SHN_ABS || sym.kind() == STT_TLS)
+            && matches!(
+                sym.kind(),
+                STT_NOTYPE | STT_OBJECT | STT_FUNC | STT_COMMON | STT_TLS | STT_GNU_IFUNC
+            )
+            && matches!(sym.bind(), STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE)
+    }
+
+    /// Every symbol an unversioned lookup (`dlsym`) of its own name would
+    /// find in this object, in the order the hash chains would meet them:
+    /// exactly the hashed symbols that are candidates and not hidden.
+    pub fn default_definitions(&self) -> impl Iterator<Item = (u32, Sym)> + '_ {
+        let first = match (&self.gnu, &self.sysv) {
+            (Some(g), _) => g.symoffset,
+            (None, Some(_)) => 1,
+            (None, None) => self.count,
+        };
+        (first..self.count).filter_map(move |index| {
+            let sym = self.symbol(index)?;
+            let visible = self.versym.is_none() || self.versym(index) & VERSYM_HIDDEN == 0;
+            (Self::is_candidate(&sym) && visible).then_some((index, sym))
+        })
+    }
+
+    /// Is the string at `offset` in `.dynstr` exactly `name`?
+    pub fn name_at_is(&self, offset: u32, name: &[u8]) -> bool {
+        self.string_is(offset, name)
+    }
+
     fn check_match(&self, index: u32, req: &Request<'_>) -> Option<(u32, Sym)> {
         let sym = self.symbol(index)?;
-        if !sym.is_defined() || (sym.value == 0 && sym.shndx != SHN_ABS && sym.kind() != STT_TLS) {
-            return None;
-        }
-        if !matches!(
-            sym.kind(),
-            STT_NOTYPE | STT_OBJECT | STT_FUNC | STT_COMMON | STT_TLS | STT_GNU_IFUNC
-        ) {
-            return None;
-        }
-        if !matches!(sym.bind(), STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE) {
+        if !Self::is_candidate(&sym) {
             return None;
         }
         if !self.string_is(sym.name, req.name) {
