@@ -367,7 +367,7 @@ impl Library {
             ScopeItem::Mapped(obj) => Some(&obj.symbols),
             ScopeItem::Host(_) => {
                 let at = self.host_tables.get(k).copied().flatten()?;
-                self.host.objects.get(at).map(|o| &o.symbols)
+                self.host.objects.get(at).map(|o| &*o.symbols)
             }
         }
     }

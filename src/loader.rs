@@ -718,6 +718,14 @@ impl Batch {
         let globals = registry::registry().global_objects();
         self.host = crate::link::hostscope::host_scope();
         let host = Arc::clone(&self.host);
+        // Bindings are cached per symbol, so each object probes the global
+        // scope at most once per entry of its symbol table.
+        let probes = self
+            .pending
+            .iter()
+            .map(|p| p.symbols.count() as usize)
+            .sum();
+        host.expect_global_probes(probes);
         let order = self.dependency_order();
         for i in order {
             self.link_one(i, root_scope, &globals, &host, mode)?;

@@ -12,7 +12,7 @@
 //! their own `HostLibrary` handles.
 
 use std::ffi::CString;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use goblin::elf::dynamic as dt;
 
@@ -26,7 +26,11 @@ pub struct HostObject {
     /// `dlpi_name`: a path, or empty for the executable.
     pub name: String,
     pub bias: u64,
-    pub symbols: SymbolTable,
+    /// Shared with later snapshots while the object stays loaded.
+    pub symbols: Arc<SymbolTable>,
+    /// Its program headers as `dl_iterate_phdr` gave them, to recognise
+    /// the same object in a later snapshot.
+    phdrs: Vec<libc::Elf64_Phdr>,
     /// In the global scope (what `dlsym(RTLD_DEFAULT)` searches).
     pub global: bool,
     /// `DT_SONAME`, if it has one.
@@ -106,16 +110,33 @@ impl ScopeFilter {
 /// The host's objects in load order.
 pub struct HostScope {
     pub objects: Vec<HostObject>,
-    filter: Option<ScopeFilter>,
+    /// Built once a load expects enough global probes to pay for it
+    /// (`None` inside: some global object has no GNU hash table).
+    filter: OnceLock<Option<ScopeFilter>>,
     /// Some object could not be read: global lookups must ask glibc.
     pub incomplete: bool,
     generation: (u64, u64),
 }
 
 impl HostScope {
+    /// Building the combined filter reads every hash of the global scope
+    /// (about 100,000 instructions for libc and friends); without it a
+    /// probe tests each global object's own Bloom filter (four or five
+    /// objects, about 50 instructions more). It pays from about this many
+    /// probes, so small loads never build it.
+    const FILTER_PAYS_FROM: usize = 2_000;
+
+    /// A load is about to make about `probes` global lookups.
+    pub fn expect_global_probes(&self, probes: usize) {
+        if probes >= Self::FILTER_PAYS_FROM {
+            self.filter
+                .get_or_init(|| ScopeFilter::build(self.objects.iter().filter(|o| o.global)));
+        }
+    }
+
     /// Search the global scope in order.
     pub fn lookup_global(&self, req: &Request<'_>) -> Option<u64> {
-        if let Some(f) = &self.filter
+        if let Some(Some(f)) = self.filter.get()
             && !f.may_contain(req.gnu_hash)
         {
             return None;
@@ -170,38 +191,87 @@ fn iterate() -> ((u64, u64), Vec<Raw>) {
     (generation, raws)
 }
 
+/// glibc's load and unload counters, read from the first object only.
+fn current_generation() -> (u64, u64) {
+    let mut generation = (0, 0);
+    host::each_host_object(|o| {
+        generation = o.generation;
+        true
+    });
+    generation
+}
+
 /// The host scope, rebuilt when the host has loaded or unloaded anything
 /// since it was last read (glibc's `dlpi_adds`/`dlpi_subs` counters).
+/// Objects still loaded at the same address with the same program
+/// headers keep the tables read last time: a library whose host
+/// dependency (libm for libsqlite3) comes and goes with each load then
+/// costs one table, not all of them.
 pub fn host_scope() -> Arc<HostScope> {
     static CACHE: Mutex<Option<Arc<HostScope>>> = Mutex::new(None);
-    let (generation, raws) = iterate();
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = cache.as_ref()
+    let lock = || CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let generation = current_generation();
+    let previous = lock().clone();
+    if let Some(s) = &previous
         && s.generation == generation
     {
         return Arc::clone(s);
     }
-    let scope = Arc::new(build(generation, raws));
-    *cache = Some(Arc::clone(&scope));
+    // Built without holding the cache: reading the tables asks glibc
+    // (`dlsym`), which takes its loader lock, and a constructor running
+    // under that lock may be loading with mmld.
+    let (generation, raws) = iterate();
+    let scope = Arc::new(build(generation, raws, previous.as_deref()));
+    *lock() = Some(Arc::clone(&scope));
     scope
 }
 
-fn build(generation: (u64, u64), raws: Vec<Raw>) -> HostScope {
+fn build(generation: (u64, u64), raws: Vec<Raw>, previous: Option<&HostScope>) -> HostScope {
     let mut objects = Vec::with_capacity(raws.len());
     let mut incomplete = false;
     for (index, raw) in raws.into_iter().enumerate() {
-        match read_object(raw, index == 0) {
+        let known = previous.and_then(|p| {
+            p.objects.iter().find(|o| {
+                o.name == raw.name && o.bias == raw.bias && same_phdrs(&o.phdrs, &raw.phdrs)
+            })
+        });
+        let object = match known {
+            // SAFETY (of the shared table's borrowed bytes): the object is
+            // loaded now, at the same address with the same segments, so
+            // every byte the table reads is mapped as before.
+            Some(o) => Some(HostObject {
+                name: raw.name,
+                bias: raw.bias,
+                symbols: Arc::clone(&o.symbols),
+                phdrs: raw.phdrs,
+                // An object only ever joins the global scope while loaded.
+                global: o.global || probe_global(&o.symbols, raw.bias),
+                soname: o.soname.clone(),
+            }),
+            None => read_object(raw, index == 0),
+        };
+        match object {
             Some(o) => objects.push(o),
             None => incomplete = true,
         }
     }
-    let filter = ScopeFilter::build(objects.iter().filter(|o| o.global));
     HostScope {
         objects,
-        filter,
+        filter: OnceLock::new(),
         incomplete,
         generation,
     }
+}
+
+fn same_phdrs(a: &[libc::Elf64_Phdr], b: &[libc::Elf64_Phdr]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            (
+                x.p_type, x.p_flags, x.p_offset, x.p_vaddr, x.p_filesz, x.p_memsz,
+            ) == (
+                y.p_type, y.p_flags, y.p_offset, y.p_vaddr, y.p_filesz, y.p_memsz,
+            )
+        })
 }
 
 fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
@@ -241,7 +311,8 @@ fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
     Some(HostObject {
         name: raw.name,
         bias: raw.bias,
-        symbols,
+        symbols: Arc::new(symbols),
+        phdrs: raw.phdrs,
         global,
         soname,
     })

@@ -186,9 +186,11 @@ fn u32_at_off(bytes: &[u8], off: usize) -> Option<u32> {
 /// bounded by the file, never by a `.bss` the file merely claims.
 fn table_bytes(mapping: &Mapping, tag: &'static str, addr: u64, len: u64) -> KindResult<RoBytes> {
     let end = addr.saturating_add(len);
-    let seg = mapping
-        .segment_containing(addr, 1)
-        .ok_or(ErrorKind::TableOutsideImage { tag, addr, end })?;
+    // `let else` rather than `ok_or`: this runs for every table entry a
+    // load reads, and building and dropping an unused error is not free.
+    let Some(seg) = mapping.segment_containing(addr, 1) else {
+        return Err(ErrorKind::TableOutsideImage { tag, addr, end });
+    };
     let file_end = seg.plan.file_end_vaddr();
     if addr.checked_add(len).is_none_or(|e| e > file_end) {
         return Err(ErrorKind::TableOverrunsSegment {
@@ -202,11 +204,11 @@ fn table_bytes(mapping: &Mapping, tag: &'static str, addr: u64, len: u64) -> Kin
         return Ok(RoBytes::EMPTY);
     }
     let writable = seg.plan.writable();
-    mapping.read_only(addr, len).ok_or(if writable {
-        ErrorKind::TableInWritableSegment { tag, addr }
-    } else {
-        ErrorKind::TableOutsideImage { tag, addr, end }
-    })
+    match mapping.read_only(addr, len) {
+        Some(bytes) => Ok(bytes),
+        None if writable => Err(ErrorKind::TableInWritableSegment { tag, addr }),
+        None => Err(ErrorKind::TableOutsideImage { tag, addr, end }),
+    }
 }
 
 /// The bytes from `addr` to the end of the file-backed part of its
