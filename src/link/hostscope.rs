@@ -121,10 +121,10 @@ pub struct HostScope {
 impl HostScope {
     /// Building the combined filter reads every hash of the global scope
     /// (about 100,000 instructions for libc and friends); without it a
-    /// probe tests each global object's own Bloom filter (four or five
-    /// objects, about 50 instructions more). It pays from about this many
-    /// probes, so small loads never build it.
-    const FILTER_PAYS_FROM: usize = 2_000;
+    /// probe searches each global object (four or five of them, about 80
+    /// instructions each: callgrind on libsqlite3's load). It pays from
+    /// about this many probes, so only the smallest loads go without it.
+    const FILTER_PAYS_FROM: usize = 300;
 
     /// A load is about to make about `probes` global lookups.
     pub fn expect_global_probes(&self, probes: usize) {

@@ -628,7 +628,7 @@ fn bind_symbol(
         // Local symbols bind to themselves; no lookup.
         return Ok(Some(binding_for(*sym, bias, usize::MAX, target.tls_module)));
     }
-    let name = target.symbols.symbol_name(sym)?;
+    let (name, name_hash) = target.symbols.name_and_gnu_hash(sym)?;
     if let Some(addr) = crate::runtime::cxa::interposed(name) {
         // mmld's own implementations of the few runtime functions that must
         // know about mmld's objects (TLS, C++ thread-exit destructors).
@@ -652,7 +652,7 @@ fn bind_symbol(
     };
     let req = Request {
         name,
-        gnu_hash: symbols::gnu_hash(name),
+        gnu_hash: name_hash,
         version: version.zip(version_name).map(|(v, n)| VersionRequest {
             name: n,
             hash: v.hash,

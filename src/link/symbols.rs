@@ -423,6 +423,30 @@ impl SymbolTable {
             .map_err(|_| bad())
     }
 
+    /// The name of `sym` and its GNU hash, in one pass over its bytes:
+    /// every binding of a load needs both, and finding the terminator
+    /// first would read the name twice.
+    pub fn name_and_gnu_hash(&self, sym: &Sym) -> KindResult<(&[u8], u32)> {
+        let offset = u64::from(sym.name);
+        let bad = || ErrorKind::BadString {
+            offset,
+            size: self.strtab.len() as u64,
+        };
+        let tail = self
+            .strtab
+            .as_slice()
+            .get(sym.name as usize..)
+            .ok_or_else(bad)?;
+        let mut hash = 5381u32;
+        for (len, &c) in tail.iter().enumerate() {
+            if c == 0 {
+                return Ok((tail.get(..len).ok_or_else(bad)?, hash));
+            }
+            hash = hash.wrapping_mul(33).wrapping_add(u32::from(c));
+        }
+        Err(bad())
+    }
+
     /// Is the string at `offset` exactly `name`? Compares in place instead
     /// of first scanning for the terminator: the hot path of every lookup.
     fn string_is(&self, offset: u32, name: &[u8]) -> bool {
