@@ -24,6 +24,7 @@ fn main() {
     for (name, what) in [
         ("first_load.md", "First load, memory, syscalls"),
         ("scale.md", "Scale"),
+        ("floor.md", "Kernel floor"),
     ] {
         let path = common::markdown_dir().join(name);
         println!("\n### {what} ({})\n", path.display());
