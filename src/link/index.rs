@@ -288,11 +288,6 @@ impl ScopeIndex {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
-
-    /// Heap bytes the index holds.
-    pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * 8 + self.entries.capacity() * 16 + self.names.capacity()
-    }
 }
 
 #[cfg(test)]
