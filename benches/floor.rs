@@ -184,23 +184,40 @@ impl Row {
     }
 }
 
+/// `times` pairs of glibc's and the floor's runs, alternating which goes
+/// first; `key` is the field of glibc's output that holds its time.
+fn alternate<G, F>(name: &str, times: usize, key: &str, mut glibc: G, mut floor: F) -> Row
+where
+    G: FnMut() -> Fields,
+    F: FnMut() -> Fields,
+{
+    let mut row = Row::new(name);
+    for i in 0..times {
+        let (g, f) = if i % 2 == 0 {
+            let g = glibc();
+            (g, floor())
+        } else {
+            let f = floor();
+            (glibc(), f)
+        };
+        row.push(&g, f, key);
+    }
+    row
+}
+
 fn first_load(floor: &Path, glibc: &Path, name: &str, path: &str, sym: &str, pairs: usize) -> Row {
     let g_args = ["first", path, sym];
     let f_args = ["first", path];
     // One discarded pair: page cache and dentry cache warm for both.
     run(glibc, &g_args);
     run(floor, &f_args);
-    let mut row = Row::new(name);
-    for i in 0..pairs {
-        let (g, f) = if i % 2 == 0 {
-            let g = run(glibc, &g_args);
-            (g, run(floor, &f_args))
-        } else {
-            let f = run(floor, &f_args);
-            (run(glibc, &g_args), f)
-        };
-        row.push(&g, f, "us");
-    }
+    let row = alternate(
+        name,
+        pairs,
+        "us",
+        || run(glibc, &g_args),
+        || run(floor, &f_args),
+    );
     eprintln!(
         "floor first {name}: glibc {} floor {} floor/glibc {} ({pairs} pairs)",
         fmt_us(median(&row.glibc_us)),
@@ -214,17 +231,13 @@ fn cycle(floor: &Path, glibc: &Path, name: &str, path: &str, sym: &str, n: usize
     let n = n.to_string();
     let g_args = ["cycle", &n, path, sym];
     let f_args = ["cycle", &n, path];
-    let mut row = Row::new(name);
-    for i in 0..CYCLE_REPS {
-        let (g, f) = if i % 2 == 0 {
-            let g = run(glibc, &g_args);
-            (g, run(floor, &f_args))
-        } else {
-            let f = run(floor, &f_args);
-            (run(glibc, &g_args), f)
-        };
-        row.push(&g, f, "median_us");
-    }
+    let row = alternate(
+        name,
+        CYCLE_REPS,
+        "median_us",
+        || run(glibc, &g_args),
+        || run(floor, &f_args),
+    );
     eprintln!(
         "floor cycle {name}: glibc {} floor {} floor/glibc {} ({CYCLE_REPS} × {n} cycles)",
         fmt_us(median(&row.glibc_us)),

@@ -41,6 +41,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
+
+#include "timing.h"
 #include <unistd.h>
 
 #ifndef DT_RELRSZ
@@ -69,16 +71,6 @@ struct result {
     size_t span;
 };
 
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static void die(const char *path, const char *what) {
     fprintf(stderr, "floor: %s: %s\n", path, what);
