@@ -85,7 +85,7 @@ impl SymbolBytes {
             return SymbolBytes::Long(name.into());
         }
         let mut bytes = [0; INLINE_NAME];
-        crate::link::index::copy_name(&mut bytes, name);
+        crate::bytes::copy_name(&mut bytes, name);
         SymbolBytes::Inline {
             len: name.len() as u8,
             bytes,

@@ -13,10 +13,12 @@
 //! ```
 
 pub mod arch;
+mod bytes;
 pub mod check_image;
 pub mod describe;
 pub mod elf;
 mod error;
+pub mod host;
 pub mod inspect;
 mod library;
 pub mod link;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, ErrorKind, Result, Stage};
-use crate::link::host::HostLibrary;
+use crate::host::HostLibrary;
 use crate::link::hostscope::HostScope;
 use crate::link::index::{Answer, ScopeIndex};
 use crate::link::symbols::{self, Request};
@@ -65,7 +65,7 @@ impl<T: SymbolName + ?Sized> SymbolName for &T {
 
 fn clean_name(raw: &[u8]) -> std::result::Result<&[u8], ErrorKind> {
     let name = raw.strip_suffix(&[0]).unwrap_or(raw);
-    if crate::link::index::has_nul(name) {
+    if crate::bytes::has_nul(name) {
         return Err(ErrorKind::InvalidSymbolName {
             name: String::from_utf8_lossy(raw).into_owned(),
         });

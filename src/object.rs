@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use crate::elf::{DynamicInfo, LoadPlan};
-use crate::link::host::HostLibrary;
+use crate::host::HostLibrary;
 use crate::link::symbols::{Request, Sym, SymbolTable};
 use crate::link::{LinkReport, Provider};
 use crate::map::Mapping;

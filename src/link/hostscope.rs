@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use goblin::elf::dynamic as dt;
 
-use super::host;
+use crate::host;
 use super::symbols::{self, Request, Sym, SymbolTable};
 use crate::elf::{DynamicInfo, Segment, VRange};
 use crate::map::Mapping;

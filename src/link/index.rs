@@ -19,6 +19,9 @@
 //! index finds it (the definition is still inside that object).
 
 use super::symbols::{Sym, SymbolTable};
+use crate::bytes::{same_bytes, word};
+// Kept at their old path for callers outside the crate.
+pub use crate::bytes::{copy_name, has_nul};
 
 /// What the index knows about a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,12 +68,6 @@ fn fold(a: u64, b: u64) -> u64 {
     (product as u64) ^ ((product >> 64) as u64)
 }
 
-fn word(bytes: &[u8], at: usize) -> u64 {
-    bytes
-        .get(at..at.wrapping_add(8))
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
-}
 
 fn half_word(bytes: &[u8], at: usize) -> u64 {
     bytes
@@ -110,75 +107,6 @@ pub fn name_hash(name: &[u8]) -> u64 {
     fold(fold(a ^ MIX1, b ^ seed), MIX2 ^ len as u64)
 }
 
-/// Any zero byte among the eight bytes of `w`?
-fn zero_byte_in(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    w.wrapping_sub(ONES) & !w & HIGHS != 0
-}
-
-/// Does `bytes` hold a zero byte? Eight bytes at a time, the last word
-/// overlapping: a failed lookup checks its name for an inner NUL, and a
-/// byte search call would cost more than the lookup.
-pub fn has_nul(bytes: &[u8]) -> bool {
-    let zero_in = zero_byte_in;
-    let len = bytes.len();
-    if len < 8 {
-        return bytes.contains(&0);
-    }
-    let mut at = 0;
-    while at + 8 < len {
-        if zero_in(word(bytes, at)) {
-            return true;
-        }
-        at += 8;
-    }
-    zero_in(word(bytes, len - 8))
-}
-
-/// Copy `from` into the start of `to` (which must be at least as long),
-/// eight bytes at a time with the last word overlapping.
-pub fn copy_name(to: &mut [u8], from: &[u8]) {
-    let len = from.len();
-    if len < 8 {
-        if let Some(head) = to.get_mut(..len) {
-            head.copy_from_slice(from);
-        }
-        return;
-    }
-    let mut put = |at: usize| {
-        if let (Some(d), Some(s)) = (to.get_mut(at..at + 8), from.get(at..at + 8)) {
-            d.copy_from_slice(s);
-        }
-    };
-    let mut at = 0;
-    while at + 8 < len {
-        put(at);
-        at += 8;
-    }
-    put(len - 8);
-}
-
-/// `a == b` for two slices of equal length, eight bytes at a time with the
-/// last word overlapping: names are short, and a `memcmp` call costs as
-/// much as the rest of a lookup.
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    let len = a.len();
-    if len != b.len() {
-        return false;
-    }
-    if len < 8 {
-        return a == b;
-    }
-    let mut at = 0;
-    while at + 8 < len {
-        if word(a, at) != word(b, at) {
-            return false;
-        }
-        at += 8;
-    }
-    word(a, len - 8) == word(b, len - 8)
-}
 
 impl ScopeIndex {
     /// Index `tables` in scope order. `address` gives a definition's final
@@ -292,40 +220,7 @@ impl ScopeIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::{copy_name, has_nul, name_hash, same_bytes};
-
-    #[test]
-    fn word_helpers_match_byte_loops() {
-        let a = b"abcdefghijklmnopqrstuvwxyz0123456789".to_vec();
-        for len in 0..a.len() {
-            assert!(!has_nul(&a[..len]));
-            for i in 0..len {
-                let mut b = a[..len].to_vec();
-                b[i] = 0;
-                assert!(has_nul(&b), "len {len}, byte {i}");
-            }
-            let mut to = [0xffu8; 40];
-            copy_name(&mut to, &a[..len]);
-            assert_eq!(&to[..len], &a[..len]);
-            assert!(to[len..].iter().all(|&b| b == 0xff));
-        }
-    }
-
-    #[test]
-    fn same_bytes_matches_slice_equality() {
-        let a = b"abcdefghijklmnopqrstuvwxyz0123456789".to_vec();
-        for len in 0..a.len() {
-            assert!(same_bytes(&a[..len], &a[..len]));
-            for i in 0..len {
-                let mut b = a[..len].to_vec();
-                b[i] ^= 0x20;
-                assert!(!same_bytes(&a[..len], &b), "len {len}, byte {i}");
-            }
-            if len > 0 {
-                assert!(!same_bytes(&a[..len], &a[..len - 1]));
-            }
-        }
-    }
+    use super::name_hash;
 
     #[test]
     fn hash_depends_on_every_byte_and_the_length() {

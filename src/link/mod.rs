@@ -5,7 +5,9 @@
 //! of what was bound. Must never: map or unmap memory, or run any code of the
 //! object other than IFUNC resolvers (and none at all in a dry run).
 
-pub mod host;
+// Host objects sit at the crate root so `runtime` can ask glibc without
+// importing `link`; re-exported at this path for callers outside the crate.
+pub use crate::host;
 pub mod hostscope;
 pub mod index;
 pub mod symbols;

@@ -6,7 +6,9 @@
 //! destructor has run; it cannot do that for objects it does not know, so
 //! mmld wraps each registration in a record that holds the object alive and
 //! hands the wrapper to glibc. Must never: call a destructor itself (glibc
-//! decides when a thread's destructors run).
+//! decides when a thread's destructors run), or import the registry: the
+//! registry sits above `runtime`, so it hands its accounting in through
+//! [`install`] instead.
 
 use std::ffi::{c_int, c_void};
 use std::sync::OnceLock;
@@ -17,12 +19,36 @@ type AtExitImpl = unsafe extern "C" fn(Dtor, *mut c_void, *mut c_void) -> c_int;
 fn glibc_impl() -> Option<AtExitImpl> {
     static F: OnceLock<usize> = OnceLock::new();
     let addr = *F.get_or_init(|| {
-        crate::link::host::global_symbol(c"__cxa_thread_atexit_impl", Some(c"GLIBC_2.18"))
+        crate::host::global_symbol(c"__cxa_thread_atexit_impl", Some(c"GLIBC_2.18"))
             .unwrap_or(0) as usize
     });
     // SAFETY: a non-zero address from dlvsym for this versioned name is
     // glibc's function with exactly this signature.
     (addr != 0).then(|| unsafe { std::mem::transmute::<usize, AtExitImpl>(addr) })
+}
+
+/// How a registration keeps its object loaded: supplied by the layer that
+/// owns the registry (the loader installs it before the first load).
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectHooks {
+    /// Take a hold on the mmld object containing this address, if any;
+    /// returns its id.
+    pub hold: fn(u64) -> Option<u64>,
+    /// Release one hold taken by `hold`.
+    pub release: fn(u64),
+}
+
+static HOOKS: OnceLock<ObjectHooks> = OnceLock::new();
+
+/// Set the hooks; later calls change nothing (there is one registry).
+pub fn install(hooks: ObjectHooks) {
+    let _ = HOOKS.set(hooks);
+}
+
+fn release(id: Option<u64>) {
+    if let (Some(id), Some(h)) = (id, HOOKS.get()) {
+        (h.release)(id);
+    }
 }
 
 struct Record {
@@ -40,15 +66,13 @@ unsafe extern "C" fn run_record(record: *mut c_void) {
     // SAFETY: the destructor and argument are what the library registered;
     // its object is still mapped because `record` holds it.
     unsafe { (record.dtor)(record.arg) };
-    if let Some(id) = record.object {
-        crate::registry::thread_dtor_done(id);
-    }
+    release(record.object);
 }
 
 /// `__cxa_thread_atexit_impl` for mmld-mapped code.
 unsafe extern "C" fn thread_atexit(dtor: Dtor, arg: *mut c_void, dso_symbol: *mut c_void) -> c_int {
     let Some(real) = glibc_impl() else { return -1 };
-    let object = crate::registry::thread_dtor_registered(dso_symbol as u64);
+    let object = HOOKS.get().and_then(|h| (h.hold)(dso_symbol as u64));
     let record = Box::into_raw(Box::new(Record { dtor, arg, object }));
     // Attribute the wrapper to this function's own object (the host), which
     // glibc knows and never unloads while the process runs.
@@ -59,9 +83,7 @@ unsafe extern "C" fn thread_atexit(dtor: Dtor, arg: *mut c_void, dso_symbol: *mu
     if rc != 0 {
         // SAFETY: glibc did not take the record; reclaim it.
         let record = unsafe { Box::from_raw(record) };
-        if let Some(id) = record.object {
-            crate::registry::thread_dtor_done(id);
-        }
+        release(record.object);
     }
     rc
 }

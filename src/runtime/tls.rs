@@ -238,7 +238,7 @@ fn glibc_tls_get_addr() -> Option<GlibcTlsGetAddr> {
     static F: OnceLock<usize> = OnceLock::new();
     let addr = *F.get_or_init(|| {
         let name = c"__tls_get_addr";
-        crate::link::host::global_symbol(name, None).unwrap_or(0) as usize
+        crate::host::global_symbol(name, None).unwrap_or(0) as usize
     });
     // SAFETY: a non-zero address from dlsym for `__tls_get_addr` is glibc's
     // function of exactly this signature.
@@ -333,7 +333,7 @@ pub fn host_tp_offset(addr: u64) -> u64 {
 /// `addr` (the calling thread's copy), found through `dl_iterate_phdr`.
 pub fn host_module_of(addr: u64) -> Option<(u64, u64)> {
     let mut found = None;
-    crate::link::host::each_host_object(|o| {
+    crate::host::each_host_object(|o| {
         let Some(tls) = o.phdrs.iter().find(|p| p.p_type == libc::PT_TLS) else {
             return false;
         };

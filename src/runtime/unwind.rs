@@ -18,7 +18,7 @@ fn frame_functions() -> Option<(FrameFn, FrameFn)> {
     static F: OnceLock<(usize, usize)> = OnceLock::new();
     let (reg, dereg) = *F.get_or_init(|| {
         let find =
-            |n: &std::ffi::CStr| crate::link::host::global_symbol(n, None).unwrap_or(0) as usize;
+            |n: &std::ffi::CStr| crate::host::global_symbol(n, None).unwrap_or(0) as usize;
         (find(c"__register_frame"), find(c"__deregister_frame"))
     });
     if reg == 0 || dereg == 0 {

@@ -1,0 +1,149 @@
+//! The load driver: READ → MAP → LINK → RUN for a whole dependency tree,
+//! in glibc's `dlopen` order, and the reverse on close.
+//!
+//! Owns: the public entry points (`open`, `check`, `tree`, `close`) and the
+//! order of the steps. Each concern lives in its own file:
+//! - `transaction`: what one load mapped and registered, how it is undone
+//!   on failure, and publishing to the registry (nowhere else does);
+//! - `resolve`: where a `DT_NEEDED` name is found (host object, object
+//!   mmld already has, or a file from the library search);
+//! - `scope`: the lookup scopes glibc builds (global, local, `deep_bind`,
+//!   `DT_SYMBOLIC`);
+//! - `relocate`: linking each new object in its scope and recording the
+//!   objects its bindings reached (glibc's `l_reldeps`);
+//! - `initfini`: constructor and destructor order (`_dl_sort_maps`);
+//! - `tree`: the dependency tree `mmld deps` shows and `check`'s report.
+//!
+//! Must never: leave anything behind when a load fails: every mapping of a
+//! failed load is unmapped and no constructor of it has run.
+
+mod initfini;
+mod relocate;
+mod resolve;
+mod scope;
+mod transaction;
+mod tree;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::elf::ElfFile;
+use crate::error::{AttachContext, Error, ErrorKind, Result, Stage};
+use crate::link::LinkMode;
+use crate::link::hostscope::HostScope;
+use crate::map::Strategy;
+use crate::object::{LoadedObject, ScopeItem};
+use crate::registry::LOADER_LOCK;
+
+use initfini::{register_exit_handler, run_constructors};
+use scope::materialize_scope;
+use transaction::{Batch, open_handle, reuse_root};
+pub use transaction::close;
+pub use tree::{CheckReport, TreeNode};
+
+/// Loader settings, filled by `OpenOptions`.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub global: bool,
+    pub deep_bind: bool,
+    pub nodelete: bool,
+    pub strategy: Strategy,
+    pub allow_writable_executable: bool,
+    pub allow_text_relocations: bool,
+    pub allow_executable_stack: bool,
+    /// Fault in RELRO pages for writing in one call before relocating.
+    pub prefault_relro: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            global: false,
+            deep_bind: false,
+            nodelete: false,
+            strategy: Strategy::Mmap,
+            allow_writable_executable: false,
+            allow_text_relocations: false,
+            allow_executable_stack: false,
+            prefault_relro: false,
+        }
+    }
+}
+
+/// Run a load for real, or only check that it would link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Run,
+    Check,
+}
+
+/// What a finished load hands to `Library`.
+pub struct Loaded {
+    pub root: Arc<LoadedObject>,
+    /// The root's local scope: itself, then its dependencies breadth-first.
+    pub scope: Vec<ScopeItem>,
+    /// The host's objects as of this load (lookups in host dependencies).
+    pub host: Arc<HostScope>,
+}
+
+/// Open `path` and everything it needs.
+pub fn open(path: &Path, settings: Settings) -> Result<Loaded> {
+    let _guard = LOADER_LOCK.lock();
+    let elf = ElfFile::open(path).at(path, Stage::Read)?;
+    if let Some(existing) = reuse_root(&elf, settings) {
+        tracing::debug!(target: "mmld::libs", path = %path.display(), "already loaded: reusing");
+        return Ok(existing);
+    }
+    let mut batch = Batch::new(Mode::Run, settings);
+    batch.add_root(path, elf)?;
+    batch.resolve_all()?;
+    let scope_items = batch.root_scope();
+    batch.link_all(&scope_items, LinkMode::Run)?;
+    let objects = batch.publish()?;
+    let root = Arc::clone(objects.first().ok_or_else(|| {
+        Error::new(
+            path,
+            Stage::Run,
+            ErrorKind::Other("load produced no object".into()),
+        )
+    })?);
+    let scope = materialize_scope(&scope_items, &objects);
+    let init_order = open_handle(&root, &scope, settings);
+    register_exit_handler();
+    run_constructors(&init_order, &scope);
+    Ok(Loaded {
+        scope,
+        root,
+        host: Arc::clone(&batch.host),
+    })
+}
+
+/// Load and link `path` and its tree without running any of its code.
+pub fn check(path: &Path, settings: Settings) -> Result<CheckReport> {
+    let _guard = LOADER_LOCK.lock();
+    let elf = ElfFile::open(path).at(path, Stage::Read)?;
+    let mut batch = Batch::new(Mode::Check, settings);
+    batch.add_root(path, elf)?;
+    batch.resolve_all()?;
+    let scope_items = batch.root_scope();
+    batch.link_all(&scope_items, LinkMode::DryRun)?;
+    // `publish` validates these before a real load; so must a check.
+    for (p, mapping) in batch.pending.iter().zip(&batch.mappings) {
+        crate::runtime::initializers(mapping, &p.dynamic).at(&p.path, Stage::Run)?;
+        crate::runtime::finalizers(mapping, &p.dynamic).at(&p.path, Stage::Run)?;
+    }
+    Ok(batch.check_report())
+}
+
+/// Resolve the tree of `path` without linking (for `mmld deps`). Missing
+/// libraries are reported in the tree instead of failing.
+pub fn tree(path: &Path) -> Result<(Vec<TreeNode>, Vec<Error>)> {
+    let _guard = LOADER_LOCK.lock();
+    let elf = ElfFile::open(path).at(path, Stage::Read)?;
+    let mut batch = Batch::new(Mode::Check, Settings::default());
+    batch.keep_going = true;
+    batch.add_root(path, elf)?;
+    batch.resolve_all()?;
+    let errors = std::mem::take(&mut batch.missing);
+    Ok((batch.tree(), errors))
+}

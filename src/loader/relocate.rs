@@ -1,0 +1,242 @@
+//! Linking a load: each new object relocated in its scope, dependencies
+//! first.
+//!
+//! Owns: driving `link::relocate` for every object of the batch, the TLS
+//! image taken after relocation, sealing RELRO, and the objects a binding
+//! reached outside an object's dependencies (glibc's `l_reldeps`). Must
+//! never: decide what a relocation means (that is `arch` and `link`), or
+//! publish anything.
+
+use std::sync::Arc;
+
+use super::scope::{ScopeSlot, provider_name};
+use super::transaction::{Batch, Resolved};
+use crate::error::{AttachContext, ErrorKind, Result, Stage};
+use crate::link::hostscope::HostScope;
+use crate::link::{self, Binding, LinkMode, LinkTarget, Provider};
+use crate::object::LoadedObject;
+use crate::registry;
+
+impl Batch {
+    /// Relocate every object of the batch, dependencies first.
+    pub(super) fn link_all(&mut self, root_scope: &[ScopeSlot], mode: LinkMode) -> Result<()> {
+        let globals = registry::registry().global_objects();
+        self.host = crate::link::hostscope::host_scope();
+        let host = Arc::clone(&self.host);
+        // Bindings are cached per symbol, so each object probes the global
+        // scope at most once per entry of its symbol table.
+        let probes = self
+            .pending
+            .iter()
+            .map(|p| p.symbols.count() as usize)
+            .sum();
+        host.expect_global_probes(probes);
+        let order = self.dependency_order();
+        for i in order {
+            self.link_one(i, root_scope, &globals, &host, mode)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn link_one(
+        &mut self,
+        i: usize,
+        root_scope: &[ScopeSlot],
+        globals: &[Arc<LoadedObject>],
+        host: &HostScope,
+        mode: LinkMode,
+    ) -> Result<()> {
+        let (Some(p), Some(mapping)) = (self.pending.get(i), self.mappings.get_mut(i)) else {
+            return Ok(());
+        };
+        // Each provider goes with the mmld object it belongs to (`None` for
+        // the host), to record relocation dependencies.
+        let mut global_part: Vec<(Provider<'_>, Option<Resolved>)> =
+            vec![(Provider::HostGlobal, None)];
+        global_part.extend(
+            globals
+                .iter()
+                .map(|o| (o.provider(), Some(Resolved::Existing(Arc::clone(o))))),
+        );
+        let mut local_part: Vec<(Provider<'_>, Option<Resolved>)> =
+            Vec::with_capacity(root_scope.len());
+        for slot in root_scope {
+            local_part.push(match slot {
+                ScopeSlot::Host(h) => (Provider::Host(h), None),
+                ScopeSlot::Existing(o) => (o.provider(), Some(Resolved::Existing(Arc::clone(o)))),
+                ScopeSlot::Batch(j) => {
+                    let Some(q) = self.pending.get(*j) else {
+                        continue;
+                    };
+                    let provider = Provider::Object {
+                        name: &q.name,
+                        symbols: &q.symbols,
+                        bias: q.bias,
+                        tls_module: q.tls.as_ref().map(|t| t.id),
+                        code: &q.code_ranges,
+                    };
+                    (provider, Some(Resolved::Batch(*j)))
+                }
+            });
+        }
+        // glibc's l_scope: [global scope, local scope], the local scope first
+        // with RTLD_DEEPBIND, and DT_SYMBOLIC puts the object itself before
+        // both (dl-object.c, dl-load.c).
+        let mut scope: Vec<(Provider<'_>, Option<Resolved>)> = Vec::new();
+        if p.dynamic.symbolic {
+            let own = Provider::Object {
+                name: &p.name,
+                symbols: &p.symbols,
+                bias: p.bias,
+                tls_module: p.tls.as_ref().map(|t| t.id),
+                code: &p.code_ranges,
+            };
+            scope.push((own, Some(Resolved::Batch(i))));
+        }
+        if self.settings.deep_bind {
+            scope.extend(local_part);
+            scope.extend(global_part);
+        } else {
+            scope.extend(global_part);
+            scope.extend(local_part);
+        }
+        let (scope, owners): (Vec<Provider<'_>>, Vec<Option<Resolved>>) = scope.into_iter().unzip();
+        let names: Vec<String> = scope.iter().map(provider_name).collect();
+        // Which scope entries received a binding (indexed by position).
+        let mut bound = vec![false; scope.len()];
+        let mut target = LinkTarget {
+            name: &p.name,
+            mapping,
+            dynamic: &p.dynamic,
+            symbols: &p.symbols,
+            tls_module: p.tls.as_ref().map(|t| t.id),
+        };
+        let from = p.name.clone();
+        if let (Some(relro), LinkMode::Run, true) =
+            (p.plan.relro, mode, self.settings.prefault_relro)
+        {
+            target.mapping.prefault_for_relocation(relro);
+        }
+        let report = link::relocate(&mut target, &scope, host, mode, |sym, ver, b: &Binding| {
+            if let Some(slot) = bound.get_mut(b.provider) {
+                *slot = true;
+            }
+            if tracing::enabled!(target: "mmld::bindings", tracing::Level::DEBUG) {
+                let to = names
+                    .get(b.provider)
+                    .map(String::as_str)
+                    .unwrap_or("itself");
+                tracing::debug!(
+                    target: "mmld::bindings",
+                    "{from}: {}{} -> {to} at {:#x}",
+                    String::from_utf8_lossy(sym),
+                    ver.map(|v| format!("@{}", String::from_utf8_lossy(v))).unwrap_or_default(),
+                    b.addr
+                );
+            }
+        })
+        .at(&p.path, Stage::Link)?;
+        // The TLS image is taken after relocation: .tdata can hold
+        // relocated pointers.
+        if let (Some(t), Some(module), LinkMode::Run) = (p.plan.tls, p.tls.as_ref(), mode) {
+            let image = mapping
+                .copy_out(t.vaddr, t.filesz)
+                .ok_or(ErrorKind::TableOutsideImage {
+                    tag: "PT_TLS",
+                    addr: t.vaddr,
+                    end: t.vaddr.saturating_add(t.filesz),
+                })
+                .at(&p.path, Stage::Link)?;
+            module
+                .publish(image, t.memsz, t.align)
+                .map_err(|detail| ErrorKind::TlsUnsupported { detail })
+                .at(&p.path, Stage::Link)?;
+        }
+        if let Some(relro) = p.plan.relro {
+            mapping.seal_relro(relro).at(&p.path, Stage::Map)?;
+        }
+        let reldeps = self.relocation_dependencies(i, root_scope, &bound, &owners);
+        if let Some(p) = self.pending.get_mut(i) {
+            p.report = report;
+            p.reldeps = reldeps;
+        }
+        Ok(())
+    }
+
+    /// The objects object `i` bound symbols to that it does not depend on
+    /// (glibc's `add_dependency`): not itself, not the host, not
+    /// `DF_1_NODELETE` objects, and not already among its dependencies,
+    /// which for the root means its whole local scope and for the others
+    /// their direct `DT_NEEDED` entries. A binding into a library opened
+    /// with the global option, or into a sibling that interposes, must
+    /// keep that object loaded as long as object `i` is.
+    pub(super) fn relocation_dependencies(
+        &self,
+        i: usize,
+        root_scope: &[ScopeSlot],
+        bound: &[bool],
+        owners: &[Option<Resolved>],
+    ) -> Vec<Resolved> {
+        let Some(p) = self.pending.get(i) else {
+            return Vec::new();
+        };
+        let already = |r: &Resolved| -> bool {
+            let same = |d: &Resolved| match (d, r) {
+                (Resolved::Batch(a), Resolved::Batch(b)) => a == b,
+                (Resolved::Existing(a), Resolved::Existing(b)) => a.id == b.id,
+                _ => false,
+            };
+            if i == 0 {
+                root_scope.iter().any(|slot| match (slot, r) {
+                    (ScopeSlot::Batch(a), Resolved::Batch(b)) => a == b,
+                    (ScopeSlot::Existing(a), Resolved::Existing(b)) => a.id == b.id,
+                    _ => false,
+                })
+            } else {
+                p.deps.iter().any(same)
+            }
+        };
+        let indices: Vec<usize> = bound
+            .iter()
+            .enumerate()
+            .filter_map(|(k, used)| used.then_some(k))
+            .collect();
+        let mut out: Vec<Resolved> = Vec::new();
+        for k in indices {
+            let Some(Some(r)) = owners.get(k) else {
+                continue;
+            };
+            let nodelete = match r {
+                Resolved::Batch(j) if *j == i => continue,
+                Resolved::Batch(j) => self.pending.get(*j).is_some_and(|q| q.dynamic.nodelete()),
+                Resolved::Existing(o) => o.dynamic.nodelete(),
+                Resolved::Host(_) => continue,
+            };
+            if nodelete || already(r) {
+                continue;
+            }
+            let duplicate = out.iter().any(|d| match (d, r) {
+                (Resolved::Batch(a), Resolved::Batch(b)) => a == b,
+                (Resolved::Existing(a), Resolved::Existing(b)) => a.id == b.id,
+                _ => false,
+            });
+            if !duplicate {
+                tracing::debug!(target: "mmld::libs", from = %p.name, to = %self.resolved_name(r), "relocation dependency");
+                out.push(r.clone());
+            }
+        }
+        out
+    }
+
+    pub(super) fn resolved_name(&self, r: &Resolved) -> String {
+        match r {
+            Resolved::Host(h) => h.name.clone(),
+            Resolved::Batch(j) => self
+                .pending
+                .get(*j)
+                .map(|q| q.name.clone())
+                .unwrap_or_default(),
+            Resolved::Existing(o) => o.name.clone(),
+        }
+    }
+}

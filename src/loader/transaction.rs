@@ -1,0 +1,428 @@
+//! The load transaction: everything one load maps and registers.
+//!
+//! Owns: the batch of objects a load maps (each [`Pending`] with its
+//! mapping), the policy checks made before mapping, publishing the batch to
+//! the registry as [`LoadedObject`]s, and the registry changes that keep
+//! objects loaded (open counts, `nodelete`, global) on open, reuse and
+//! close. This is the only file that adds objects to the registry.
+//! Rollback is ownership: until [`Batch::publish`] succeeds, every mapping
+//! and TLS module id belongs to the batch and is released when it drops.
+//! Must never: publish an object before every object of the batch has been
+//! validated (constructor and destructor pointers), or run any code of an
+//! object.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use super::initfini::initfini_of;
+use super::scope::{local_scope_of, mapped_ids};
+use super::{Loaded, Mode, Settings};
+use crate::elf::{DynamicInfo, ElfFile, LoadPlan};
+use crate::error::{AttachContext, Error, ErrorKind, Result, Stage};
+use crate::host::HostLibrary;
+use crate::link::LinkReport;
+use crate::link::hostscope::HostScope;
+use crate::link::symbols::SymbolTable;
+use crate::map::{Mapping, Protection};
+use crate::object::{Dep, LoadedObject, ScopeItem};
+use crate::registry::{self, Entry, LOADER_LOCK};
+use crate::runtime::tls::TlsModule;
+use crate::search::{self, Provenance};
+
+/// Where a needed name was resolved during one load.
+#[derive(Debug, Clone)]
+pub(super) enum Resolved {
+    Host(Arc<HostLibrary>),
+    /// Index into the batch of objects this load maps.
+    Batch(usize),
+    Existing(Arc<LoadedObject>),
+}
+
+/// An object mapped by this load, not yet published.
+pub(super) struct Pending {
+    pub(super) path: PathBuf,
+    pub(super) name: String,
+    pub(super) soname: Option<String>,
+    pub(super) dev: u64,
+    pub(super) ino: u64,
+    pub(super) plan: LoadPlan,
+    pub(super) dynamic: DynamicInfo,
+    pub(super) symbols: SymbolTable,
+    pub(super) needed: Vec<String>,
+    pub(super) rpath: Vec<PathBuf>,
+    pub(super) runpath: Option<Vec<PathBuf>>,
+    pub(super) loader: Option<usize>,
+    pub(super) provenance: Provenance,
+    /// Resolved `DT_NEEDED` entries, in order; entries that could not be
+    /// found (only kept going past for `mmld deps`) are left out.
+    pub(super) deps: Vec<Resolved>,
+    /// Positions in `needed` of the entries left out of `deps`.
+    pub(super) missing_at: Vec<usize>,
+    /// Objects outside its dependencies that its relocations bound to
+    /// (glibc's `l_reldeps`); never `Host`.
+    pub(super) reldeps: Vec<Resolved>,
+    pub(super) code_ranges: Vec<(u64, u64)>,
+    /// Load bias of this object's mapping (fixed once mapped).
+    pub(super) bias: u64,
+    /// TLS module id, reserved at mapping when the object has `PT_TLS`.
+    pub(super) tls: Option<TlsModule>,
+    pub(super) report: LinkReport,
+}
+
+pub(super) struct Batch {
+    pub(super) mode: Mode,
+    pub(super) settings: Settings,
+    pub(super) pending: Vec<Pending>,
+    pub(super) mappings: Vec<Mapping>,
+    pub(super) hosts: HashMap<String, Arc<HostLibrary>>,
+    /// The host's objects: read once when the load starts (to tell which
+    /// libraries the host already has) and once more before linking
+    /// (resolution may have asked glibc to load a glibc-family library).
+    pub(super) host: Arc<HostScope>,
+    pub(super) ld_library_path: Vec<PathBuf>,
+    /// `mmld deps`: record missing libraries and go on.
+    pub(super) keep_going: bool,
+    pub(super) missing: Vec<Error>,
+}
+
+impl Batch {
+    pub(super) fn new(mode: Mode, settings: Settings) -> Self {
+        // Before any object can bind mmld's `__cxa_thread_atexit_impl`.
+        crate::runtime::cxa::install(crate::runtime::cxa::ObjectHooks {
+            hold: registry::thread_dtor_registered,
+            release: registry::thread_dtor_done,
+        });
+        Batch {
+            mode,
+            settings,
+            pending: Vec::new(),
+            mappings: Vec::new(),
+            hosts: HashMap::new(),
+            host: crate::link::hostscope::host_scope(),
+            // Read per load, as glibc reads it per process: a change to
+            // the environment applies to the next load. `$ORIGIN` in it is
+            // the executable's directory.
+            ld_library_path: if std::env::var_os("LD_LIBRARY_PATH").is_some() {
+                search::ld_library_path_from_env(
+                    std::env::current_exe()
+                        .ok()
+                        .as_deref()
+                        .and_then(Path::parent),
+                )
+            } else {
+                // Unset: nothing to search, and no need to find the
+                // executable for `$ORIGIN` (a readlink per load).
+                Vec::new()
+            },
+            keep_going: false,
+            missing: Vec::new(),
+        }
+    }
+
+    pub(super) fn add_root(&mut self, path: &Path, elf: ElfFile) -> Result<usize> {
+        self.map_object(path, elf, None, Provenance::Path)
+    }
+
+    pub(super) fn check_policy(&self, path: &Path, elf: &ElfFile) -> Result<()> {
+        let s = &self.settings;
+        if !s.allow_writable_executable
+            && let Some(seg) = elf
+                .plan
+                .segments
+                .iter()
+                .find(|g| g.writable() && g.executable())
+        {
+            return Err(Error::new(
+                path,
+                Stage::Read,
+                ErrorKind::WritableExecutable { index: seg.index },
+            ));
+        }
+        if !s.allow_executable_stack && elf.plan.stack_executable == Some(true) {
+            return Err(Error::new(path, Stage::Read, ErrorKind::ExecutableStack));
+        }
+        if elf.dynamic.textrel {
+            // Text relocations would need the text made writable while the
+            // object is mapped; mmld does not do that, allowed or not.
+            let kind = if s.allow_text_relocations {
+                ErrorKind::Other(
+                    "object has text relocations (DT_TEXTREL), which mmld does not apply".into(),
+                )
+            } else {
+                ErrorKind::TextRelocations
+            };
+            return Err(Error::new(path, Stage::Read, kind));
+        }
+        Ok(())
+    }
+
+    pub(super) fn map_object(
+        &mut self,
+        path: &Path,
+        elf: ElfFile,
+        loader: Option<usize>,
+        provenance: Provenance,
+    ) -> Result<usize> {
+        self.check_policy(path, &elf)?;
+        let protection = match self.mode {
+            Mode::Run => Protection::Exact,
+            Mode::Check => Protection::Inert,
+        };
+        let mapping = Mapping::map(&elf.file, &elf.plan, self.settings.strategy, protection)
+            .at(path, Stage::Map)?;
+        // The descriptor is closed here: mappings keep the file alive.
+        let ElfFile {
+            file,
+            dev,
+            ino,
+            plan,
+            dynamic,
+        } = elf;
+        drop(file);
+        let symbols = SymbolTable::new(&mapping, &dynamic).at(path, Stage::Link)?;
+        let string = |off: u64| -> Result<String> {
+            symbols
+                .string(off)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .at(path, Stage::Read)
+        };
+        let soname = dynamic.soname.map(string).transpose()?;
+        let needed = dynamic
+            .needed
+            .iter()
+            .map(|&o| string(o))
+            .collect::<Result<Vec<_>>>()?;
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let origin = abs.parent().map(Path::to_path_buf);
+        let runpath = dynamic
+            .runpath
+            .map(|o| string(o).map(|s| search::split_rpath(&s, origin.as_deref())))
+            .transpose()?;
+        let rpath = match dynamic.rpath {
+            // glibc ignores DT_RPATH when DT_RUNPATH is present.
+            Some(o) if runpath.is_none() => search::split_rpath(&string(o)?, origin.as_deref()),
+            _ => Vec::new(),
+        };
+        let code_ranges = mapping.code_ranges();
+        tracing::debug!(
+            target: "mmld::libs",
+            path = %path.display(),
+            base = format_args!("{:#x}", mapping.base()),
+            size = mapping.len(),
+            "mapped"
+        );
+        let name = soname.clone().unwrap_or_else(|| display_name(path));
+        let plan_tls = plan.tls;
+        self.pending.push(Pending {
+            path: abs,
+            name,
+            soname,
+            dev,
+            ino,
+            plan,
+            dynamic,
+            symbols,
+            needed,
+            rpath,
+            runpath,
+            loader,
+            provenance,
+            deps: Vec::new(),
+            missing_at: Vec::new(),
+            reldeps: Vec::new(),
+            code_ranges,
+            bias: mapping.bias(),
+            tls: plan_tls.map(|_| TlsModule::reserve()),
+            report: LinkReport::default(),
+        });
+        self.mappings.push(mapping);
+        Ok(self.pending.len() - 1)
+    }
+
+    /// Turn the batch into published objects (registry entries, not yet
+    /// opened). Returns them in batch order (root first).
+    pub(super) fn publish(&mut self) -> Result<Vec<Arc<LoadedObject>>> {
+        let pending = std::mem::take(&mut self.pending);
+        let mappings = std::mem::take(&mut self.mappings);
+        // Validate every constructor and destructor before publishing
+        // anything, so a bad pointer fails the whole load cleanly.
+        let mut ready = Vec::with_capacity(pending.len());
+        for (p, mapping) in pending.into_iter().zip(mappings) {
+            let _init =
+                crate::runtime::initializers(&mapping, &p.dynamic).at(&p.path, Stage::Run)?;
+            let fini = crate::runtime::finalizers(&mapping, &p.dynamic).at(&p.path, Stage::Run)?;
+            ready.push((p, mapping, fini));
+        }
+        let any_unique = ready.iter().any(|(p, _, _)| p.report.unique_bindings > 0);
+        let ids: Vec<u64> = ready.iter().map(|_| registry::next_object_id()).collect();
+        let mut resolved = Vec::with_capacity(ready.len());
+        let mut reldeps: Vec<Vec<u64>> = Vec::with_capacity(ready.len());
+        let mut objects = Vec::with_capacity(ready.len());
+        for ((p, mapping, fini), id) in ready.into_iter().zip(&ids) {
+            resolved.push(p.deps.clone());
+            reldeps.push(
+                p.reldeps
+                    .iter()
+                    .filter_map(|r| match r {
+                        Resolved::Batch(j) => ids.get(*j).copied(),
+                        Resolved::Existing(o) => Some(o.id),
+                        Resolved::Host(_) => None,
+                    })
+                    .collect(),
+            );
+            objects.push(Arc::new(make_object(p, mapping, fini, *id, &ids)));
+        }
+        // Dependencies are weak references, filled in once every object of
+        // the batch exists (they may refer to each other in a cycle).
+        for (obj, deps) in objects.iter().zip(resolved) {
+            let deps = deps
+                .into_iter()
+                .map(|d| match d {
+                    Resolved::Host(h) => Dep::Host(h),
+                    Resolved::Batch(j) => {
+                        Dep::Mapped(objects.get(j).map(Arc::downgrade).unwrap_or_default())
+                    }
+                    Resolved::Existing(o) => Dep::Mapped(Arc::downgrade(&o)),
+                })
+                .collect();
+            let _ = obj.deps.set(deps);
+        }
+        let mut reg = registry::registry();
+        for (o, reldeps) in objects.iter().zip(reldeps) {
+            // Like glibc, an object whose STB_GNU_UNIQUE definitions were
+            // bound stays loaded: other objects may use them.
+            let nodelete = o.dynamic.nodelete() || (any_unique && o.symbols.defines_unique());
+            reg.entries.push(Entry {
+                object: Arc::clone(o),
+                open_count: 0,
+                global: false,
+                global_seq: 0,
+                nodelete,
+                initfini: None,
+                reldeps,
+                init_seq: 0,
+                pending_thread_dtors: 0,
+            });
+        }
+        Ok(objects)
+    }
+}
+
+pub(super) fn reuse_root(elf: &ElfFile, settings: Settings) -> Option<Loaded> {
+    let mut reg = registry::registry();
+    let entry = reg
+        .entries
+        .iter_mut()
+        .find(|e| e.object.dev == elf.dev && e.object.ino == elf.ino)?;
+    entry.open_count += 1;
+    entry.nodelete |= settings.nodelete;
+    let root = Arc::clone(&entry.object);
+    let scope = local_scope_of(&root);
+    if settings.global {
+        reg.make_global(&mapped_ids(&scope));
+    }
+    // A library first loaded as a dependency and now opened directly gets
+    // its own sorted l_initfini, as in glibc (every constructor in it has
+    // run already).
+    initfini_of(&mut reg, &root, &scope);
+    Some(Loaded {
+        root,
+        scope,
+        host: crate::link::hostscope::host_scope(),
+    })
+}
+
+/// Drop one open handle on `root`; unload whatever is no longer needed.
+pub fn close(root: &Arc<LoadedObject>) {
+    let _guard = LOADER_LOCK.lock();
+    let dead = {
+        let mut reg = registry::registry();
+        if let Some(e) = reg.entry_mut(root.id) {
+            e.open_count = e.open_count.saturating_sub(1);
+        }
+        reg.collect_unused()
+    };
+    for obj in &dead {
+        if obj.initialized.load(Ordering::Acquire) && !obj.finalized.swap(true, Ordering::AcqRel) {
+            tracing::debug!(target: "mmld::libs", name = %obj.name, "running destructors and unmapping");
+            // SAFETY: the object is still mapped (we hold an Arc) and its
+            // destructors were validated at load.
+            unsafe { crate::runtime::run_finalizers(&obj.finalizers) };
+        }
+    }
+    drop(dead);
+}
+
+fn make_object(
+    p: Pending,
+    mapping: Mapping,
+    finalizers: Vec<u64>,
+    id: u64,
+    ids: &[u64],
+) -> LoadedObject {
+    let dep_ids = p
+        .deps
+        .iter()
+        .filter_map(|d| match d {
+            Resolved::Host(_) => None,
+            Resolved::Batch(j) => ids.get(*j).copied(),
+            Resolved::Existing(o) => Some(o.id),
+        })
+        .collect();
+    // Unwind tables are registered before any constructor can throw.
+    let frames = crate::runtime::unwind::FrameRegistration::register(&mapping, p.plan.eh_frame_hdr);
+    crate::runtime::debugger::add(
+        id,
+        &p.path,
+        mapping.bias(),
+        p.plan.dynamic.map_or(0, |d| mapping.address_of(d.vaddr)),
+    );
+    LoadedObject {
+        id,
+        tls: p.tls,
+        frames,
+        path: p.path,
+        name: p.name,
+        soname: p.soname,
+        dev: p.dev,
+        ino: p.ino,
+        plan: p.plan,
+        dynamic: p.dynamic,
+        symbols: p.symbols,
+        needed: p.needed,
+        provenance: p.provenance,
+        link_report: p.report,
+        finalizers,
+        dep_ids,
+        deps: OnceLock::new(),
+        code_ranges: p.code_ranges,
+        initialized: AtomicBool::new(false),
+        finalized: AtomicBool::new(false),
+        mapping,
+    }
+}
+
+pub(super) fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Record one more open handle on a freshly published `root` (and, with the
+/// global option, put its whole local scope in the global scope, as
+/// `RTLD_GLOBAL` does). Returns its `l_initfini`, for the constructors.
+pub(super) fn open_handle(root: &LoadedObject, scope: &[ScopeItem], settings: Settings) -> Vec<u64> {
+    let mut reg = registry::registry();
+    if let Some(e) = reg.entry_mut(root.id) {
+        e.open_count += 1;
+        e.nodelete |= settings.nodelete;
+    }
+    if settings.global {
+        // RTLD_GLOBAL puts the library's whole local scope in the
+        // global scope, not just the library.
+        reg.make_global(&mapped_ids(scope));
+    }
+    initfini_of(&mut reg, root, scope)
+}

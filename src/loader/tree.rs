@@ -1,0 +1,207 @@
+//! The dependency tree `mmld deps` shows, and `mmld check`'s report.
+//!
+//! Owns: turning a resolved batch into [`TreeNode`] lines, depth-first,
+//! each library's dependencies listed once in full. Must never: map, link
+//! or change the registry; it only reads what resolution recorded.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::transaction::{Batch, Resolved};
+use crate::host::HostLibrary;
+use crate::link::LinkReport;
+use crate::object::{Dep, LoadedObject};
+use crate::search::Provenance;
+
+/// One line of a dependency tree (`mmld deps`), in depth-first order: each
+/// library's `DT_NEEDED` entries follow it, one level deeper, in order.
+#[derive(Debug, Clone)]
+pub struct TreeNode {
+    /// The needed name (the root: its soname or file name).
+    pub name: String,
+    /// `None` when it was not found.
+    pub path: Option<PathBuf>,
+    /// How the search found it (`None` for host objects and missing ones).
+    pub provenance: Option<Provenance>,
+    /// `true` if the host provides it (glibc family or already loaded).
+    pub host: bool,
+    /// Already loaded by mmld before this request: reused, not mapped again.
+    pub reused: bool,
+    /// Its dependencies are listed at another line of the tree, not here:
+    /// the line under `loaded_for`, or for libraries already loaded before,
+    /// the first line that names them.
+    pub repeat: bool,
+    /// The library whose `DT_NEEDED` search found it in this load (`None`
+    /// for the root, host libraries and libraries loaded before).
+    pub loaded_for: Option<String>,
+    pub needed_by: Option<String>,
+    pub depth: usize,
+}
+
+/// Result of `check`: the tree and every unresolved symbol per object.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    pub tree: Vec<TreeNode>,
+    pub unresolved: Vec<(String, Vec<String>)>,
+    pub reports: Vec<(String, LinkReport)>,
+}
+
+impl Batch {
+    pub(super) fn check_report(&self) -> CheckReport {
+        CheckReport {
+            tree: self.tree(),
+            unresolved: self
+                .pending
+                .iter()
+                .filter(|p| !p.report.unresolved.is_empty())
+                .map(|p| (p.name.clone(), p.report.unresolved.clone()))
+                .collect(),
+            reports: self
+                .pending
+                .iter()
+                .map(|p| (p.name.clone(), p.report.clone()))
+                .collect(),
+        }
+    }
+
+    /// The dependency tree, depth-first from the root, each `DT_NEEDED`
+    /// entry under the library that needs it, in order. A library mapped by
+    /// this load has its dependencies listed under the library whose search
+    /// found it (the one its provenance is about); everywhere else it is a
+    /// single line marked `repeat`, so shared libraries appear once in full
+    /// and cycles end. Libraries mmld had loaded before are listed in full
+    /// where first met, with their recorded dependencies.
+    pub(super) fn tree(&self) -> Vec<TreeNode> {
+        #[derive(Clone)]
+        pub(super) enum Node {
+            Batch(usize),
+            Existing(Arc<LoadedObject>),
+            Host(Arc<HostLibrary>),
+            Missing,
+        }
+        #[derive(PartialEq, Eq, Hash)]
+        pub(super) enum Key {
+            Batch(usize),
+            Existing(u64),
+            Host(String),
+        }
+        let children = |node: &Node| -> Vec<(String, Node)> {
+            match node {
+                Node::Batch(i) => {
+                    let Some(p) = self.pending.get(*i) else {
+                        return Vec::new();
+                    };
+                    let mut deps = p.deps.iter();
+                    p.needed
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(k, name)| {
+                            if p.missing_at.contains(&k) {
+                                return Some((name.clone(), Node::Missing));
+                            }
+                            let node = match deps.next()? {
+                                Resolved::Batch(j) => Node::Batch(*j),
+                                Resolved::Existing(o) => Node::Existing(Arc::clone(o)),
+                                Resolved::Host(h) => Node::Host(Arc::clone(h)),
+                            };
+                            Some((name.clone(), node))
+                        })
+                        .collect()
+                }
+                Node::Existing(o) => o
+                    .needed
+                    .iter()
+                    .zip(o.deps())
+                    .filter_map(|(name, d)| {
+                        let node = match d {
+                            Dep::Host(h) => Node::Host(Arc::clone(h)),
+                            Dep::Mapped(w) => Node::Existing(w.upgrade()?),
+                        };
+                        Some((name.clone(), node))
+                    })
+                    .collect(),
+                Node::Host(_) | Node::Missing => Vec::new(),
+            }
+        };
+        let mut out = Vec::new();
+        let mut listed: HashSet<Key> = HashSet::new();
+        let root_name = self
+            .pending
+            .first()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        // (name, node, needed_by and its batch index, depth), popped in
+        // depth-first order.
+        type Item = (String, Node, Option<(String, Option<usize>)>, usize);
+        let mut stack: Vec<Item> = vec![(root_name, Node::Batch(0), None, 0)];
+        while let Some((name, node, parent, depth)) = stack.pop() {
+            let parent_index = parent.as_ref().and_then(|(_, i)| *i);
+            let needed_by = parent.map(|(n, _)| n);
+            let loader = match &node {
+                Node::Batch(i) => self.pending.get(*i).and_then(|p| p.loader),
+                _ => None,
+            };
+            let full_here = match &node {
+                Node::Batch(i) => {
+                    (*i == 0 || loader == parent_index) && listed.insert(Key::Batch(*i))
+                }
+                Node::Existing(o) => listed.insert(Key::Existing(o.id)),
+                Node::Host(h) => {
+                    listed.insert(Key::Host(h.name.clone()));
+                    true
+                }
+                Node::Missing => true,
+            };
+            let repeat = !full_here;
+            let loaded_for = loader
+                .and_then(|l| self.pending.get(l))
+                .map(|l| l.name.clone());
+            let own_index = match &node {
+                Node::Batch(i) => Some(*i),
+                _ => None,
+            };
+            let (path, provenance, host, reused) = match &node {
+                Node::Batch(i) => {
+                    let p = self.pending.get(*i);
+                    (
+                        p.map(|p| p.path.clone()),
+                        p.map(|p| p.provenance.clone()),
+                        false,
+                        false,
+                    )
+                }
+                Node::Existing(o) => (
+                    Some(o.path.clone()),
+                    Some(o.provenance.clone()),
+                    false,
+                    true,
+                ),
+                Node::Host(h) => (h.path(), None, true, false),
+                Node::Missing => (None, None, false, false),
+            };
+            if !repeat {
+                for (child, child_node) in children(&node).into_iter().rev() {
+                    stack.push((
+                        child,
+                        child_node,
+                        Some((name.clone(), own_index)),
+                        depth + 1,
+                    ));
+                }
+            }
+            out.push(TreeNode {
+                name,
+                path,
+                provenance,
+                host,
+                reused,
+                repeat,
+                loaded_for,
+                needed_by,
+                depth,
+            });
+        }
+        out
+    }
+}
