@@ -1,12 +1,21 @@
-//! x86-64 (psABI) relocation types and machine facts.
+//! x86-64 (psABI) relocation types and machine facts: the file that defines
+//! what `R_X86_64_GLOB_DAT` and every other x86-64 relocation means.
 //!
-//! Owns: the numbers and names from the x86-64 psABI that the loader needs.
-//! Must never: apply a relocation itself (that is `link::reloc`).
+//! Owns: the numbers and names from the x86-64 psABI that the loader needs,
+//! and [`classify`], which maps each relocation type to the
+//! [`RelocKind`] `link` applies. Must never: apply a relocation itself
+//! (that is `link::reloc`).
+
+use super::RelocKind;
 
 /// `e_machine` for x86-64.
 pub const MACHINE: u16 = 62;
 /// The only page size x86-64 Linux uses for user mappings of files.
 pub const PAGE_SIZE: u64 = 4096;
+/// Bytes of the word every relocation mmld applies writes.
+pub const WORD_SIZE: u64 = 8;
+/// Relocation types are below this (sizes `link`'s per-type counters).
+pub const RELOC_TYPES: usize = 64;
 
 pub const R_NONE: u32 = 0;
 pub const R_64: u32 = 1;
@@ -21,6 +30,27 @@ pub const R_TPOFF64: u32 = 18;
 pub const R_SIZE64: u32 = 33;
 pub const R_TLSDESC: u32 = 36;
 pub const R_IRELATIVE: u32 = 37;
+
+/// What relocation type `rtype` means (psABI table "Relocation Types").
+/// `R_X86_64_COPY` is for executables only, and the 32-bit and PC-relative
+/// types never appear in a shared object's dynamic relocations: all are
+/// refused.
+#[inline]
+pub fn classify(rtype: u32) -> RelocKind {
+    match rtype {
+        R_NONE => RelocKind::None,
+        R_RELATIVE => RelocKind::Relative,
+        R_64 => RelocKind::SymbolPlusAddend,
+        R_GLOB_DAT | R_JUMP_SLOT => RelocKind::SymbolAddress,
+        R_SIZE64 => RelocKind::SymbolSize,
+        R_DTPMOD64 => RelocKind::TlsModule,
+        R_DTPOFF64 => RelocKind::TlsOffset,
+        R_TPOFF64 => RelocKind::TlsStaticOffset,
+        R_TLSDESC => RelocKind::TlsDescriptor,
+        R_IRELATIVE => RelocKind::IRelative,
+        _ => RelocKind::Unsupported,
+    }
+}
 
 /// A human name for a relocation type, for error messages and `mmld info`.
 pub fn relocation_name(rtype: u32) -> &'static str {

@@ -1,0 +1,79 @@
+//! The fast paths: `RELATIVE` relocations and `DT_RELR`.
+//!
+//! Owns: B + A writes that need no symbol, one checked write each; for a
+//! large library these are nearly all of its relocations (libLLVM: 362,379
+//! of 382,145). Must never: allocate or look anything up per relocation.
+
+use super::reloc::{Rela, write};
+use crate::elf::VRange;
+use crate::error::{ErrorKind, KindResult};
+use crate::map::Mapping;
+
+/// `RelocKind::Relative`: B + A.
+pub(super) fn apply_relative(
+    mapping: &mut Mapping,
+    table: &'static str,
+    index: usize,
+    r: &Rela,
+    bias: u64,
+) -> KindResult<()> {
+    write(
+        mapping,
+        table,
+        index,
+        r.offset,
+        bias.wrapping_add(r.addend as u64),
+    )
+}
+
+/// Decode `DT_RELR` (packed relative relocations): an even word is an
+/// address to relocate; an odd word is a bitmap of the 63 words after the
+/// last address. Returns how many words were relocated.
+pub(super) fn apply_relr(mapping: &mut Mapping, relr: VRange, bias: u64) -> KindResult<usize> {
+    let bytes = mapping
+        .read_only(relr.vaddr, relr.size)
+        .ok_or(ErrorKind::TableOutsideImage {
+            tag: "DT_RELR",
+            addr: relr.vaddr,
+            end: relr.vaddr.saturating_add(relr.size),
+        })?;
+    let mut next: Option<u64> = None;
+    let mut count = 0usize;
+    for (index, chunk) in bytes.as_slice().chunks_exact(8).enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let entry = u64::from_le_bytes(word);
+        let fail = |offset| ErrorKind::RelocationOutOfBounds {
+            table: "DT_RELR",
+            index,
+            offset,
+            width: 8,
+        };
+        if entry & 1 == 0 {
+            if !mapping.add_u64(entry, bias) {
+                return Err(fail(entry));
+            }
+            count += 1;
+            next = Some(entry.wrapping_add(8));
+        } else {
+            let base = next.ok_or_else(|| ErrorKind::MalformedTable {
+                table: "DT_RELR",
+                detail: format!("entry {index} is a bitmap with no address before it"),
+            })?;
+            let mut bits = entry >> 1;
+            let mut at = base;
+            while bits != 0 {
+                if bits & 1 != 0 {
+                    if !mapping.add_u64(at, bias) {
+                        return Err(fail(at));
+                    }
+                    count += 1;
+                }
+                bits >>= 1;
+                at = at.wrapping_add(8);
+            }
+            next = Some(base.wrapping_add(63 * 8));
+        }
+    }
+    Ok(count)
+}

@@ -1,0 +1,462 @@
+//! The relocation loop: every `Elf64_Rela` of an object, applied by the
+//! kind `arch` classifies it as.
+//!
+//! Owns: walking `DT_RELA` and `DT_JMPREL`, binding each symbol once per
+//! object, the formula of each [`RelocKind`], and IFUNC values (computed
+//! after every other relocation, so resolvers see a relocated object).
+//! Must never: name an architecture's relocation numbers, allocate per
+//! relocation, or call an IFUNC resolver in a dry run.
+
+use super::hostscope::HostScope;
+use super::lookup::{binding_for, resolve_in_scope, unique_symbols};
+use super::relative::{apply_relative, apply_relr};
+use super::symbols::{self, Request, Sym, VersionRequest};
+use super::{Binding, LinkMode, LinkReport, LinkTarget, Provider};
+use crate::arch::{RelocKind, current as arch};
+use crate::error::{ErrorKind, KindResult};
+use crate::map::{Mapping, RoBytes};
+
+/// Bytes of one `Elf64_Rela`.
+const RELA_SIZE: usize = 24;
+
+/// One `Elf64_Rela`, its `r_info` split.
+pub(super) struct Rela {
+    pub(super) offset: u64,
+    pub(super) rtype: u32,
+    pub(super) sym: u32,
+    pub(super) addend: i64,
+}
+
+fn rela_at(table: &RoBytes, index: usize) -> Option<Rela> {
+    let off = index.checked_mul(RELA_SIZE)?;
+    let b = table.as_slice().get(off..off.checked_add(RELA_SIZE)?)?;
+    let word =
+        |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
+    let info = word(8)?;
+    Some(Rela {
+        offset: word(0)?,
+        rtype: (info & 0xffff_ffff) as u32,
+        sym: (info >> 32) as u32,
+        addend: word(16)? as i64,
+    })
+}
+
+/// Where one relocation sits, for error messages.
+#[derive(Clone, Copy)]
+pub(super) struct Site {
+    pub(super) table: &'static str,
+    pub(super) index: usize,
+}
+
+/// A relocation whose value needs an IFUNC resolver call. Applied after all
+/// other relocations, so resolvers see a fully relocated object.
+struct Deferred {
+    site: Site,
+    offset: u64,
+    resolver: u64,
+    /// Checked when the binding was made: the resolver is code.
+    checked: bool,
+}
+
+/// Bindings by symbol index: a dense table, cheaper than hashing for the
+/// hundreds of thousands of relocations of a large library.
+struct BindingCache {
+    /// 0: not bound yet; n: `bindings[n - 1]`.
+    slot_of: Vec<u32>,
+    bindings: Vec<Option<Binding>>,
+}
+
+impl BindingCache {
+    fn new(symbols: u32) -> Self {
+        BindingCache {
+            slot_of: vec![0; symbols as usize],
+            bindings: Vec::new(),
+        }
+    }
+
+    fn get(&self, sym: u32) -> Option<Option<Binding>> {
+        let slot = *self.slot_of.get(sym as usize)?;
+        if slot == 0 {
+            return None;
+        }
+        self.bindings.get(slot as usize - 1).copied()
+    }
+
+    fn insert(&mut self, sym: u32, binding: Option<Binding>) {
+        self.bindings.push(binding);
+        let slot = u32::try_from(self.bindings.len()).unwrap_or(0);
+        if let Some(s) = self.slot_of.get_mut(sym as usize) {
+            *s = slot;
+        }
+    }
+}
+
+/// A binding for a relocation without a symbol: S is 0.
+const NO_SYMBOL: Binding = Binding {
+    addr: 0,
+    size: 0,
+    ifunc: false,
+    resolver_in_code: false,
+    unique: false,
+    provider: usize::MAX,
+    tls_module: None,
+    value: 0,
+};
+
+/// Everything that stays fixed, or accumulates, while one object's
+/// relocations are applied.
+struct RelocationContext<'c, 'a, 'p, F> {
+    target: &'c mut LinkTarget<'a>,
+    scope: &'c [Provider<'p>],
+    host: &'c HostScope,
+    mode: LinkMode,
+    bias: u64,
+    /// Each symbol is bound once per object: relocations against the same
+    /// symbol (GOT slot, PLT slot, data pointers) reuse the result.
+    cache: BindingCache,
+    deferred: Vec<Deferred>,
+    report: LinkReport,
+    on_bind: F,
+}
+
+/// Apply every relocation of `target`, binding symbols in `scope`; `host`
+/// answers for the host's objects (one snapshot per load).
+pub fn relocate(
+    target: &mut LinkTarget<'_>,
+    scope: &[Provider<'_>],
+    host: &HostScope,
+    mode: LinkMode,
+    on_bind: impl FnMut(&[u8], Option<&[u8]>, &Binding),
+) -> KindResult<LinkReport> {
+    let bias = target.mapping.bias();
+    let mut report = LinkReport::default();
+    if let Some(relr) = target.dynamic.relr {
+        report.relr_addresses = apply_relr(target.mapping, relr, bias)?;
+    }
+    let cache = BindingCache::new(target.symbols.len());
+    let mut cx = RelocationContext {
+        target,
+        scope,
+        host,
+        mode,
+        bias,
+        cache,
+        deferred: Vec::new(),
+        report,
+        on_bind,
+    };
+    for table in ["DT_RELA", "DT_JMPREL"] {
+        cx.apply_table(table)?;
+    }
+    cx.apply_deferred()?;
+    let mut report = cx.report;
+    if mode == LinkMode::DryRun && !report.unresolved.is_empty() {
+        report.unresolved.sort();
+        report.unresolved.dedup();
+    }
+    Ok(report)
+}
+
+impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> {
+    fn apply_table(&mut self, table: &'static str) -> KindResult<()> {
+        let range = match table {
+            "DT_RELA" => self.target.dynamic.rela,
+            _ => self.target.dynamic.jmprel,
+        };
+        let Some(range) = range else { return Ok(()) };
+        let bytes = self
+            .target
+            .mapping
+            .read_only(range.vaddr, range.size)
+            .ok_or(ErrorKind::TableOutsideImage {
+                tag: table,
+                addr: range.vaddr,
+                end: range.vaddr.saturating_add(range.size),
+            })?;
+        let count = bytes.len() / RELA_SIZE;
+        for index in 0..count {
+            let Some(r) = rela_at(&bytes, index) else {
+                break;
+            };
+            self.report.by_type.add(r.rtype);
+            let kind = arch::classify(r.rtype);
+            let site = Site { table, index };
+            // The common case of large libraries (hundreds of thousands of
+            // entries): no symbol, one checked write.
+            if kind == RelocKind::Relative {
+                apply_relative(self.target.mapping, table, index, &r, self.bias)?;
+                continue;
+            }
+            self.apply_one(site, &r, kind)?;
+        }
+        Ok(())
+    }
+
+    /// Apply one relocation other than `Relative`, or defer it when its
+    /// value comes from an IFUNC resolver.
+    fn apply_one(&mut self, site: Site, r: &Rela, kind: RelocKind) -> KindResult<()> {
+        match kind {
+            RelocKind::None => return Ok(()),
+            RelocKind::Relative => {
+                return apply_relative(self.target.mapping, site.table, site.index, r, self.bias);
+            }
+            RelocKind::IRelative => {
+                // Check the target now so a bad offset fails before any call.
+                self.check_writable(site, r.offset)?;
+                let resolver = self.bias.wrapping_add(r.addend as u64);
+                return Ok(self.defer(site, r.offset, resolver, false));
+            }
+            RelocKind::TlsDescriptor => {
+                return Err(ErrorKind::TlsUnsupported {
+                    detail: format!(
+                        "relocation {} in {} at {:#x} is {} (code built with -mtls-dialect=gnu2), which mmld does not implement",
+                        site.index,
+                        site.table,
+                        r.offset,
+                        arch::relocation_name(r.rtype)
+                    ),
+                });
+            }
+            RelocKind::Unsupported => return Err(unsupported(site, r)),
+            _ => debug_assert!(kind.needs_symbol()),
+        }
+        let Some(b) = self.binding(site, r)? else {
+            // Weak undefined, or unresolved in a dry run: the slot stays 0.
+            return write(self.target.mapping, site.table, site.index, r.offset, 0);
+        };
+        if kind.is_tls() {
+            let from_host = matches!(
+                self.scope.get(b.provider),
+                Some(Provider::HostGlobal | Provider::Host(_))
+            );
+            let value = super::tls::value(self.target, site, r, kind, &b, from_host)?;
+            return write(self.target.mapping, site.table, site.index, r.offset, value);
+        }
+        if b.ifunc && kind != RelocKind::SymbolSize {
+            return self.defer_ifunc(site, r, &b);
+        }
+        let value = match kind {
+            RelocKind::SymbolPlusAddend => b.addr.wrapping_add(r.addend as u64),
+            RelocKind::SymbolSize => b.size.wrapping_add(r.addend as u64),
+            _ => b.addr,
+        };
+        write(self.target.mapping, site.table, site.index, r.offset, value)
+    }
+
+    /// The binding for `r`'s symbol (`NO_SYMBOL` for index 0), bound once
+    /// per symbol; `None` when it stays unbound (weak, or a dry run).
+    fn binding(&mut self, site: Site, r: &Rela) -> KindResult<Option<Binding>> {
+        if r.sym == 0 {
+            return Ok(Some(NO_SYMBOL));
+        }
+        let sym =
+            self.target
+                .symbols
+                .symbol(r.sym)
+                .ok_or_else(|| ErrorKind::SymbolIndexOutOfRange {
+                    table: site.table,
+                    index: site.index,
+                    offset: r.offset,
+                    symbol: r.sym,
+                    count: self.target.symbols.len(),
+                })?;
+        if let Some(b) = self.cache.get(r.sym) {
+            return Ok(b);
+        }
+        let b = self.bind_symbol(r.sym, &sym)?;
+        self.cache.insert(r.sym, b);
+        Ok(b)
+    }
+
+    /// A symbolic relocation bound to an IFUNC: its value is what the
+    /// resolver returns, computed after every other relocation.
+    fn defer_ifunc(&mut self, site: Site, r: &Rela, b: &Binding) -> KindResult<()> {
+        self.check_writable(site, r.offset)?;
+        // Only S + A carries an addend onto an IFUNC; psABI defines the
+        // result as the resolved address plus the addend, which the
+        // deferred pass cannot add, so refuse the rare non-zero case.
+        if r.addend != 0 {
+            return Err(unsupported(site, r));
+        }
+        if !b.resolver_in_code && b.provider != usize::MAX {
+            return Err(ErrorKind::BadCodePointer {
+                what: format!(
+                    "IFUNC resolver bound by relocation {} in {}",
+                    site.index, site.table
+                ),
+                addr: b.addr,
+            });
+        }
+        self.defer(site, r.offset, b.addr, b.provider != usize::MAX);
+        Ok(())
+    }
+
+    fn defer(&mut self, site: Site, offset: u64, resolver: u64, checked: bool) {
+        self.deferred.push(Deferred {
+            site,
+            offset,
+            resolver,
+            checked,
+        });
+    }
+
+    fn check_writable(&self, site: Site, offset: u64) -> KindResult<()> {
+        if self.target.mapping.writable_range(offset, arch::WORD_SIZE) {
+            Ok(())
+        } else {
+            Err(ErrorKind::RelocationOutOfBounds {
+                table: site.table,
+                index: site.index,
+                offset,
+                width: arch::WORD_SIZE,
+            })
+        }
+    }
+
+    /// Call each deferred IFUNC resolver and write what it returns.
+    fn apply_deferred(&mut self) -> KindResult<()> {
+        let bias = self.bias;
+        for d in std::mem::take(&mut self.deferred) {
+            // Checked in a dry run too, so `check` fails exactly when a load would.
+            if !d.checked && !self.target.mapping.executable_at(d.resolver.wrapping_sub(bias)) {
+                return Err(ErrorKind::BadCodePointer {
+                    what: format!(
+                        "IFUNC resolver for relocation {} in {}",
+                        d.site.index, d.site.table
+                    ),
+                    addr: d.resolver.wrapping_sub(bias),
+                });
+            }
+            let value = match self.mode {
+                LinkMode::Run => {
+                    self.report.ifunc_calls += 1;
+                    // SAFETY: the resolver lies in an executable segment of
+                    // this object, and every non-IFUNC relocation has been
+                    // applied.
+                    unsafe { crate::runtime::call::ifunc_resolver(d.resolver) }
+                }
+                LinkMode::DryRun => 0,
+            };
+            write(
+                self.target.mapping,
+                d.site.table,
+                d.site.index,
+                d.offset,
+                value,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Bind symbol `index` of the object in the scope; `None` when it stays
+    /// unbound (weak undefined, or unresolved in a dry run).
+    fn bind_symbol(&mut self, index: u32, sym: &Sym) -> KindResult<Option<Binding>> {
+        let target = &*self.target;
+        if sym.bind() == symbols::STB_LOCAL {
+            // Local symbols bind to themselves; no lookup.
+            let bias = target.mapping.bias();
+            return Ok(Some(binding_for(*sym, bias, usize::MAX, target.tls_module)));
+        }
+        let (name, name_hash) = target.symbols.name_and_gnu_hash(sym)?;
+        if let Some(addr) = crate::runtime::cxa::interposed(name) {
+            // mmld's own implementations of the few runtime functions that
+            // must know about mmld's objects (TLS, C++ thread-exit
+            // destructors).
+            let b = Binding {
+                provider: usize::MAX - 1,
+                addr,
+                ..NO_SYMBOL
+            };
+            (self.on_bind)(name, None, &b);
+            return Ok(Some(b));
+        }
+        let version = target.symbols.required_version(index);
+        let version_name = match version {
+            Some(v) => Some(target.symbols.string(u64::from(v.name))?),
+            None => None,
+        };
+        let req = Request {
+            name,
+            gnu_hash: name_hash,
+            version: version.zip(version_name).map(|(v, n)| VersionRequest {
+                name: n,
+                hash: v.hash,
+                exact_only: false,
+            }),
+        };
+        if let Some(mut b) = resolve_in_scope(self.scope, &req, self.host) {
+            if b.unique && self.mode == LinkMode::Run {
+                // The first definition bound wins for the whole process.
+                let mut table = unique_symbols().lock().unwrap_or_else(|e| e.into_inner());
+                let first = table.entry(name.to_vec()).or_insert((b.addr, b.size));
+                b.addr = first.0;
+                b.size = first.1;
+                self.report.unique_bindings += 1;
+            }
+            if matches!(
+                self.scope.get(b.provider),
+                Some(Provider::HostGlobal | Provider::Host(_))
+            ) {
+                self.report.host_bindings += 1;
+            }
+            (self.on_bind)(name, version_name, &b);
+            return Ok(Some(b));
+        }
+        if sym.bind() == symbols::STB_WEAK {
+            return Ok(None);
+        }
+        self.unresolved(name, version_name)
+    }
+
+    /// A strong reference nothing defines: an error, or in a dry run one
+    /// more line of the report.
+    fn unresolved(&mut self, name: &[u8], version: Option<&[u8]>) -> KindResult<Option<Binding>> {
+        let shown = String::from_utf8_lossy(name).into_owned();
+        let vshown = version.map(|v| String::from_utf8_lossy(v).into_owned());
+        match self.mode {
+            LinkMode::DryRun => {
+                self.report.unresolved.push(match &vshown {
+                    Some(v) => format!("{shown}@{v}"),
+                    None => shown,
+                });
+                Ok(None)
+            }
+            LinkMode::Run => Err(ErrorKind::UnresolvedSymbol {
+                name: shown,
+                version: vshown,
+                referenced_by: Some(self.target.name.to_string()),
+            }),
+        }
+    }
+}
+
+fn unsupported(site: Site, r: &Rela) -> ErrorKind {
+    ErrorKind::UnsupportedRelocation {
+        table: site.table,
+        index: site.index,
+        rtype: r.rtype,
+        name: arch::relocation_name(r.rtype),
+        offset: r.offset,
+    }
+}
+
+/// Write one relocated word, or say which relocation points outside the
+/// object's writable memory.
+pub(super) fn write(
+    mapping: &mut Mapping,
+    table: &'static str,
+    index: usize,
+    offset: u64,
+    value: u64,
+) -> KindResult<()> {
+    if mapping.write_u64(offset, value) {
+        Ok(())
+    } else {
+        Err(ErrorKind::RelocationOutOfBounds {
+            table,
+            index,
+            offset,
+            width: arch::WORD_SIZE,
+        })
+    }
+}
