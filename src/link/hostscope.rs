@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use goblin::elf::dynamic as dt;
 
-use crate::host;
 use super::symbols::{self, Request, Sym, SymbolTable};
 use crate::elf::{DynamicInfo, Segment, VRange};
+use crate::host;
 use crate::map::Mapping;
 
 /// One object the host loaded.

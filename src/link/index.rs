@@ -68,7 +68,6 @@ fn fold(a: u64, b: u64) -> u64 {
     (product as u64) ^ ((product >> 64) as u64)
 }
 
-
 fn half_word(bytes: &[u8], at: usize) -> u64 {
     bytes
         .get(at..at.wrapping_add(4))
@@ -106,7 +105,6 @@ pub fn name_hash(name: &[u8]) -> u64 {
     };
     fold(fold(a ^ MIX1, b ^ seed), MIX2 ^ len as u64)
 }
-
 
 impl ScopeIndex {
     /// Index `tables` in scope order. `address` gives a definition's final

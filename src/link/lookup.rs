@@ -85,7 +85,12 @@ pub fn resolve_in_scope(
     None
 }
 
-pub(super) fn binding_for(sym: Sym, bias: u64, provider: usize, tls_module: Option<u64>) -> Binding {
+pub(super) fn binding_for(
+    sym: Sym,
+    bias: u64,
+    provider: usize,
+    tls_module: Option<u64>,
+) -> Binding {
     let is_tls = sym.kind() == symbols::STT_TLS;
     let is_abs = sym.shndx == symbols::SHN_ABS;
     Binding {

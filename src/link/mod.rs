@@ -19,8 +19,8 @@ pub use crate::host;
 pub mod hostscope;
 pub mod index;
 mod lookup;
-mod reloc;
 mod relative;
+mod reloc;
 pub mod symbols;
 mod tls;
 

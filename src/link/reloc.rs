@@ -318,7 +318,12 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
         let bias = self.bias;
         for d in std::mem::take(&mut self.deferred) {
             // Checked in a dry run too, so `check` fails exactly when a load would.
-            if !d.checked && !self.target.mapping.executable_at(d.resolver.wrapping_sub(bias)) {
+            if !d.checked
+                && !self
+                    .target
+                    .mapping
+                    .executable_at(d.resolver.wrapping_sub(bias))
+            {
                 return Err(ErrorKind::BadCodePointer {
                     what: format!(
                         "IFUNC resolver for relocation {} in {}",

@@ -20,7 +20,11 @@ use crate::registry::{self, LOADER_LOCK, SortEdges};
 /// when glibc's `_dl_map_object_deps` sorts it, no links of its own.
 /// Computed when the library is first opened directly and kept in its
 /// registry entry: destructor order at unload follows it.
-pub(super) fn initfini_of(reg: &mut registry::Registry, root: &LoadedObject, scope: &[ScopeItem]) -> Vec<u64> {
+pub(super) fn initfini_of(
+    reg: &mut registry::Registry,
+    root: &LoadedObject,
+    scope: &[ScopeItem],
+) -> Vec<u64> {
     if let Some(list) = reg
         .entries
         .iter()

@@ -37,8 +37,8 @@ use crate::registry::LOADER_LOCK;
 
 use initfini::{register_exit_handler, run_constructors};
 use scope::materialize_scope;
-use transaction::{Batch, open_handle, reuse_root};
 pub use transaction::close;
+use transaction::{Batch, open_handle, reuse_root};
 pub use tree::{CheckReport, TreeNode};
 
 /// Loader settings, filled by `OpenOptions`.

@@ -49,7 +49,11 @@ impl Batch {
         Ok(())
     }
 
-    pub(super) fn host_library(&mut self, name: &str, load_if_absent: bool) -> Option<Arc<HostLibrary>> {
+    pub(super) fn host_library(
+        &mut self,
+        name: &str,
+        load_if_absent: bool,
+    ) -> Option<Arc<HostLibrary>> {
         if let Some(h) = self.hosts.get(name) {
             return Some(Arc::clone(h));
         }

@@ -24,7 +24,10 @@ pub(super) enum ScopeSlot {
     Existing(Arc<LoadedObject>),
 }
 
-pub(super) fn materialize_scope(slots: &[ScopeSlot], objects: &[Arc<LoadedObject>]) -> Vec<ScopeItem> {
+pub(super) fn materialize_scope(
+    slots: &[ScopeSlot],
+    objects: &[Arc<LoadedObject>],
+) -> Vec<ScopeItem> {
     slots
         .iter()
         .filter_map(|s| match s {

@@ -413,7 +413,11 @@ pub(super) fn display_name(path: &Path) -> String {
 /// Record one more open handle on a freshly published `root` (and, with the
 /// global option, put its whole local scope in the global scope, as
 /// `RTLD_GLOBAL` does). Returns its `l_initfini`, for the constructors.
-pub(super) fn open_handle(root: &LoadedObject, scope: &[ScopeItem], settings: Settings) -> Vec<u64> {
+pub(super) fn open_handle(
+    root: &LoadedObject,
+    scope: &[ScopeItem],
+    settings: Settings,
+) -> Vec<u64> {
     let mut reg = registry::registry();
     if let Some(e) = reg.entry_mut(root.id) {
         e.open_count += 1;

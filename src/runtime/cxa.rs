@@ -19,8 +19,8 @@ type AtExitImpl = unsafe extern "C" fn(Dtor, *mut c_void, *mut c_void) -> c_int;
 fn glibc_impl() -> Option<AtExitImpl> {
     static F: OnceLock<usize> = OnceLock::new();
     let addr = *F.get_or_init(|| {
-        crate::host::global_symbol(c"__cxa_thread_atexit_impl", Some(c"GLIBC_2.18"))
-            .unwrap_or(0) as usize
+        crate::host::global_symbol(c"__cxa_thread_atexit_impl", Some(c"GLIBC_2.18")).unwrap_or(0)
+            as usize
     });
     // SAFETY: a non-zero address from dlvsym for this versioned name is
     // glibc's function with exactly this signature.

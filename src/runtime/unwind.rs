@@ -17,8 +17,7 @@ type FrameFn = unsafe extern "C" fn(*const u8);
 fn frame_functions() -> Option<(FrameFn, FrameFn)> {
     static F: OnceLock<(usize, usize)> = OnceLock::new();
     let (reg, dereg) = *F.get_or_init(|| {
-        let find =
-            |n: &std::ffi::CStr| crate::host::global_symbol(n, None).unwrap_or(0) as usize;
+        let find = |n: &std::ffi::CStr| crate::host::global_symbol(n, None).unwrap_or(0) as usize;
         (find(c"__register_frame"), find(c"__deregister_frame"))
     });
     if reg == 0 || dereg == 0 {

@@ -1,0 +1,548 @@
+//! Symbol tables of one object: `.dynsym`, `.dynstr`, GNU and SysV hash
+//! tables, and symbol versions.
+//!
+//! Owns: finding a symbol by name (and version) in one object, exactly as
+//! glibc matches it, and bounding every table read by the file-backed part
+//! of the read-only segment it lives in (so no table is larger than the
+//! file). Must never: follow a hash chain without a bound (an endless or
+//! cyclic chain is an error when the table is read, not a hang later),
+//! index a table without a check, or search more than one object (scopes
+//! are built by `link` and the loader).
+
+mod hash;
+mod tables;
+mod versions;
+
+use crate::elf::DynamicInfo;
+use crate::error::{ErrorKind, KindResult};
+use crate::map::{Mapping, RoBytes};
+use hash::{GnuHash, SysvHash, parse_gnu, parse_sysv};
+pub use hash::{gnu_hash, sysv_hash};
+use tables::{malformed, overlaps, table_bytes, u16_at, u32_at, u32_at_off, u64_at};
+use versions::{VERSYM_HIDDEN, parse_verdef, parse_verneed};
+
+pub const SYM_SIZE: usize = 24;
+
+pub const STB_LOCAL: u8 = 0;
+pub const STB_GLOBAL: u8 = 1;
+pub const STB_WEAK: u8 = 2;
+pub const STB_GNU_UNIQUE: u8 = 10;
+
+pub const STT_NOTYPE: u8 = 0;
+pub const STT_OBJECT: u8 = 1;
+pub const STT_FUNC: u8 = 2;
+pub const STT_COMMON: u8 = 5;
+pub const STT_TLS: u8 = 6;
+pub const STT_GNU_IFUNC: u8 = 10;
+
+pub const SHN_UNDEF: u16 = 0;
+pub const SHN_ABS: u16 = 0xfff1;
+
+const VER_FLG_BASE: u16 = 1;
+
+/// One `Elf64_Sym`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sym {
+    pub name: u32,
+    pub info: u8,
+    pub other: u8,
+    pub shndx: u16,
+    pub value: u64,
+    pub size: u64,
+}
+
+impl Sym {
+    pub fn bind(&self) -> u8 {
+        self.info >> 4
+    }
+    pub fn kind(&self) -> u8 {
+        self.info & 0xf
+    }
+    pub fn is_defined(&self) -> bool {
+        self.shndx != SHN_UNDEF
+    }
+}
+
+/// A version a reference asks for or a definition carries.
+#[derive(Debug, Clone, Copy)]
+pub struct VersionName {
+    /// Offset of the name in `.dynstr`.
+    pub name: u32,
+    pub hash: u32,
+    /// Definition: `VER_FLG_BASE`. Reference: `VER_FLG_WEAK`.
+    pub flags: u16,
+    /// For references, the `.dynstr` offset of the file name in `VERNEED`.
+    pub file: u32,
+}
+
+/// What a lookup asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub name: &'a [u8],
+    pub gnu_hash: u32,
+    pub version: Option<VersionRequest<'a>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct VersionRequest<'a> {
+    pub name: &'a [u8],
+    pub hash: u32,
+    /// A hidden or weak reference only matches its exact version.
+    pub exact_only: bool,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(name: &'a [u8], version: Option<&'a [u8]>) -> Self {
+        Request {
+            name,
+            gnu_hash: gnu_hash(name),
+            version: version.map(|v| VersionRequest {
+                name: v,
+                hash: sysv_hash(v),
+                exact_only: false,
+            }),
+        }
+    }
+}
+
+/// The symbol tables of one mapped object.
+#[derive(Debug)]
+pub struct SymbolTable {
+    strtab: RoBytes,
+    symtab: RoBytes,
+    count: u32,
+    gnu: Option<GnuHash>,
+    sysv: Option<SysvHash>,
+    versym: Option<RoBytes>,
+    /// Definitions by version index.
+    verdefs: Vec<Option<VersionName>>,
+    /// References by version index.
+    verneeds: Vec<Option<VersionName>>,
+}
+
+impl SymbolTable {
+    /// Locate and validate the tables `dynamic` points to inside `mapping`.
+    pub fn new(mapping: &Mapping, dynamic: &DynamicInfo) -> KindResult<SymbolTable> {
+        let strtab = match dynamic.strtab {
+            Some(r) => table_bytes(mapping, "DT_STRTAB", r.vaddr, r.size)?,
+            None => RoBytes::EMPTY,
+        };
+        let mut table = SymbolTable {
+            strtab,
+            symtab: RoBytes::EMPTY,
+            count: 0,
+            gnu: None,
+            sysv: None,
+            versym: None,
+            verdefs: Vec::new(),
+            verneeds: Vec::new(),
+        };
+        let Some(symtab_addr) = dynamic.symtab else {
+            return Ok(table);
+        };
+        if let Some(addr) = dynamic.hash {
+            // SysV chains are walked only when there is no GNU hash table;
+            // only then is validating every chain worth its cost.
+            table.sysv = Some(parse_sysv(mapping, addr, dynamic.gnu_hash.is_none())?);
+        }
+        let mut count = table.sysv.map(|s| (s.chains.len() / 4) as u32);
+        if let Some(addr) = dynamic.gnu_hash {
+            let (gnu, gnu_count) = parse_gnu(mapping, addr)?;
+            table.gnu = Some(gnu);
+            count = Some(count.map_or(gnu_count, |c| c.max(gnu_count)));
+        }
+        let count = count.ok_or(ErrorKind::NoHashTable)?;
+        let sym_bytes = u64::from(count) * SYM_SIZE as u64;
+        let versym_len = u64::from(count) * 2;
+        // Before reading tables sized by `count`: a runaway chain makes
+        // `count` wrong, and that is the error to report.
+        if let Some(g) = table.gnu.as_ref() {
+            let sysv = table.sysv.map(|h| h.range);
+            check_gnu_chains(g, count, dynamic, symtab_addr, sysv)?;
+        }
+        table.symtab = table_bytes(mapping, "DT_SYMTAB", symtab_addr, sym_bytes)?;
+        table.count = count;
+        if let Some(addr) = dynamic.versym {
+            table.versym = Some(table_bytes(mapping, "DT_VERSYM", addr, versym_len)?);
+        }
+        if let Some((addr, num)) = dynamic.verdef {
+            table.verdefs = parse_verdef(mapping, addr, num)?;
+        }
+        if let Some((addr, num)) = dynamic.verneed {
+            table.verneeds = parse_verneed(mapping, addr, num)?;
+        }
+        Ok(table)
+    }
+
+    /// Number of entries in `.dynsym`.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn has_gnu_hash(&self) -> bool {
+        self.gnu.is_some()
+    }
+
+    /// The GNU hash of every symbol in the GNU hash table (its chain array
+    /// stores them, low bit aside), or `None` without a GNU hash table.
+    pub fn gnu_hashes(&self) -> Option<impl Iterator<Item = u32> + '_> {
+        let g = self.gnu.as_ref()?;
+        let n = self.count.saturating_sub(g.symoffset) as usize;
+        Some((0..n).filter_map(move |i| u32_at(&g.chains, i).map(|h| h & !1)))
+    }
+
+    /// Number of `.dynsym` entries.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn has_sysv_hash(&self) -> bool {
+        self.sysv.is_some()
+    }
+
+    pub fn symbol(&self, index: u32) -> Option<Sym> {
+        if index >= self.count {
+            return None;
+        }
+        let off = index as usize * SYM_SIZE;
+        let b = self.symtab.as_slice().get(off..off + SYM_SIZE)?;
+        Some(Sym {
+            name: u32_at_off(b, 0)?,
+            info: *b.get(4)?,
+            other: *b.get(5)?,
+            shndx: u16_at(b, 6)?,
+            value: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
+            size: u64::from_le_bytes(b.get(16..24)?.try_into().ok()?),
+        })
+    }
+
+    /// The NUL-terminated string at `offset` in `.dynstr`, without the NUL.
+    pub fn string(&self, offset: u64) -> KindResult<&[u8]> {
+        let bad = || ErrorKind::BadString {
+            offset,
+            size: self.strtab.len() as u64,
+        };
+        let start = usize::try_from(offset).map_err(|_| bad())?;
+        let tail = self.strtab.as_slice().get(start..).ok_or_else(bad)?;
+        // A word-at-a-time search for the terminator: this runs for every
+        // symbol a load binds.
+        std::ffi::CStr::from_bytes_until_nul(tail)
+            .map(std::ffi::CStr::to_bytes)
+            .map_err(|_| bad())
+    }
+
+    /// The name of `sym` and its GNU hash, in one pass over its bytes:
+    /// every binding of a load needs both, and finding the terminator
+    /// first would read the name twice.
+    pub fn name_and_gnu_hash(&self, sym: &Sym) -> KindResult<(&[u8], u32)> {
+        let offset = u64::from(sym.name);
+        let bad = || ErrorKind::BadString {
+            offset,
+            size: self.strtab.len() as u64,
+        };
+        let tail = self
+            .strtab
+            .as_slice()
+            .get(sym.name as usize..)
+            .ok_or_else(bad)?;
+        let mut hash = 5381u32;
+        for (len, &c) in tail.iter().enumerate() {
+            if c == 0 {
+                return Ok((tail.get(..len).ok_or_else(bad)?, hash));
+            }
+            hash = hash.wrapping_mul(33).wrapping_add(u32::from(c));
+        }
+        Err(bad())
+    }
+
+    /// Is the string at `offset` exactly `name`? Compares in place instead
+    /// of first scanning for the terminator: the hot path of every lookup.
+    fn string_is(&self, offset: u32, name: &[u8]) -> bool {
+        let start = offset as usize;
+        let table = self.strtab.as_slice();
+        start
+            .checked_add(name.len())
+            .and_then(|end| Some((table.get(start..end)?, table.get(end)?)))
+            .is_some_and(|(bytes, &nul)| nul == 0 && bytes == name)
+    }
+
+    pub fn symbol_name(&self, sym: &Sym) -> KindResult<&[u8]> {
+        self.string(u64::from(sym.name))
+    }
+
+    /// The raw version index of symbol `index` (0 when there is no table).
+    pub fn versym(&self, index: u32) -> u16 {
+        self.versym
+            .as_ref()
+            .and_then(|v| u16_at(v.as_slice(), index as usize * 2))
+            .unwrap_or(1)
+    }
+
+    /// The version a reference (an undefined symbol) asks for, if any.
+    pub fn required_version(&self, index: u32) -> Option<VersionName> {
+        let ndx = usize::from(self.versym(index) & !VERSYM_HIDDEN);
+        if ndx < 2 {
+            return None;
+        }
+        self.verneeds
+            .get(ndx)
+            .copied()
+            .flatten()
+            .or_else(|| self.verdefs.get(ndx).copied().flatten())
+    }
+
+    /// The version a definition carries, and whether it is hidden.
+    pub fn defined_version(&self, index: u32) -> Option<(VersionName, bool)> {
+        let raw = self.versym(index);
+        let ndx = usize::from(raw & !VERSYM_HIDDEN);
+        let v = self.verdefs.get(ndx).copied().flatten()?;
+        Some((v, raw & VERSYM_HIDDEN != 0))
+    }
+
+    /// Names of every version this object defines (not the base version).
+    pub fn version_definitions(&self) -> impl Iterator<Item = &VersionName> {
+        self.verdefs
+            .iter()
+            .flatten()
+            .filter(|v| v.flags & VER_FLG_BASE == 0)
+    }
+
+    pub fn version_references(&self) -> impl Iterator<Item = &VersionName> {
+        self.verneeds.iter().flatten()
+    }
+
+    /// Look `req` up in this object, as glibc's `do_lookup_x` does for one
+    /// object: hash chain, then name, then type, then version.
+    pub fn lookup(&self, req: &Request<'_>) -> Option<(u32, Sym)> {
+        if let Some(g) = &self.gnu {
+            return self.lookup_gnu(g, req);
+        }
+        if let Some(s) = &self.sysv {
+            return self.lookup_sysv(s, req);
+        }
+        None
+    }
+
+    fn lookup_gnu(&self, g: &GnuHash, req: &Request<'_>) -> Option<(u32, Sym)> {
+        let h = req.gnu_hash;
+        let word = u64_at(&g.bloom, ((h / 64) & g.bloom_mask) as usize)?;
+        let mask = (1u64 << (h % 64)) | (1u64 << ((h >> g.bloom_shift) % 64));
+        if word & mask != mask {
+            return None;
+        }
+        let mut index = u32_at(&g.buckets, (h % g.nbuckets) as usize)?;
+        if index == 0 || index < g.symoffset {
+            return None;
+        }
+        // Bounded by the symbol count: a chain that never sets its end bit
+        // stops at the table's end instead of running on.
+        while index < self.count {
+            let chain = u32_at(&g.chains, (index - g.symoffset) as usize)?;
+            if (chain | 1) == (h | 1)
+                && let Some(found) = self.check_match(index, req)
+            {
+                return Some(found);
+            }
+            if chain & 1 != 0 {
+                return None;
+            }
+            index += 1;
+        }
+        None
+    }
+
+    fn lookup_sysv(&self, s: &SysvHash, req: &Request<'_>) -> Option<(u32, Sym)> {
+        let h = sysv_hash(req.name);
+        let mut index = u32_at(&s.buckets, (h % s.nbucket) as usize)?;
+        // A chain visits each symbol at most once; more steps means a cycle.
+        let mut steps = 0u32;
+        while index != 0 && steps <= self.count {
+            if let Some(found) = self.check_match(index, req) {
+                return Some(found);
+            }
+            index = u32_at(&s.chains, index as usize)?;
+            steps += 1;
+        }
+        None
+    }
+
+    /// Can `sym` answer a lookup at all (by any name)? glibc skips
+    /// undefined and local symbols, types other code cannot bind to, and
+    /// zero-valued definitions that are neither absolute nor TLS.
+    fn is_candidate(sym: &Sym) -> bool {
+        sym.is_defined()
+            && (sym.value != 0 || sym.shndx == SHN_ABS || sym.kind() == STT_TLS)
+            && matches!(
+                sym.kind(),
+                STT_NOTYPE | STT_OBJECT | STT_FUNC | STT_COMMON | STT_TLS | STT_GNU_IFUNC
+            )
+            && matches!(sym.bind(), STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE)
+    }
+
+    /// Every symbol an unversioned lookup (`dlsym`) of its own name would
+    /// find in this object, in the order the hash chains would meet them:
+    /// exactly the hashed symbols that are candidates and not hidden.
+    pub fn default_definitions(&self) -> impl Iterator<Item = (u32, Sym)> + '_ {
+        let first = match (&self.gnu, &self.sysv) {
+            (Some(g), _) => g.symoffset,
+            (None, Some(_)) => 1,
+            (None, None) => self.count,
+        };
+        (first..self.count).filter_map(move |index| {
+            let sym = self.symbol(index)?;
+            let visible = self.versym.is_none() || self.versym(index) & VERSYM_HIDDEN == 0;
+            (Self::is_candidate(&sym) && visible).then_some((index, sym))
+        })
+    }
+
+    /// Is the string at `offset` in `.dynstr` exactly `name`?
+    pub fn name_at_is(&self, offset: u32, name: &[u8]) -> bool {
+        self.string_is(offset, name)
+    }
+
+    fn check_match(&self, index: u32, req: &Request<'_>) -> Option<(u32, Sym)> {
+        let sym = self.symbol(index)?;
+        if !Self::is_candidate(&sym) {
+            return None;
+        }
+        if !self.string_is(sym.name, req.name) {
+            return None;
+        }
+        if self.versym.is_none() {
+            // An object without versions satisfies any request.
+            return Some((index, sym));
+        }
+        let raw = self.versym(index);
+        let hidden = raw & VERSYM_HIDDEN != 0;
+        let def = self
+            .verdefs
+            .get(usize::from(raw & !VERSYM_HIDDEN))
+            .copied()
+            .flatten();
+        match req.version {
+            None => {
+                // Unversioned lookups (dlsym) take the default version.
+                (!hidden).then_some((index, sym))
+            }
+            Some(want) => {
+                let matches = def.is_some_and(|d| {
+                    d.hash == want.hash
+                        && d.flags & VER_FLG_BASE == 0
+                        && self.string(u64::from(d.name)).ok() == Some(want.name)
+                });
+                if matches {
+                    return Some((index, sym));
+                }
+                // glibc accepts an unversioned (base or global) definition for
+                // a versioned reference, unless it is hidden.
+                let unversioned = def.is_none_or(|d| d.flags & VER_FLG_BASE != 0);
+                (unversioned && !hidden && !want.exact_only).then_some((index, sym))
+            }
+        }
+    }
+
+    /// Does this object define any `STB_GNU_UNIQUE` symbol?
+    pub fn defines_unique(&self) -> bool {
+        (1..self.count).any(|i| {
+            self.symbol(i)
+                .is_some_and(|s| s.is_defined() && s.bind() == STB_GNU_UNIQUE)
+        })
+    }
+
+    /// Iterate every defined, exported symbol (for `mmld info`).
+    pub fn exported(&self) -> impl Iterator<Item = (u32, Sym)> + '_ {
+        (1..self.count).filter_map(move |i| {
+            let s = self.symbol(i)?;
+            (s.is_defined() && s.bind() != STB_LOCAL).then_some((i, s))
+        })
+    }
+}
+
+/// The GNU chain array must be as long as the symbol table says and lie
+/// apart from every other table. Checked before reading tables sized by
+/// `count`: a runaway chain makes `count` wrong, and that is the error to
+/// report.
+fn check_gnu_chains(
+    g: &GnuHash,
+    count: u32,
+    dynamic: &DynamicInfo,
+    symtab_addr: u64,
+    sysv: Option<(u64, u64)>,
+) -> KindResult<()> {
+    let sym_bytes = u64::from(count) * SYM_SIZE as u64;
+    let versym_len = u64::from(count) * 2;
+    // The chain array covers symbols symoffset..count.
+    let n = u64::from(count.saturating_sub(g.symoffset)) * 4;
+    if (g.chains.len() as u64) < n {
+        return Err(malformed(
+            "DT_GNU_HASH",
+            "chain array is shorter than the symbol table",
+        ));
+    }
+    // The symbol count comes from walking one chain to its end
+    // marker. A chain without one runs on into whatever follows
+    // (in ld's layout, .dynsym); the tables must stay disjoint.
+    let chains = (g.chains_at, g.chains_at.saturating_add(n));
+    let others = [
+        (
+            "DT_SYMTAB",
+            Some((symtab_addr, symtab_addr.saturating_add(sym_bytes))),
+        ),
+        (
+            "DT_STRTAB",
+            dynamic
+                .strtab
+                .map(|r| (r.vaddr, r.vaddr.saturating_add(r.size))),
+        ),
+        (
+            "DT_VERSYM",
+            dynamic.versym.map(|a| (a, a.saturating_add(versym_len))),
+        ),
+        ("DT_HASH", sysv),
+        (
+            "DT_VERDEF",
+            dynamic.verdef.map(|v| (v.0, v.0.saturating_add(1))),
+        ),
+        (
+            "DT_VERNEED",
+            dynamic.verneed.map(|v| (v.0, v.0.saturating_add(1))),
+        ),
+        (
+            "DT_RELA",
+            dynamic
+                .rela
+                .map(|r| (r.vaddr, r.vaddr.saturating_add(r.size))),
+        ),
+        (
+            "DT_JMPREL",
+            dynamic
+                .jmprel
+                .map(|r| (r.vaddr, r.vaddr.saturating_add(r.size))),
+        ),
+        (
+            "DT_RELR",
+            dynamic
+                .relr
+                .map(|r| (r.vaddr, r.vaddr.saturating_add(r.size))),
+        ),
+    ];
+    for (tag, range) in others {
+        if let Some(range) = range
+            && overlaps(chains, range)
+        {
+            return Err(ErrorKind::EndlessHashChain {
+                table: "DT_GNU_HASH",
+                start: g.last_chain,
+                detail: format!(
+                    "its chain array {:#x}..{:#x} runs into {tag} at {:#x}",
+                    chains.0, chains.1, range.0
+                ),
+            });
+        }
+    }
+    Ok(())
+}

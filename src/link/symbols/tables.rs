@@ -1,0 +1,94 @@
+//! Bounded reads of an object's dynamic tables.
+//!
+//! Owns: the rule that every table LINK reads lies in the file-backed part
+//! of one read-only segment, and little-endian field reads that return
+//! `None` instead of panicking. Must never: index without a check, or hand
+//! out bytes of a writable segment.
+
+use crate::error::{ErrorKind, KindResult};
+use crate::map::{Mapping, RoBytes};
+
+pub(super) fn u32_at(bytes: &RoBytes, index: usize) -> Option<u32> {
+    u32_at_off(bytes.as_slice(), index.checked_mul(4)?)
+}
+
+pub(super) fn u64_at(bytes: &RoBytes, index: usize) -> Option<u64> {
+    let off = index.checked_mul(8)?;
+    let b = bytes.as_slice().get(off..off.checked_add(8)?)?;
+    Some(u64::from_le_bytes(b.try_into().ok()?))
+}
+
+pub(super) fn u16_at(bytes: &[u8], off: usize) -> Option<u16> {
+    let b = bytes.get(off..off.checked_add(2)?)?;
+    Some(u16::from_le_bytes(b.try_into().ok()?))
+}
+
+pub(super) fn u32_at_off(bytes: &[u8], off: usize) -> Option<u32> {
+    let b = bytes.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes(b.try_into().ok()?))
+}
+
+/// `len` bytes at `addr` from the file-backed part of one read-only
+/// segment. Every table LINK reads goes through here, so a table's size is
+/// bounded by the file, never by a `.bss` the file merely claims.
+pub(super) fn table_bytes(
+    mapping: &Mapping,
+    tag: &'static str,
+    addr: u64,
+    len: u64,
+) -> KindResult<RoBytes> {
+    let end = addr.saturating_add(len);
+    // `let else` rather than `ok_or`: this runs for every table entry a
+    // load reads, and building and dropping an unused error is not free.
+    let Some(seg) = mapping.segment_containing(addr, 1) else {
+        return Err(ErrorKind::TableOutsideImage { tag, addr, end });
+    };
+    let file_end = seg.plan.file_end_vaddr();
+    if addr.checked_add(len).is_none_or(|e| e > file_end) {
+        return Err(ErrorKind::TableOverrunsSegment {
+            tag,
+            addr,
+            end,
+            segment_end: file_end,
+        });
+    }
+    if len == 0 {
+        return Ok(RoBytes::EMPTY);
+    }
+    let writable = seg.plan.writable();
+    match mapping.read_only(addr, len) {
+        Some(bytes) => Ok(bytes),
+        None if writable => Err(ErrorKind::TableInWritableSegment { tag, addr }),
+        None => Err(ErrorKind::TableOutsideImage { tag, addr, end }),
+    }
+}
+
+/// The bytes from `addr` to the end of the file-backed part of its
+/// segment: the bound for a table whose length is not known yet.
+pub(super) fn table_bytes_to_segment_end(
+    mapping: &Mapping,
+    tag: &'static str,
+    addr: u64,
+) -> KindResult<RoBytes> {
+    let len = mapping
+        .segment_containing(addr, 1)
+        .map(|s| s.plan.file_end_vaddr().saturating_sub(addr))
+        .unwrap_or(0);
+    table_bytes(mapping, tag, addr, len.max(1)).or_else(|e| match e {
+        // A start in the zero-filled tail: nothing of the file to read.
+        ErrorKind::TableOverrunsSegment { .. } if len == 0 => Ok(RoBytes::EMPTY),
+        e => Err(e),
+    })
+}
+
+/// Do `a` and `b` (start, end) overlap?
+pub(super) fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+pub(super) fn malformed(table: &'static str, detail: impl Into<String>) -> ErrorKind {
+    ErrorKind::MalformedTable {
+        table,
+        detail: detail.into(),
+    }
+}
