@@ -9,11 +9,12 @@
 
 use std::sync::Arc;
 
-use super::scope::{ScopeSlot, provider_name};
-use super::transaction::{Batch, Resolved};
+use super::scope::{ScopeSlot, link_scope, provider_name};
+use super::transaction::{Batch, Pending, Resolved};
 use crate::error::{AttachContext, ErrorKind, Result, Stage};
 use crate::link::hostscope::HostScope;
 use crate::link::{self, Binding, LinkMode, LinkTarget, Provider};
+use crate::map::Mapping;
 use crate::object::LoadedObject;
 use crate::registry;
 
@@ -49,57 +50,13 @@ impl Batch {
         let (Some(p), Some(mapping)) = (self.pending.get(i), self.mappings.get_mut(i)) else {
             return Ok(());
         };
-        // Each provider goes with the mmld object it belongs to (`None` for
-        // the host), to record relocation dependencies.
-        let mut global_part: Vec<(Provider<'_>, Option<Resolved>)> =
-            vec![(Provider::HostGlobal, None)];
-        global_part.extend(
-            globals
-                .iter()
-                .map(|o| (o.provider(), Some(Resolved::Existing(Arc::clone(o))))),
+        let scope = link_scope(
+            &self.pending,
+            i,
+            root_scope,
+            globals,
+            self.settings.deep_bind,
         );
-        let mut local_part: Vec<(Provider<'_>, Option<Resolved>)> =
-            Vec::with_capacity(root_scope.len());
-        for slot in root_scope {
-            local_part.push(match slot {
-                ScopeSlot::Host(h) => (Provider::Host(h), None),
-                ScopeSlot::Existing(o) => (o.provider(), Some(Resolved::Existing(Arc::clone(o)))),
-                ScopeSlot::Batch(j) => {
-                    let Some(q) = self.pending.get(*j) else {
-                        continue;
-                    };
-                    let provider = Provider::Object {
-                        name: &q.name,
-                        symbols: &q.symbols,
-                        bias: q.bias,
-                        tls_module: q.tls.as_ref().map(|t| t.id),
-                        code: &q.code_ranges,
-                    };
-                    (provider, Some(Resolved::Batch(*j)))
-                }
-            });
-        }
-        // glibc's l_scope: [global scope, local scope], the local scope first
-        // with RTLD_DEEPBIND, and DT_SYMBOLIC puts the object itself before
-        // both (dl-object.c, dl-load.c).
-        let mut scope: Vec<(Provider<'_>, Option<Resolved>)> = Vec::new();
-        if p.dynamic.symbolic {
-            let own = Provider::Object {
-                name: &p.name,
-                symbols: &p.symbols,
-                bias: p.bias,
-                tls_module: p.tls.as_ref().map(|t| t.id),
-                code: &p.code_ranges,
-            };
-            scope.push((own, Some(Resolved::Batch(i))));
-        }
-        if self.settings.deep_bind {
-            scope.extend(local_part);
-            scope.extend(global_part);
-        } else {
-            scope.extend(global_part);
-            scope.extend(local_part);
-        }
         let (scope, owners): (Vec<Provider<'_>>, Vec<Option<Resolved>>) = scope.into_iter().unzip();
         let names: Vec<String> = scope.iter().map(provider_name).collect();
         // Which scope entries received a binding (indexed by position).
@@ -136,21 +93,8 @@ impl Batch {
             }
         })
         .at(&p.path, Stage::Link)?;
-        // The TLS image is taken after relocation: .tdata can hold
-        // relocated pointers.
-        if let (Some(t), Some(module), LinkMode::Run) = (p.plan.tls, p.tls.as_ref(), mode) {
-            let image = mapping
-                .copy_out(t.vaddr, t.filesz)
-                .ok_or(ErrorKind::TableOutsideImage {
-                    tag: "PT_TLS",
-                    addr: t.vaddr,
-                    end: t.vaddr.saturating_add(t.filesz),
-                })
-                .at(&p.path, Stage::Link)?;
-            module
-                .publish(image, t.memsz, t.align)
-                .map_err(|detail| ErrorKind::TlsUnsupported { detail })
-                .at(&p.path, Stage::Link)?;
+        if mode == LinkMode::Run {
+            publish_tls(p, mapping)?;
         }
         if let Some(relro) = p.plan.relro {
             mapping.seal_relro(relro).at(&p.path, Stage::Map)?;
@@ -239,4 +183,24 @@ impl Batch {
             Resolved::Existing(o) => o.name.clone(),
         }
     }
+}
+
+/// Hand a new object's TLS initialisation image to its module. Taken after
+/// relocation: `.tdata` can hold relocated pointers.
+fn publish_tls(p: &Pending, mapping: &Mapping) -> Result<()> {
+    let (Some(t), Some(module)) = (p.plan.tls, p.tls.as_ref()) else {
+        return Ok(());
+    };
+    let image = mapping
+        .copy_out(t.vaddr, t.filesz)
+        .ok_or(ErrorKind::TableOutsideImage {
+            tag: "PT_TLS",
+            addr: t.vaddr,
+            end: t.vaddr.saturating_add(t.filesz),
+        })
+        .at(&p.path, Stage::Link)?;
+    module
+        .publish(image, t.memsz, t.align)
+        .map_err(|detail| ErrorKind::TlsUnsupported { detail })
+        .at(&p.path, Stage::Link)
 }

@@ -11,7 +11,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use super::transaction::{Batch, Resolved};
+use super::transaction::{Batch, Pending, Resolved};
 use crate::host::HostLibrary;
 use crate::link::Provider;
 use crate::object::{Dep, LoadedObject, ScopeItem};
@@ -84,7 +84,7 @@ impl Batch {
     /// dependencies; host libraries are listed but not walked into (the
     /// host resolves lookups in them with their dependencies).
     pub(super) fn root_scope(&self) -> Vec<ScopeSlot> {
-        pub(super) enum Node {
+        enum Node {
             Batch(usize),
             Existing(Arc<LoadedObject>),
         }
@@ -141,4 +141,46 @@ pub(super) fn provider_name(p: &Provider<'_>) -> String {
         Provider::Host(h) => h.name.clone(),
         Provider::Object { name, .. } => (*name).to_string(),
     }
+}
+
+/// The scope object `i` of the batch is linked in (glibc's `l_scope`):
+/// the global scope (the host's, then libraries opened global), then the
+/// root's local scope; the local scope first with `deep_bind`, and with
+/// `DT_SYMBOLIC` the object itself before both (dl-object.c, dl-load.c).
+/// Each provider goes with the mmld object it belongs to (`None` for the
+/// host), to record relocation dependencies.
+pub(super) fn link_scope<'p>(
+    pending: &'p [Pending],
+    i: usize,
+    root_scope: &'p [ScopeSlot],
+    globals: &'p [Arc<LoadedObject>],
+    deep_bind: bool,
+) -> Vec<(Provider<'p>, Option<Resolved>)> {
+    let mut global_part: Vec<(Provider<'_>, Option<Resolved>)> = vec![(Provider::HostGlobal, None)];
+    global_part.extend(
+        globals
+            .iter()
+            .map(|o| (o.provider(), Some(Resolved::Existing(Arc::clone(o))))),
+    );
+    let local_part = root_scope.iter().filter_map(|slot| {
+        Some(match slot {
+            ScopeSlot::Host(h) => (Provider::Host(h), None),
+            ScopeSlot::Existing(o) => (o.provider(), Some(Resolved::Existing(Arc::clone(o)))),
+            ScopeSlot::Batch(j) => (pending.get(*j)?.provider(), Some(Resolved::Batch(*j))),
+        })
+    });
+    let mut scope: Vec<(Provider<'_>, Option<Resolved>)> = Vec::new();
+    if let Some(p) = pending.get(i)
+        && p.dynamic.symbolic
+    {
+        scope.push((p.provider(), Some(Resolved::Batch(i))));
+    }
+    if deep_bind {
+        scope.extend(local_part);
+        scope.extend(global_part);
+    } else {
+        scope.extend(global_part);
+        scope.extend(local_part);
+    }
+    scope
 }

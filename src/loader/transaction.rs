@@ -22,9 +22,9 @@ use super::{Loaded, Mode, Settings};
 use crate::elf::{DynamicInfo, ElfFile, LoadPlan};
 use crate::error::{AttachContext, Error, ErrorKind, Result, Stage};
 use crate::host::HostLibrary;
-use crate::link::LinkReport;
 use crate::link::hostscope::HostScope;
 use crate::link::symbols::SymbolTable;
+use crate::link::{LinkReport, Provider};
 use crate::map::{Mapping, Protection};
 use crate::object::{Dep, LoadedObject, ScopeItem};
 use crate::registry::{self, Entry, LOADER_LOCK};
@@ -69,6 +69,19 @@ pub(super) struct Pending {
     /// TLS module id, reserved at mapping when the object has `PT_TLS`.
     pub(super) tls: Option<TlsModule>,
     pub(super) report: LinkReport,
+}
+
+impl Pending {
+    /// This object as a place symbols come from, before it is published.
+    pub(super) fn provider(&self) -> Provider<'_> {
+        Provider::Object {
+            name: &self.name,
+            symbols: &self.symbols,
+            bias: self.bias,
+            tls_module: self.tls.as_ref().map(|t| t.id),
+            code: &self.code_ranges,
+        }
+    }
 }
 
 pub(super) struct Batch {

@@ -47,6 +47,23 @@ pub struct CheckReport {
     pub reports: Vec<(String, LinkReport)>,
 }
 
+/// A line of the tree before it is drawn.
+#[derive(Clone)]
+enum Node {
+    Batch(usize),
+    Existing(Arc<LoadedObject>),
+    Host(Arc<HostLibrary>),
+    Missing,
+}
+
+/// What has been listed in full already.
+#[derive(PartialEq, Eq, Hash)]
+enum Key {
+    Batch(usize),
+    Existing(u64),
+    Host(String),
+}
+
 impl Batch {
     pub(super) fn check_report(&self) -> CheckReport {
         CheckReport {
@@ -73,57 +90,6 @@ impl Batch {
     /// and cycles end. Libraries mmld had loaded before are listed in full
     /// where first met, with their recorded dependencies.
     pub(super) fn tree(&self) -> Vec<TreeNode> {
-        #[derive(Clone)]
-        pub(super) enum Node {
-            Batch(usize),
-            Existing(Arc<LoadedObject>),
-            Host(Arc<HostLibrary>),
-            Missing,
-        }
-        #[derive(PartialEq, Eq, Hash)]
-        pub(super) enum Key {
-            Batch(usize),
-            Existing(u64),
-            Host(String),
-        }
-        let children = |node: &Node| -> Vec<(String, Node)> {
-            match node {
-                Node::Batch(i) => {
-                    let Some(p) = self.pending.get(*i) else {
-                        return Vec::new();
-                    };
-                    let mut deps = p.deps.iter();
-                    p.needed
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(k, name)| {
-                            if p.missing_at.contains(&k) {
-                                return Some((name.clone(), Node::Missing));
-                            }
-                            let node = match deps.next()? {
-                                Resolved::Batch(j) => Node::Batch(*j),
-                                Resolved::Existing(o) => Node::Existing(Arc::clone(o)),
-                                Resolved::Host(h) => Node::Host(Arc::clone(h)),
-                            };
-                            Some((name.clone(), node))
-                        })
-                        .collect()
-                }
-                Node::Existing(o) => o
-                    .needed
-                    .iter()
-                    .zip(o.deps())
-                    .filter_map(|(name, d)| {
-                        let node = match d {
-                            Dep::Host(h) => Node::Host(Arc::clone(h)),
-                            Dep::Mapped(w) => Node::Existing(w.upgrade()?),
-                        };
-                        Some((name.clone(), node))
-                    })
-                    .collect(),
-                Node::Host(_) | Node::Missing => Vec::new(),
-            }
-        };
         let mut out = Vec::new();
         let mut listed: HashSet<Key> = HashSet::new();
         let root_name = self
@@ -154,34 +120,12 @@ impl Batch {
                 Node::Missing => true,
             };
             let repeat = !full_here;
-            let loaded_for = loader
-                .and_then(|l| self.pending.get(l))
-                .map(|l| l.name.clone());
-            let own_index = match &node {
-                Node::Batch(i) => Some(*i),
-                _ => None,
-            };
-            let (path, provenance, host, reused) = match &node {
-                Node::Batch(i) => {
-                    let p = self.pending.get(*i);
-                    (
-                        p.map(|p| p.path.clone()),
-                        p.map(|p| p.provenance.clone()),
-                        false,
-                        false,
-                    )
-                }
-                Node::Existing(o) => (
-                    Some(o.path.clone()),
-                    Some(o.provenance.clone()),
-                    false,
-                    true,
-                ),
-                Node::Host(h) => (h.path(), None, true, false),
-                Node::Missing => (None, None, false, false),
-            };
             if !repeat {
-                for (child, child_node) in children(&node).into_iter().rev() {
+                let own_index = match &node {
+                    Node::Batch(i) => Some(*i),
+                    _ => None,
+                };
+                for (child, child_node) in self.tree_children(&node).into_iter().rev() {
                     stack.push((
                         child,
                         child_node,
@@ -190,6 +134,7 @@ impl Batch {
                     ));
                 }
             }
+            let (path, provenance, host, reused) = self.tree_facts(&node);
             out.push(TreeNode {
                 name,
                 path,
@@ -197,11 +142,76 @@ impl Batch {
                 host,
                 reused,
                 repeat,
-                loaded_for,
+                loaded_for: loader
+                    .and_then(|l| self.pending.get(l))
+                    .map(|l| l.name.clone()),
                 needed_by,
                 depth,
             });
         }
         out
+    }
+
+    /// A node's `DT_NEEDED` entries in order, each with what it resolved to.
+    fn tree_children(&self, node: &Node) -> Vec<(String, Node)> {
+        match node {
+            Node::Batch(i) => {
+                let Some(p) = self.pending.get(*i) else {
+                    return Vec::new();
+                };
+                let mut deps = p.deps.iter();
+                p.needed
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(k, name)| {
+                        if p.missing_at.contains(&k) {
+                            return Some((name.clone(), Node::Missing));
+                        }
+                        let node = match deps.next()? {
+                            Resolved::Batch(j) => Node::Batch(*j),
+                            Resolved::Existing(o) => Node::Existing(Arc::clone(o)),
+                            Resolved::Host(h) => Node::Host(Arc::clone(h)),
+                        };
+                        Some((name.clone(), node))
+                    })
+                    .collect()
+            }
+            Node::Existing(o) => o
+                .needed
+                .iter()
+                .zip(o.deps())
+                .filter_map(|(name, d)| {
+                    let node = match d {
+                        Dep::Host(h) => Node::Host(Arc::clone(h)),
+                        Dep::Mapped(w) => Node::Existing(w.upgrade()?),
+                    };
+                    Some((name.clone(), node))
+                })
+                .collect(),
+            Node::Host(_) | Node::Missing => Vec::new(),
+        }
+    }
+
+    /// Path, provenance, host and reused of a node's line.
+    fn tree_facts(&self, node: &Node) -> (Option<PathBuf>, Option<Provenance>, bool, bool) {
+        match node {
+            Node::Batch(i) => {
+                let p = self.pending.get(*i);
+                (
+                    p.map(|p| p.path.clone()),
+                    p.map(|p| p.provenance.clone()),
+                    false,
+                    false,
+                )
+            }
+            Node::Existing(o) => (
+                Some(o.path.clone()),
+                Some(o.provenance.clone()),
+                false,
+                true,
+            ),
+            Node::Host(h) => (h.path(), None, true, false),
+            Node::Missing => (None, None, false, false),
+        }
     }
 }
