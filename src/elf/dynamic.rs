@@ -57,22 +57,38 @@ pub struct DynamicInfo {
     pub entries: Vec<(u64, u64)>,
 }
 
+/// Entries that mean something only with another one: a table's size and
+/// entry size, a version table's count.
+#[derive(Default)]
+struct Companions {
+    strsz: Option<u64>,
+    syment: Option<u64>,
+    /// (address, size, entry size or kind)
+    rela: (Option<u64>, Option<u64>, Option<u64>),
+    jmprel: (Option<u64>, Option<u64>, Option<u64>),
+    relr: (Option<u64>, Option<u64>, Option<u64>),
+    init_array: (Option<u64>, Option<u64>),
+    fini_array: (Option<u64>, Option<u64>),
+    verdefnum: Option<u64>,
+    verneednum: Option<u64>,
+    has_rel: bool,
+}
+
 impl DynamicInfo {
     /// Decode `bytes` (the file contents of `PT_DYNAMIC`) and validate every
     /// address against `plan`.
     pub fn parse(bytes: &[u8], plan: &LoadPlan) -> KindResult<DynamicInfo> {
-        let mut info = DynamicInfo::default();
-        let mut strsz = None;
-        let mut syment = None;
-        let mut rela = (None, None, None);
-        let mut jmprel = (None, None, None);
-        let mut relr = (None, None, None);
-        let mut init_array = (None, None);
-        let mut fini_array = (None, None);
-        let mut verdefnum = None;
-        let mut verneednum = None;
-        let mut has_rel = false;
+        let (mut info, companions) = DynamicInfo::decode(bytes);
+        info.complete(companions)?;
+        info.validate_addresses(plan)?;
+        Ok(info)
+    }
 
+    /// Every entry up to `DT_NULL`: what stands alone goes into the info,
+    /// what needs another entry (a size, a count) into the companions.
+    fn decode(bytes: &[u8]) -> (DynamicInfo, Companions) {
+        let mut info = DynamicInfo::default();
+        let mut c = Companions::default();
         for chunk in bytes.chunks_exact(DYN_SIZE) {
             let (tag, val) = decode_dyn(chunk);
             if tag == dt::DT_NULL {
@@ -90,32 +106,32 @@ impl DynamicInfo {
                         size: 0,
                     })
                 }
-                dt::DT_STRSZ => strsz = Some(val),
+                dt::DT_STRSZ => c.strsz = Some(val),
                 dt::DT_SYMTAB => info.symtab = Some(val),
-                dt::DT_SYMENT => syment = Some(val),
+                dt::DT_SYMENT => c.syment = Some(val),
                 dt::DT_HASH => info.hash = Some(val),
                 dt::DT_GNU_HASH => info.gnu_hash = Some(val),
                 dt::DT_VERSYM => info.versym = Some(val),
                 dt::DT_VERDEF => info.verdef = Some((val, 0)),
-                dt::DT_VERDEFNUM => verdefnum = Some(val),
+                dt::DT_VERDEFNUM => c.verdefnum = Some(val),
                 dt::DT_VERNEED => info.verneed = Some((val, 0)),
-                dt::DT_VERNEEDNUM => verneednum = Some(val),
-                dt::DT_RELA => rela.0 = Some(val),
-                dt::DT_RELASZ => rela.1 = Some(val),
-                dt::DT_RELAENT => rela.2 = Some(val),
-                dt::DT_REL | dt::DT_RELSZ => has_rel |= val != 0,
-                dt::DT_JMPREL => jmprel.0 = Some(val),
-                dt::DT_PLTRELSZ => jmprel.1 = Some(val),
-                dt::DT_PLTREL => jmprel.2 = Some(val),
-                DT_RELR => relr.0 = Some(val),
-                DT_RELRSZ => relr.1 = Some(val),
-                DT_RELRENT => relr.2 = Some(val),
+                dt::DT_VERNEEDNUM => c.verneednum = Some(val),
+                dt::DT_RELA => c.rela.0 = Some(val),
+                dt::DT_RELASZ => c.rela.1 = Some(val),
+                dt::DT_RELAENT => c.rela.2 = Some(val),
+                dt::DT_REL | dt::DT_RELSZ => c.has_rel |= val != 0,
+                dt::DT_JMPREL => c.jmprel.0 = Some(val),
+                dt::DT_PLTRELSZ => c.jmprel.1 = Some(val),
+                dt::DT_PLTREL => c.jmprel.2 = Some(val),
+                DT_RELR => c.relr.0 = Some(val),
+                DT_RELRSZ => c.relr.1 = Some(val),
+                DT_RELRENT => c.relr.2 = Some(val),
                 dt::DT_INIT => info.init = Some(val),
                 dt::DT_FINI => info.fini = Some(val),
-                dt::DT_INIT_ARRAY => init_array.0 = Some(val),
-                dt::DT_INIT_ARRAYSZ => init_array.1 = Some(val),
-                dt::DT_FINI_ARRAY => fini_array.0 = Some(val),
-                dt::DT_FINI_ARRAYSZ => fini_array.1 = Some(val),
+                dt::DT_INIT_ARRAY => c.init_array.0 = Some(val),
+                dt::DT_INIT_ARRAYSZ => c.init_array.1 = Some(val),
+                dt::DT_FINI_ARRAY => c.fini_array.0 = Some(val),
+                dt::DT_FINI_ARRAYSZ => c.fini_array.1 = Some(val),
                 dt::DT_FLAGS => info.flags |= val,
                 dt::DT_FLAGS_1 => info.flags_1 |= val,
                 dt::DT_TEXTREL => info.textrel = true,
@@ -123,9 +139,15 @@ impl DynamicInfo {
                 _ => {}
             }
         }
+        (info, c)
+    }
+
+    /// Pair each table with its size and entry size, and check them.
+    fn complete(&mut self, c: Companions) -> KindResult<()> {
+        let info = self;
         info.textrel |= info.flags & DF_TEXTREL != 0;
         info.symbolic |= info.flags & DF_SYMBOLIC != 0;
-        if has_rel {
+        if c.has_rel {
             return Err(ErrorKind::MalformedTable {
                 table: "dynamic section",
                 detail: "DT_REL relocations (without addends) are not used on x86-64".into(),
@@ -133,7 +155,7 @@ impl DynamicInfo {
         }
 
         if let Some(s) = info.strtab.as_mut() {
-            s.size = strsz.ok_or(ErrorKind::MissingDynamicEntry {
+            s.size = c.strsz.ok_or(ErrorKind::MissingDynamicEntry {
                 tag: "DT_STRSZ",
                 needed_by: "DT_STRTAB",
             })?;
@@ -143,7 +165,7 @@ impl DynamicInfo {
                 needed_by: "DT_NEEDED, DT_SONAME or DT_SYMTAB",
             });
         }
-        if let Some(e) = syment
+        if let Some(e) = c.syment
             && e != SYM_SIZE
         {
             return Err(ErrorKind::BadEntrySize {
@@ -152,8 +174,8 @@ impl DynamicInfo {
                 expected: SYM_SIZE,
             });
         }
-        info.rela = table_with_size("DT_RELA", rela.0, rela.1, RELA_SIZE)?;
-        if let Some(e) = rela.2
+        info.rela = table_with_size("DT_RELA", c.rela.0, c.rela.1, RELA_SIZE)?;
+        if let Some(e) = c.rela.2
             && e != RELA_SIZE
         {
             return Err(ErrorKind::BadEntrySize {
@@ -162,18 +184,18 @@ impl DynamicInfo {
                 expected: RELA_SIZE,
             });
         }
-        info.jmprel = table_with_size("DT_JMPREL", jmprel.0, jmprel.1, RELA_SIZE)?;
-        if info.jmprel.is_some() && jmprel.2.is_some_and(|k| k != dt::DT_RELA) {
+        info.jmprel = table_with_size("DT_JMPREL", c.jmprel.0, c.jmprel.1, RELA_SIZE)?;
+        if info.jmprel.is_some() && c.jmprel.2.is_some_and(|k| k != dt::DT_RELA) {
             return Err(ErrorKind::MalformedTable {
                 table: "DT_PLTREL",
                 detail: format!(
                     "PLT relocations are of kind {}, but x86-64 uses DT_RELA (7)",
-                    jmprel.2.unwrap_or(0)
+                    c.jmprel.2.unwrap_or(0)
                 ),
             });
         }
-        info.relr = table_with_size("DT_RELR", relr.0, relr.1, 8)?;
-        if let Some(e) = relr.2
+        info.relr = table_with_size("DT_RELR", c.relr.0, c.relr.1, 8)?;
+        if let Some(e) = c.relr.2
             && e != 8
         {
             return Err(ErrorKind::BadEntrySize {
@@ -182,17 +204,15 @@ impl DynamicInfo {
                 expected: 8,
             });
         }
-        info.init_array = table_with_size("DT_INIT_ARRAY", init_array.0, init_array.1, 8)?;
-        info.fini_array = table_with_size("DT_FINI_ARRAY", fini_array.0, fini_array.1, 8)?;
+        info.init_array = table_with_size("DT_INIT_ARRAY", c.init_array.0, c.init_array.1, 8)?;
+        info.fini_array = table_with_size("DT_FINI_ARRAY", c.fini_array.0, c.fini_array.1, 8)?;
         if let Some((addr, _)) = info.verdef {
-            info.verdef = Some((addr, verdefnum.unwrap_or(0)));
+            info.verdef = Some((addr, c.verdefnum.unwrap_or(0)));
         }
         if let Some((addr, _)) = info.verneed {
-            info.verneed = Some((addr, verneednum.unwrap_or(0)));
+            info.verneed = Some((addr, c.verneednum.unwrap_or(0)));
         }
-
-        info.validate_addresses(plan)?;
-        Ok(info)
+        Ok(())
     }
 
     fn validate_addresses(&self, plan: &LoadPlan) -> KindResult<()> {

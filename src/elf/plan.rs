@@ -209,26 +209,7 @@ impl LoadPlan {
                         continue;
                     }
                     let seg = validate_load(index, p, file_len)?;
-                    if let Some(prev) = segments.last() {
-                        if seg.vaddr < prev.end() {
-                            return Err(ErrorKind::SegmentsOverlap {
-                                index,
-                                vaddr: seg.vaddr,
-                                previous_end: prev.end(),
-                            });
-                        }
-                        // MAP gives each segment whole pages; a shared page
-                        // would get the later segment's protection and
-                        // contents. No real linker emits this layout.
-                        if page_up(prev.end()).is_none_or(|end| page_down(seg.vaddr) < end) {
-                            return Err(ErrorKind::SegmentsSharePage {
-                                index,
-                                previous: prev.index,
-                                vaddr: seg.vaddr,
-                                page: page_down(seg.vaddr),
-                            });
-                        }
-                    }
+                    check_after(segments.last(), &seg, index)?;
                     plan.max_align = plan.max_align.max(seg.align);
                     segments.push(seg);
                 }
@@ -248,35 +229,7 @@ impl LoadPlan {
                     plan.dynamic_file = Some((p.p_offset, p.p_filesz));
                 }
                 ph::PT_TLS => {
-                    if p.p_filesz > p.p_memsz {
-                        return Err(ErrorKind::FileSizeExceedsMemSize {
-                            index,
-                            filesz: p.p_filesz,
-                            memsz: p.p_memsz,
-                        });
-                    }
-                    if (p.p_align > 1 && !p.p_align.is_power_of_two()) || p.p_align > MAX_TLS {
-                        return Err(ErrorKind::BadAlignment {
-                            index,
-                            align: p.p_align,
-                        });
-                    }
-                    // Every thread that touches the module gets a block of
-                    // p_memsz bytes: an absurd size is refused here.
-                    if p.p_memsz > MAX_TLS {
-                        return Err(ErrorKind::SegmentTooLarge {
-                            index,
-                            vaddr: p.p_vaddr,
-                            memsz: p.p_memsz,
-                            limit: MAX_TLS,
-                        });
-                    }
-                    plan.tls = Some(TlsTemplate {
-                        vaddr: p.p_vaddr,
-                        filesz: p.p_filesz,
-                        memsz: p.p_memsz,
-                        align: p.p_align.max(1),
-                    });
+                    plan.tls = Some(tls_template(index, p)?);
                 }
                 ph::PT_GNU_RELRO => {
                     plan.relro = Some(VRange {
@@ -314,84 +267,8 @@ impl LoadPlan {
             });
         }
 
-        // Every auxiliary range that later stages read must lie in the image.
-        let inside = |r: &VRange| segments.iter().any(|s| s.contains(r.vaddr, r.size));
-        if let Some(d) = plan.dynamic {
-            let (off, fsz) = plan.dynamic_file.unwrap_or((0, 0));
-            // The section is read from the file before mapping, so its file
-            // offset must be where the segment puts its address: otherwise
-            // the bytes READ checks are not the bytes in memory.
-            let in_file = segments.iter().any(|s| {
-                s.contains(d.vaddr, d.size)
-                    && d.vaddr
-                        .checked_add(d.size)
-                        .is_some_and(|e| e <= s.file_end_vaddr())
-                    && off.checked_sub(s.offset) == Some(d.vaddr - s.vaddr)
-            });
-            let file_ok = off.checked_add(fsz).is_some_and(|e| e <= file_len) && fsz <= d.size;
-            if !in_file || !file_ok {
-                return Err(ErrorKind::DynamicOutsideImage {
-                    vaddr: d.vaddr,
-                    size: d.size,
-                });
-            }
-        } else {
-            return Err(ErrorKind::NoDynamic);
-        }
-        // RELRO is made read-only after relocation; anywhere but inside a
-        // writable segment that would strip another segment's permissions.
-        if let Some(r) = plan.relro
-            && !segments
-                .iter()
-                .any(|s| s.writable() && s.contains(r.vaddr, r.size))
-        {
-            return Err(ErrorKind::RelroNotWritable {
-                vaddr: r.vaddr,
-                end: r.vaddr.saturating_add(r.size),
-            });
-        }
-        if let Some(r) = plan.eh_frame_hdr
-            && !inside(&r)
-        {
-            return Err(ErrorKind::TableOutsideImage {
-                tag: "PT_GNU_EH_FRAME",
-                addr: r.vaddr,
-                end: r.vaddr.saturating_add(r.size),
-            });
-        }
-        if let Some(t) = plan.tls {
-            // The TLS image (.tdata) is copied out for every module
-            // instance: it must come from the file, not a claimed .bss.
-            let in_file = segments.iter().any(|s| {
-                s.contains(t.vaddr, t.filesz)
-                    && t.vaddr
-                        .checked_add(t.filesz)
-                        .is_some_and(|e| e <= s.file_end_vaddr())
-            });
-            if t.filesz > 0 && !in_file {
-                return Err(ErrorKind::TableOutsideImage {
-                    tag: "PT_TLS",
-                    addr: t.vaddr,
-                    end: t.vaddr.saturating_add(t.filesz),
-                });
-            }
-        }
-        // The program headers' own address: PT_PHDR when present, otherwise
-        // the segment whose file part holds e_phoff (as glibc computes it).
-        let table_len = phdrs.len() as u64 * PHDR_SIZE as u64;
-        plan.phdr_vaddr = explicit_phdr
-            .filter(|v| {
-                inside(&VRange {
-                    vaddr: *v,
-                    size: table_len,
-                })
-            })
-            .or_else(|| {
-                segments.iter().find_map(|s| {
-                    let rel = phoff.checked_sub(s.offset)?;
-                    (rel.checked_add(table_len)? <= s.filesz).then(|| s.vaddr + rel)
-                })
-            });
+        check_ranges(&plan, &segments)?;
+        plan.phdr_vaddr = phdr_address(explicit_phdr, phoff, &phdrs, &segments);
         plan.segments = segments;
         plan.program_headers = phdrs;
         Ok(plan)
@@ -544,4 +421,154 @@ pub fn page_down(v: u64) -> u64 {
 
 pub fn page_up(v: u64) -> Option<u64> {
     v.checked_add(PAGE_SIZE - 1).map(page_down)
+}
+
+/// A `PT_LOAD` must start after the one before it ends, and on a later
+/// page.
+fn check_after(prev: Option<&Segment>, seg: &Segment, index: usize) -> KindResult<()> {
+    let Some(prev) = prev else { return Ok(()) };
+    if seg.vaddr < prev.end() {
+        return Err(ErrorKind::SegmentsOverlap {
+            index,
+            vaddr: seg.vaddr,
+            previous_end: prev.end(),
+        });
+    }
+    // MAP gives each segment whole pages; a shared page
+    // would get the later segment's protection and
+    // contents. No real linker emits this layout.
+    if page_up(prev.end()).is_none_or(|end| page_down(seg.vaddr) < end) {
+        return Err(ErrorKind::SegmentsSharePage {
+            index,
+            previous: prev.index,
+            vaddr: seg.vaddr,
+            page: page_down(seg.vaddr),
+        });
+    }
+    Ok(())
+}
+
+/// The TLS template of a `PT_TLS`, its size and alignment bounded.
+fn tls_template(index: usize, p: &ProgramHeader) -> KindResult<TlsTemplate> {
+    if p.p_filesz > p.p_memsz {
+        return Err(ErrorKind::FileSizeExceedsMemSize {
+            index,
+            filesz: p.p_filesz,
+            memsz: p.p_memsz,
+        });
+    }
+    if (p.p_align > 1 && !p.p_align.is_power_of_two()) || p.p_align > MAX_TLS {
+        return Err(ErrorKind::BadAlignment {
+            index,
+            align: p.p_align,
+        });
+    }
+    // Every thread that touches the module gets a block of
+    // p_memsz bytes: an absurd size is refused here.
+    if p.p_memsz > MAX_TLS {
+        return Err(ErrorKind::SegmentTooLarge {
+            index,
+            vaddr: p.p_vaddr,
+            memsz: p.p_memsz,
+            limit: MAX_TLS,
+        });
+    }
+    Ok(TlsTemplate {
+        vaddr: p.p_vaddr,
+        filesz: p.p_filesz,
+        memsz: p.p_memsz,
+        align: p.p_align.max(1),
+    })
+}
+
+/// Every auxiliary range that later stages read must lie in the image.
+fn check_ranges(plan: &LoadPlan, segments: &[Segment]) -> KindResult<()> {
+    let file_len = plan.file_len;
+    let inside = |r: &VRange| segments.iter().any(|s| s.contains(r.vaddr, r.size));
+    if let Some(d) = plan.dynamic {
+        let (off, fsz) = plan.dynamic_file.unwrap_or((0, 0));
+        // The section is read from the file before mapping, so its file
+        // offset must be where the segment puts its address: otherwise
+        // the bytes READ checks are not the bytes in memory.
+        let in_file = segments.iter().any(|s| {
+            s.contains(d.vaddr, d.size)
+                && d.vaddr
+                    .checked_add(d.size)
+                    .is_some_and(|e| e <= s.file_end_vaddr())
+                && off.checked_sub(s.offset) == Some(d.vaddr - s.vaddr)
+        });
+        let file_ok = off.checked_add(fsz).is_some_and(|e| e <= file_len) && fsz <= d.size;
+        if !in_file || !file_ok {
+            return Err(ErrorKind::DynamicOutsideImage {
+                vaddr: d.vaddr,
+                size: d.size,
+            });
+        }
+    } else {
+        return Err(ErrorKind::NoDynamic);
+    }
+    // RELRO is made read-only after relocation; anywhere but inside a
+    // writable segment that would strip another segment's permissions.
+    if let Some(r) = plan.relro
+        && !segments
+            .iter()
+            .any(|s| s.writable() && s.contains(r.vaddr, r.size))
+    {
+        return Err(ErrorKind::RelroNotWritable {
+            vaddr: r.vaddr,
+            end: r.vaddr.saturating_add(r.size),
+        });
+    }
+    if let Some(r) = plan.eh_frame_hdr
+        && !inside(&r)
+    {
+        return Err(ErrorKind::TableOutsideImage {
+            tag: "PT_GNU_EH_FRAME",
+            addr: r.vaddr,
+            end: r.vaddr.saturating_add(r.size),
+        });
+    }
+    if let Some(t) = plan.tls {
+        // The TLS image (.tdata) is copied out for every module
+        // instance: it must come from the file, not a claimed .bss.
+        let in_file = segments.iter().any(|s| {
+            s.contains(t.vaddr, t.filesz)
+                && t.vaddr
+                    .checked_add(t.filesz)
+                    .is_some_and(|e| e <= s.file_end_vaddr())
+        });
+        if t.filesz > 0 && !in_file {
+            return Err(ErrorKind::TableOutsideImage {
+                tag: "PT_TLS",
+                addr: t.vaddr,
+                end: t.vaddr.saturating_add(t.filesz),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The program headers' own address: `PT_PHDR` when present, otherwise the
+/// segment whose file part holds `e_phoff` (as glibc computes it).
+fn phdr_address(
+    explicit_phdr: Option<u64>,
+    phoff: u64,
+    phdrs: &[ProgramHeader],
+    segments: &[Segment],
+) -> Option<u64> {
+    let inside = |r: &VRange| segments.iter().any(|s| s.contains(r.vaddr, r.size));
+    let table_len = phdrs.len() as u64 * PHDR_SIZE as u64;
+    explicit_phdr
+        .filter(|v| {
+            inside(&VRange {
+                vaddr: *v,
+                size: table_len,
+            })
+        })
+        .or_else(|| {
+            segments.iter().find_map(|s| {
+                let rel = phoff.checked_sub(s.offset)?;
+                (rel.checked_add(table_len)? <= s.filesz).then(|| s.vaddr + rel)
+            })
+        })
 }
