@@ -48,40 +48,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             symbol,
             args,
             ret,
-        } => {
-            let parsed = args
-                .iter()
-                .map(|a| call::parse_arg(a))
-                .collect::<Result<Vec<_>>>()?;
-            let regs = call::assign(&parsed)?;
-            // SAFETY: running a library is what the user asked for.
-            let lib = unsafe { mmld::Library::open(&library) }?;
-            let info = lib.symbol_info(symbol.as_str())?;
-            match info.kind {
-                mmld::SymbolKind::Function | mmld::SymbolKind::IndirectFunction if info.in_code => {
-                }
-                kind => bail!(
-                    "{}: {symbol} is not a function (it is {}, defined in {})",
-                    library.display(),
-                    match kind {
-                        mmld::SymbolKind::Object => "a data object",
-                        mmld::SymbolKind::ThreadLocal => "a thread-local variable",
-                        mmld::SymbolKind::Other => "not a function symbol of an mmld-loaded object",
-                        _ => "outside every executable segment",
-                    },
-                    info.object
-                ),
-            }
-            // SAFETY: the symbol is a function in an executable segment of a
-            // library we keep loaded; its prototype is the user's claim.
-            let out = unsafe { call::call(info.address, &regs, ret) }?;
-            if let Some(line) = out {
-                println!("{line}");
-            }
-            drop(parsed);
-            drop(lib);
-            Ok(ExitCode::SUCCESS)
-        }
+        } => run(&library, &symbol, &args, ret),
         Command::Info { library, json } => {
             let d = mmld::describe::describe(&library)?;
             if json {
@@ -141,27 +108,70 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             call,
             ret,
         } => cli::share::worker(&library, parent, strategy, call.as_deref(), ret),
-        Command::Check { library } => {
-            let report = mmld::OpenOptions::new()
-                .check(&library)
-                .with_context(|| format!("{} would not load", library.display()))?;
-            let mut bad = 0;
-            for (object, names) in &report.unresolved {
-                for n in names {
-                    println!("undefined symbol: {n} (in {object})");
-                    bad += 1;
-                }
-            }
-            if bad > 0 {
-                eprintln!("mmld: {}: {bad} undefined symbols", library.display());
-                return Ok(ExitCode::FAILURE);
-            }
-            println!(
-                "{}: ok ({} objects mapped by mmld, all references resolved)",
-                library.display(),
-                report.reports.len()
-            );
-            Ok(ExitCode::SUCCESS)
+        Command::Check { library } => check(&library),
+    }
+}
+
+/// `mmld run`: call one function of a library with the given arguments.
+fn run(
+    library: &std::path::Path,
+    symbol: &str,
+    args: &[String],
+    ret: call::Ret,
+) -> Result<ExitCode> {
+    let parsed = args
+        .iter()
+        .map(|a| call::parse_arg(a))
+        .collect::<Result<Vec<_>>>()?;
+    let regs = call::assign(&parsed)?;
+    // SAFETY: running a library is what the user asked for.
+    let lib = unsafe { mmld::Library::open(&library) }?;
+    let info = lib.symbol_info(symbol)?;
+    match info.kind {
+        mmld::SymbolKind::Function | mmld::SymbolKind::IndirectFunction if info.in_code => {}
+        kind => bail!(
+            "{}: {symbol} is not a function (it is {}, defined in {})",
+            library.display(),
+            match kind {
+                mmld::SymbolKind::Object => "a data object",
+                mmld::SymbolKind::ThreadLocal => "a thread-local variable",
+                mmld::SymbolKind::Other => "not a function symbol of an mmld-loaded object",
+                _ => "outside every executable segment",
+            },
+            info.object
+        ),
+    }
+    // SAFETY: the symbol is a function in an executable segment of a
+    // library we keep loaded; its prototype is the user's claim.
+    let out = unsafe { call::call(info.address, &regs, ret) }?;
+    if let Some(line) = out {
+        println!("{line}");
+    }
+    drop(parsed);
+    drop(lib);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mmld check`: load and link without running, list undefined symbols.
+fn check(library: &std::path::Path) -> Result<ExitCode> {
+    let report = mmld::OpenOptions::new()
+        .check(&library)
+        .with_context(|| format!("{} would not load", library.display()))?;
+    let mut bad = 0;
+    for (object, names) in &report.unresolved {
+        for n in names {
+            println!("undefined symbol: {n} (in {object})");
+            bad += 1;
         }
     }
+    if bad > 0 {
+        eprintln!("mmld: {}: {bad} undefined symbols", library.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "{}: ok ({} objects mapped by mmld, all references resolved)",
+        library.display(),
+        report.reports.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -48,8 +48,15 @@ fn flag_names(d: &Description) -> Vec<&'static str> {
 
 pub fn to_text(path: &Path, d: &Description) -> String {
     let mut s = String::new();
-    let p = &d.plan;
     let _ = writeln!(s, "{}", path.display());
+    layout_text(&mut s, d);
+    linking_text(&mut s, d);
+    s
+}
+
+/// What MAP will do: type, span, segments, RELRO, TLS, stack.
+fn layout_text(s: &mut String, d: &Description) {
+    let p = &d.plan;
     let _ = writeln!(
         s,
         "  type:     ET_DYN (shared object), machine x86_64, ELF64 little-endian"
@@ -109,6 +116,10 @@ pub fn to_text(path: &Path, d: &Description) -> String {
             None => "no PT_GNU_STACK",
         }
     );
+}
+
+/// What LINK will meet: dependencies, flags, relocations, symbols, versions.
+fn linking_text(s: &mut String, d: &Description) {
     let _ = writeln!(
         s,
         "  needed:   {}",
@@ -173,7 +184,6 @@ pub fn to_text(path: &Path, d: &Description) -> String {
             d.version_references.join(", ")
         );
     }
-    s
 }
 
 pub fn to_json(path: &Path, d: &Description) -> String {

@@ -118,19 +118,7 @@ pub fn measure(
     let first = workers
         .first()
         .ok_or_else(|| Error::Layout("no process to measure".into()))?;
-    for w in workers {
-        let same = w.objects.len() == first.objects.len()
-            && w.objects
-                .iter()
-                .zip(&first.objects)
-                .all(|(a, b)| a.path == b.path && a.roles().len() == b.roles().len());
-        if !same {
-            return Err(Error::Layout(format!(
-                "process {} mapped different objects than process {}",
-                w.pid, first.pid
-            )));
-        }
-    }
+    check_same_objects(workers, first)?;
     let mut vmas: Vec<Vec<Vma>> = Vec::with_capacity(workers.len());
     let mut probes: Vec<PageProbe> = Vec::with_capacity(workers.len());
     for w in workers {
@@ -149,39 +137,7 @@ pub fn measure(
         // file), at that worker's addresses.
         let roles: Vec<Vec<RoleRange>> = workers.iter().map(|w| w.objects[j].roles()).collect();
         let roles0 = &roles[0];
-        let nroles = roles0.len();
-        // Role indices the kernel put in one VMA (in any worker) form one row.
-        let mut group_end: Vec<usize> = (0..nroles).collect();
-        for (w, worker) in workers.iter().enumerate() {
-            let obj = &worker.objects[j];
-            for v in vmas[w]
-                .iter()
-                .filter(|v| v.start < obj.end && v.end > obj.start)
-            {
-                let hit: Vec<usize> = roles[w]
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| r.start < v.end && r.end > v.start)
-                    .map(|(i, _)| i)
-                    .collect();
-                if let (Some(&a), Some(&b)) = (hit.first(), hit.last()) {
-                    group_end[a] = group_end[a].max(b);
-                }
-            }
-        }
-        let mut groups = Vec::new();
-        let mut i = 0;
-        while i < nroles {
-            let mut end = group_end[i];
-            let mut k = i;
-            while k <= end {
-                end = end.max(group_end[k]);
-                k += 1;
-            }
-            groups.push((i, end));
-            i = end + 1;
-        }
-
+        let groups = row_groups(workers, j, &roles, &vmas);
         for (a, b) in groups {
             let mut figures = Vec::new();
             let mut states: Vec<Vec<PageState>> = Vec::new();
@@ -239,48 +195,7 @@ pub fn measure(
             });
         }
     }
-    if rows.iter().any(|r| r.roles.len() > 1) {
-        notes.push(
-            "a row naming several roles (like data+.bss) is one kernel mapping: the kernel merges neighbouring anonymous mappings with the same protection, so smaps has one set of figures for them".into(),
-        );
-    }
-    for r in &rows {
-        let beyond: Vec<(i32, u64)> = r
-            .workers
-            .iter()
-            .filter(|f| !f.smaps_exact)
-            .map(|f| {
-                let outside: u64 = f
-                    .vmas
-                    .iter()
-                    .map(|&(s, e)| {
-                        (e - s).saturating_sub(e.min(f.end).saturating_sub(s.max(f.start)))
-                    })
-                    .sum();
-                (f.pid, outside / 1024)
-            })
-            .collect();
-        if beyond.is_empty() {
-            continue;
-        }
-        let by = match beyond.as_slice() {
-            [(_, k), rest @ ..]
-                if beyond.len() == r.workers.len() && rest.iter().all(|(_, x)| x == k) =>
-            {
-                format!("by {k} KiB in every process")
-            }
-            _ => beyond
-                .iter()
-                .map(|(p, k)| format!("by {k} KiB in pid {p}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        notes.push(format!(
-            "smaps figures marked * for {} {} cover a kernel mapping that extends beyond the object ({by}): the kernel merged the object's anonymous memory with a neighbouring anonymous mapping of the same protection. Resident and physical counts stay within the object.",
-            r.object,
-            r.label(),
-        ));
-    }
+    add_row_notes(&rows, &mut notes);
     Ok(ShareReport {
         library: library.to_string(),
         strategy: strategy.to_string(),
@@ -290,6 +205,118 @@ pub fn measure(
         rows,
         notes,
     })
+}
+
+/// Notes on rows whose smaps figures are not the object's alone.
+fn add_row_notes(rows: &[ShareRow], notes: &mut Vec<String>) {
+    if rows.iter().any(|r| r.roles.len() > 1) {
+        notes.push(
+        "a row naming several roles (like data+.bss) is one kernel mapping: the kernel merges neighbouring anonymous mappings with the same protection, so smaps has one set of figures for them".into(),
+    );
+    }
+    for r in rows {
+        if let Some(note) = beyond_object_note(r) {
+            notes.push(note);
+        }
+    }
+}
+
+/// Every worker must have mapped the same objects as the first.
+fn check_same_objects(workers: &[Worker], first: &Worker) -> Result<()> {
+    for w in workers {
+        let same = w.objects.len() == first.objects.len()
+            && w.objects
+                .iter()
+                .zip(&first.objects)
+                .all(|(a, b)| a.path == b.path && a.roles().len() == b.roles().len());
+        if !same {
+            return Err(Error::Layout(format!(
+                "process {} mapped different objects than process {}",
+                w.pid, first.pid
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Role indices the kernel put in one VMA (in any worker) form one row:
+/// `(first role, last role)` of each row of object `j`.
+fn row_groups(
+    workers: &[Worker],
+    j: usize,
+    roles: &[Vec<RoleRange>],
+    vmas: &[Vec<Vma>],
+) -> Vec<(usize, usize)> {
+    let nroles = roles.first().map_or(0, Vec::len);
+    let mut group_end: Vec<usize> = (0..nroles).collect();
+    for (w, worker) in workers.iter().enumerate() {
+        let obj = &worker.objects[j];
+        for v in vmas[w]
+            .iter()
+            .filter(|v| v.start < obj.end && v.end > obj.start)
+        {
+            let hit: Vec<usize> = roles[w]
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.start < v.end && r.end > v.start)
+                .map(|(i, _)| i)
+                .collect();
+            if let (Some(&a), Some(&b)) = (hit.first(), hit.last()) {
+                group_end[a] = group_end[a].max(b);
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    let mut i = 0;
+    while i < nroles {
+        let mut end = group_end[i];
+        let mut k = i;
+        while k <= end {
+            end = end.max(group_end[k]);
+            k += 1;
+        }
+        groups.push((i, end));
+        i = end + 1;
+    }
+    groups
+}
+
+/// A note for a row whose smaps figures cover a kernel mapping larger than
+/// the object (the kernel merged neighbouring anonymous memory).
+fn beyond_object_note(r: &ShareRow) -> Option<String> {
+    let beyond: Vec<(i32, u64)> = r
+        .workers
+        .iter()
+        .filter(|f| !f.smaps_exact)
+        .map(|f| {
+            let outside: u64 = f
+                .vmas
+                .iter()
+                .map(|&(s, e)| (e - s).saturating_sub(e.min(f.end).saturating_sub(s.max(f.start))))
+                .sum();
+            (f.pid, outside / 1024)
+        })
+        .collect();
+    if beyond.is_empty() {
+        return None;
+    }
+    let by = match beyond.as_slice() {
+        [(_, k), rest @ ..]
+            if beyond.len() == r.workers.len() && rest.iter().all(|(_, x)| x == k) =>
+        {
+            format!("by {k} KiB in every process")
+        }
+        _ => beyond
+            .iter()
+            .map(|(p, k)| format!("by {k} KiB in pid {p}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    Some(format!(
+        "smaps figures marked * for {} {} cover a kernel mapping that extends beyond the object ({by}): the kernel merged the object's anonymous memory with a neighbouring anonymous mapping of the same protection. Resident and physical counts stay within the object.",
+        r.object,
+        r.label(),
+    ))
 }
 
 fn physical(states: &[Vec<PageState>]) -> Physical {
