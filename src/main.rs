@@ -125,7 +125,7 @@ fn run(
         .collect::<Result<Vec<_>>>()?;
     let regs = call::assign(&parsed)?;
     // SAFETY: running a library is what the user asked for.
-    let lib = unsafe { mmld::Library::open(&library) }?;
+    let lib = unsafe { mmld::Library::open(library) }?;
     let info = lib.symbol_info(symbol)?;
     match info.kind {
         mmld::SymbolKind::Function | mmld::SymbolKind::IndirectFunction if info.in_code => {}
@@ -155,7 +155,7 @@ fn run(
 /// `mmld check`: load and link without running, list undefined symbols.
 fn check(library: &std::path::Path) -> Result<ExitCode> {
     let report = mmld::OpenOptions::new()
-        .check(&library)
+        .check(library)
         .with_context(|| format!("{} would not load", library.display()))?;
     let mut bad = 0;
     for (object, names) in &report.unresolved {

@@ -204,7 +204,8 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
                 // Check the target now so a bad offset fails before any call.
                 self.check_writable(site, r.offset)?;
                 let resolver = self.bias.wrapping_add(r.addend as u64);
-                return Ok(self.defer(site, r.offset, resolver, false));
+                self.defer(site, r.offset, resolver, false);
+                return Ok(());
             }
             RelocKind::TlsDescriptor => {
                 return Err(ErrorKind::TlsUnsupported {
