@@ -151,3 +151,16 @@ pub(super) fn register_exit_handler() {
         unsafe { libc::atexit(finalize_at_exit) };
     });
 }
+
+/// Run the destructors of objects being unloaded, in the order given,
+/// each once, and only for objects whose constructors ran.
+pub(super) fn run_destructors(dead: &[Arc<LoadedObject>]) {
+    for obj in dead {
+        if obj.initialized.load(Ordering::Acquire) && !obj.finalized.swap(true, Ordering::AcqRel) {
+            tracing::debug!(target: "mmld::libs", name = %obj.name, "running destructors and unmapping");
+            // SAFETY: the object is still mapped (the caller holds an Arc)
+            // and its destructors were validated at load.
+            unsafe { crate::runtime::run_finalizers(&obj.finalizers) };
+        }
+    }
+}

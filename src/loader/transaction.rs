@@ -13,10 +13,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
-use super::initfini::initfini_of;
+use super::initfini::{initfini_of, run_destructors};
 use super::scope::{local_scope_of, mapped_ids};
 use super::{Loaded, Mode, Settings};
 use crate::elf::{DynamicInfo, ElfFile, LoadPlan};
@@ -357,14 +357,9 @@ pub fn close(root: &Arc<LoadedObject>) {
         }
         reg.collect_unused()
     };
-    for obj in &dead {
-        if obj.initialized.load(Ordering::Acquire) && !obj.finalized.swap(true, Ordering::AcqRel) {
-            tracing::debug!(target: "mmld::libs", name = %obj.name, "running destructors and unmapping");
-            // SAFETY: the object is still mapped (we hold an Arc) and its
-            // destructors were validated at load.
-            unsafe { crate::runtime::run_finalizers(&obj.finalizers) };
-        }
-    }
+    // `collect_unused` returns them in glibc's `dlclose` order.
+    run_destructors(&dead);
+    // Dropping the last references unmaps them.
     drop(dead);
 }
 
