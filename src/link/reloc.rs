@@ -174,20 +174,31 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
                 end: range.vaddr.saturating_add(range.size),
             })?;
         let count = bytes.len() / RELA_SIZE;
-        for index in 0..count {
-            let Some(r) = rela_at(&bytes, index) else {
+        let bias = self.bias;
+        let mut index = 0;
+        while index < count {
+            // The common case of large libraries (hundreds of thousands of
+            // entries, in long runs): no symbol, one checked write. The run
+            // is applied with the mapping and counters borrowed once, so
+            // they stay in registers.
+            let mapping = &mut *self.target.mapping;
+            let counts = &mut self.report.by_type;
+            let mut other = None;
+            while let Some(r) = (index < count).then(|| rela_at(&bytes, index)).flatten() {
+                counts.add(r.rtype);
+                let kind = arch::classify(r.rtype);
+                if kind != RelocKind::Relative {
+                    other = Some((r, kind));
+                    break;
+                }
+                apply_relative(mapping, table, index, &r, bias)?;
+                index += 1;
+            }
+            let Some((r, kind)) = other else {
                 break;
             };
-            self.report.by_type.add(r.rtype);
-            let kind = arch::classify(r.rtype);
-            let site = Site { table, index };
-            // The common case of large libraries (hundreds of thousands of
-            // entries): no symbol, one checked write.
-            if kind == RelocKind::Relative {
-                apply_relative(self.target.mapping, table, index, &r, self.bias)?;
-                continue;
-            }
-            self.apply_one(site, &r, kind)?;
+            self.apply_one(Site { table, index }, &r, kind)?;
+            index += 1;
         }
         Ok(())
     }
