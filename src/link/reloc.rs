@@ -257,10 +257,22 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
 
     /// The binding for `r`'s symbol (`NO_SYMBOL` for index 0), bound once
     /// per symbol; `None` when it stays unbound (weak, or a dry run).
+    #[inline]
     fn binding(&mut self, site: Site, r: &Rela) -> KindResult<Option<Binding>> {
         if r.sym == 0 {
             return Ok(Some(NO_SYMBOL));
         }
+        // Only an index `bind_new` validated is ever cached.
+        match self.cache.get(r.sym) {
+            Some(b) => Ok(b),
+            None => self.bind_new(site, r),
+        }
+    }
+
+    /// First relocation against a symbol: check its index, bind it, cache
+    /// the result. Kept out of line: the loop itself stays small.
+    #[inline(never)]
+    fn bind_new(&mut self, site: Site, r: &Rela) -> KindResult<Option<Binding>> {
         let sym =
             self.target
                 .symbols
@@ -272,9 +284,6 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
                     symbol: r.sym,
                     count: self.target.symbols.len(),
                 })?;
-        if let Some(b) = self.cache.get(r.sym) {
-            return Ok(b);
-        }
         let b = self.bind_symbol(r.sym, &sym)?;
         self.cache.insert(r.sym, b);
         Ok(b)
