@@ -28,7 +28,7 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::peers::{Loader, Workers};
@@ -49,19 +49,20 @@ fn callgrind_total(file: &Path) -> Result<u64, String> {
         .ok_or_else(|| format!("{}: no totals line", file.display()))
 }
 
+/// A worker program and its leading arguments (`--worker <loader>`).
+type Program = Option<(PathBuf, Vec<String>)>;
+
 /// Runs one worker under callgrind; `region` restricts counting to
 /// `mmld_bench_region`. Returns the instruction count.
 fn callgrind(
-    w: &Workers,
-    label: &str,
+    program: Program,
     args: &[&str],
     ld_path: Option<&str>,
     out: &Path,
     region: bool,
 ) -> Result<u64, String> {
-    let (exe, lead) = w
-        .program(label)
-        .ok_or_else(|| format!("{label} worker unavailable"))?;
+    let (exe, lead) = program.ok_or_else(|| "worker unavailable".to_string())?;
+    let label = lead.last().cloned().unwrap_or_default();
     let mut c = common::worker_command("valgrind");
     if let Some(p) = ld_path {
         c.env("LD_LIBRARY_PATH", p);
@@ -138,7 +139,7 @@ fn callgrind_report() {
          \"load\" counts only the worker's timed region: open + one lookup, or for the cycle row \
          {CALLGRIND_CYCLES} × open + lookup + close divided by {CALLGRIND_CYCLES}; \"whole process\" counts \
          everything from exec to exit, with a worker that loads nothing as the baseline of each binary)\n\n\
-         | load | instructions mmld | glibc | dlopen-rs | mmld/glibc | dlopen-rs/glibc | whole process mmld / glibc / dlopen-rs (loads nothing: bench binary / dlopen-rs runner) |\n\
+         | load | instructions mmld | glibc | dlopen-rs | mmld/glibc | dlopen-rs/glibc | whole process mmld / glibc / dlopen-rs (the same binaries loading nothing: bench binary / dlopen-rs runner) |\n\
          |---|---:|---:|---:|---:|---:|---|\n",
         common::machine_line()
     );
@@ -184,35 +185,17 @@ fn callgrind_report() {
         let mut whole = Vec::new();
         for l in loaders {
             let out = dir.join(format!("{tag}-{}.out", l.label()));
-            let n = callgrind(&w, l.label(), &a, ld, &out, true).map(|n| n / per);
+            let n = callgrind(w.program(l.label()), &a, ld, &out, true).map(|n| n / per);
             eprintln!("callgrind {title} {}: {}", l.label(), fmt_count(n.clone()));
             region.push(n);
             let out = dir.join(format!("{tag}-{}-whole.out", l.label()));
-            whole.push(callgrind(&w, l.label(), &a, ld, &out, false));
+            whole.push(callgrind(w.program(l.label()), &a, ld, &out, false));
         }
-        let base_bench = callgrind(
-            &w,
-            "none",
-            &a,
-            ld,
-            &dir.join(format!("{tag}-none-whole.out")),
-            false,
-        );
-        let base_runner = match w.program(Loader::DlopenRs.label()) {
-            Some((exe, _)) => {
-                // The dlopen-rs runner loading nothing: `first` of a tiny
-                // library is not "nothing", so count its startup alone by
-                // asking for usage (exits at once, status 2).
-                let out = dir.join(format!("{tag}-dlopen-rs-startup.out"));
-                let _ = common::worker_command("valgrind")
-                    .args(["--tool=callgrind", "--dump-instr=no"])
-                    .arg(format!("--callgrind-out-file={}", out.display()))
-                    .arg(exe)
-                    .output();
-                callgrind_total(&out)
-            }
-            None => Err("no runner".into()),
+        let none = |p: Program, name: &str| {
+            callgrind(p, &a, ld, &dir.join(format!("{tag}-{name}.out")), false)
         };
+        let base_bench = none(w.program("none"), "none-whole");
+        let base_runner = none(w.dlopen_rs_none(), "dlopen-rs-none-whole");
         let _ = writeln!(
             md,
             "| {title} | {} | {} | {} | {} | {} | {} / {} / {} ({} / {}) |",

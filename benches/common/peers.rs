@@ -131,6 +131,13 @@ impl Workers {
             .collect()
     }
 
+    /// The dlopen-rs runner loading nothing (`--worker none`): the
+    /// whole-process baseline of that binary.
+    pub fn dlopen_rs_none(&self) -> Option<(PathBuf, Vec<String>)> {
+        let exe = self.dlopen_rs.as_ref().ok()?.clone();
+        Some((exe, vec!["--worker".into(), "none".into()]))
+    }
+
     /// Program and leading arguments of one loader's worker (`None` for
     /// dlopen-rs when its runner could not be built). `label` may be
     /// `none` (this binary, loading nothing).

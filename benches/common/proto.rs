@@ -84,6 +84,28 @@ pub trait Loader {
     }
 }
 
+/// A loader that loads nothing: the baseline of whole-process counts
+/// (every worker binary accepts `--worker none`).
+pub struct Nothing;
+
+impl Loader for Nothing {
+    type Lib = ();
+
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    fn open(&self, _path: &Name) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn get(&self, _lib: &(), _sym: &Name) -> Option<*const c_void> {
+        Some(std::ptr::null())
+    }
+
+    fn close(&self, _lib: ()) {}
+}
+
 /// The timed region: callgrind's `--toggle-collect` target.
 #[unsafe(no_mangle)]
 #[inline(never)]

@@ -5,7 +5,7 @@
 
 use std::ffi::c_void;
 
-use super::proto::{self, Loader, Name, ObjectSpan};
+use super::proto::{self, Loader, Name, Nothing, ObjectSpan};
 
 pub struct Mmld;
 
@@ -71,27 +71,6 @@ impl Loader for Glibc {
         // SAFETY: balances the dlopen that returned `lib`.
         unsafe { libc::dlclose(lib) };
     }
-}
-
-/// A loader that loads nothing: the baseline of whole-process counts.
-pub struct Nothing;
-
-impl Loader for Nothing {
-    type Lib = ();
-
-    fn name(&self) -> &'static str {
-        "none"
-    }
-
-    fn open(&self, _path: &Name) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn get(&self, _lib: &(), _sym: &Name) -> Option<*const c_void> {
-        Some(std::ptr::null())
-    }
-
-    fn close(&self, _lib: ()) {}
 }
 
 /// If this process was started as a worker, runs it (never returns);

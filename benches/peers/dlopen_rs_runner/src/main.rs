@@ -55,8 +55,13 @@ fn main() {
         Some([flag, loader]) if flag == "--worker" && loader == "dlopen-rs" => {
             proto::worker_main(&DlopenRs, &args[3..])
         }
+        // This binary loading nothing: the baseline of whole-process counts
+        // (dlopen-rs's start-up work, done before `main`, is in it).
+        Some([flag, loader]) if flag == "--worker" && loader == "none" => {
+            proto::worker_main(&proto::Nothing, &args[3..])
+        }
         _ => {
-            eprintln!("usage: dlopen_rs_runner --worker dlopen-rs <first|cycle|lookup> ...");
+            eprintln!("usage: dlopen_rs_runner --worker <dlopen-rs|none> <first|cycle|lookup> ...");
             std::process::exit(2)
         }
     }
