@@ -22,7 +22,9 @@
 //! each round; the table gives their median and quartiles.
 //!
 //! The workers link no C++ runtime, so libstdc++.so.6 is not in the process
-//! before the load (`preloaded=0` says so). libLLVM-15 runs with
+//! before the load (`preloaded=0` says so). Every worker links libm
+//! (`proto.rs` says why), so the libm that libsqlite3 and libstdc++ need is
+//! the host's for all three loaders. libLLVM-15 runs with
 //! `LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu` for all three loaders:
 //! dlopen-rs does not search Debian's multiarch directory and otherwise
 //! fails on `libz3.so.4`. Other rows run without `LD_LIBRARY_PATH`
@@ -296,13 +298,19 @@ fn syscall_table(w: &Workers, results: &[LibResult]) -> String {
     }
     let mut s = String::new();
     s.push_str(
-        "| library | loader | syscalls in open + lookup | of which | whole process (`strace -c -f`), `none` = loads nothing |\n\
+        "| library | loader | syscalls in open + lookup | of which | whole process (`strace -c -f`); none: the same binary loading nothing |\n\
          |---|---|---:|---|---:|\n",
     );
     for r in results {
-        let base = strace_c_total(w, "none", r);
+        let base_bench = strace_c_total(w, "none", r);
+        let base_runner = strace_c_total(w, common::peers::NONE_DLOPEN_RS, r);
         for loader in w.loaders() {
             let label = loader.label();
+            let base = if loader == Loader::DlopenRs {
+                &base_runner
+            } else {
+                &base_bench
+            };
             match strace_between_markers(w, label, r) {
                 Ok(counts) => {
                     let total: u64 = counts.values().sum();
@@ -313,7 +321,7 @@ fn syscall_table(w: &Workers, results: &[LibResult]) -> String {
                         .map(|(k, v)| format!("{k} {v}"))
                         .collect::<Vec<_>>()
                         .join(", ");
-                    let whole = match (strace_c_total(w, label, r), &base) {
+                    let whole = match (strace_c_total(w, label, r), base) {
                         (Ok(t), Ok(b)) => format!("{t} (none: {b})"),
                         (Err(e), _) => format!("? ({e})"),
                         (_, Err(e)) => format!("? ({e})"),

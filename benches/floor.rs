@@ -11,8 +11,9 @@
 //! ```
 //!
 //! At run time the bench compiles two C programs from `benches/floor/` with
-//! gcc (`-O2 -Wall -Wl,-z,now`, `-ldl` for the second) into a temporary
-//! directory:
+//! gcc (`-O2 -Wall -Wl,-z,now -lm`, and `-ldl` for the second) into a
+//! temporary directory; both use libm, as every worker of the other benches
+//! does, so libsqlite3's and libstdc++'s libm is already in the process:
 //!
 //! - `floor.c`: glibc's kernel work for the library's own file, done
 //!   glibc's way: open, read of the headers, fstat, the first `PT_LOAD`
@@ -84,7 +85,12 @@ fn build(dir: &Path) -> (PathBuf, PathBuf) {
     let s = |p: &Path| p.to_str().expect("UTF-8 path").to_string();
     let flags = ["-O2", "-Wall", "-Wl,-z,now"];
     let mut a: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-    a.extend(["-o".into(), s(&floor), s(&src.join("floor.c"))]);
+    a.extend([
+        "-o".into(),
+        s(&floor),
+        s(&src.join("floor.c")),
+        "-lm".into(),
+    ]);
     gcc(&a.iter().map(String::as_str).collect::<Vec<_>>());
     let mut a: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
     a.extend([
@@ -92,6 +98,7 @@ fn build(dir: &Path) -> (PathBuf, PathBuf) {
         s(&glibc),
         s(&src.join("glibc_load.c")),
         "-ldl".into(),
+        "-lm".into(),
     ]);
     gcc(&a.iter().map(String::as_str).collect::<Vec<_>>());
     (floor, glibc)

@@ -54,37 +54,35 @@ per() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f", a / b; else p
 
 phases() { # callgrind file, relocation count, divisor (cycles)
   local f=$1 n=$2 d=$3
-  local all open parse mapobj map ownsym host hostlib reloc bind link init close
+  local all parse mapobj map ownsym host filter hostlib reloc bind init close nbind rest
   all=$(total "$f")
-  open=$(incl "$f" "mmld::loader::open")
   parse=$(incl "$f" "mmld::elf::ElfFile::open")
   mapobj=$(incl "$f" "mmld::loader::Batch::map_object")
   map=$(incl "$f" "mmld::map::Mapping::map")
-  ownsym=$(( $(incl "$f" "mmld::link::symbols::SymbolTable::new") ))
-  host=$(incl "$f" "mmld::loader::Batch::new")
+  ownsym=$(incl "$f" "mmld::link::symbols::SymbolTable::new")
+  host=$(incl "$f" "mmld::link::hostscope::host_scope")
+  filter=$(incl "$f" "mmld::link::hostscope::ScopeFilter::build")
   hostlib=$(incl "$f" "mmld::loader::Batch::resolve_all")
-  link=$(incl "$f" "mmld::loader::Batch::link_all")
   reloc=$(incl "$f" "mmld::link::relocate")
   bind=$(incl "$f" "mmld::link::resolve_in_scope")
   init=$(( $(incl "$f" "mmld::runtime::unwind::FrameRegistration::register") + $(incl "$f" "mmld::runtime::initializers") + $(incl "$f" "mmld::runtime::finalizers") + $(incl "$f" "mmld::runtime::debugger::add") + $(incl "$f" "mmld::loader::initfini_of") ))
-  close=$(( $(incl "$f" "core::ptr::drop_in_place<mmld::library::Library>") ))
-  local nbind; nbind=$(calls "$f" "mmld::link::relocate" "mmld::link::resolve_in_scope")
-  local other=$(( open - parse - mapobj - host - hostlib - link - init ))
+  close=$(incl "$f" "core::ptr::drop_in_place<mmld::library::Library>")
+  nbind=$(calls "$f" "mmld::link::relocate" "mmld::link::resolve_in_scope")
+  rest=$(( all - parse - mapobj - host - filter - hostlib - reloc - init - close ))
   echo "| phase | instructions | share of the region | per load |"
   echo "|---|---:|---:|---:|"
   row() { echo "| $1 | $2 | $(pct "$2" "$all") | $(per "$2" "$d") |"; }
   row "whole timed region" "$all"
   row "parse (\`ElfFile::open\`: read, headers, dynamic section)" "$parse"
   row "map (\`Mapping::map\`)" "$map"
-  row "own symbol table + names (\`map_object\` minus \`Mapping::map\`; \`SymbolTable::new\` counts ${ownsym} in all, host tables included)" "$(( mapobj - map ))"
-  row "host tables (\`Batch::new\` → \`host_scope\`)" "$host"
+  row "own symbol table, names, paths (\`map_object\` minus \`Mapping::map\`; \`SymbolTable::new\`, host objects' included, counts ${ownsym})" "$(( mapobj - map ))"
+  row "host tables (\`host_scope\`: host objects' symbol tables, versions, probes; \`ScopeFilter::build\` ${filter})" "$(( host + filter ))"
   row "dependencies (\`resolve_all\`: host libraries by name)" "$hostlib"
   row "bind / lookup (\`resolve_in_scope\`, ${nbind} calls)" "$bind"
-  row "relocation loop without lookups (\`relocate\` minus \`resolve_in_scope\`; $n relocations)" "$(( reloc - bind ))"
-  row "rest of link (\`link_all\` minus \`relocate\`: RELRO, ordering)" "$(( link - reloc ))"
-  row "init (frames, constructors, init/fini order, debugger list)" "$init"
-  row "other in \`open\` (registry, publish, scope)" "$other"
+  row "relocation loop without lookups (\`relocate\` minus \`resolve_in_scope\`; $n relocations per load)" "$(( reloc - bind ))"
+  row "init (frame registration, constructors, init/fini order, debugger list)" "$init"
   [ "$close" -gt 0 ] && row "unload (drop of \`Library\`)" "$close"
+  row "everything else (registry, publish, scope, RELRO, the worker's get)" "$rest"
   echo
   echo "Per relocation: relocation loop $(per $(( reloc - bind )) $(( n * d ))) instructions, with lookups $(per "$reloc" $(( n * d ))); per binding (\`resolve_in_scope\`): $(per "$bind" "$nbind")."
   echo
@@ -115,6 +113,13 @@ faults() { # label program args...
       printf "| %s | %d | %s |\n", who, tot, s
     }' "$t"
   rm -f "$t"
+}
+
+# Whole-process page faults (perf stat), median of 5 runs.
+pstat() { # program args...
+  for _ in 1 2 3 4 5; do
+    perf stat -x, -e page-faults -- env -u LD_LIBRARY_PATH "$@" 2>&1 >/dev/null | awk -F, '/page-faults/ { print $1 }'
+  done | sort -n | sed -n 3p
 }
 
 syscalls() { # label program args...
@@ -151,6 +156,8 @@ syscalls() { # label program args...
     faults mmld "$WORKER" --worker mmld first "$path" "$sym"
     faults glibc "$WORKER" --worker glibc first "$path" "$sym"
     [ -x "$RUNNER" ] && faults dlopen-rs "$RUNNER" --worker dlopen-rs first "$path" "$sym"
+    echo
+    echo "Whole process (\`perf stat -e page-faults\`, median of 5): mmld $(pstat "$WORKER" --worker mmld first "$path" "$sym"), glibc $(pstat "$WORKER" --worker glibc first "$path" "$sym"), the same binary loading nothing $(pstat "$WORKER" --worker none first "$path" "$sym"); dlopen-rs $([ -x "$RUNNER" ] && pstat "$RUNNER" --worker dlopen-rs first "$path" "$sym"), its runner loading nothing $([ -x "$RUNNER" ] && pstat "$RUNNER" --worker none first "$path" "$sym")."
     echo
     echo "Syscalls in the region (\`strace -f\`):"
     echo

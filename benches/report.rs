@@ -211,10 +211,15 @@ fn callgrind_report() {
             fmt_count(base_runner),
         );
     }
+    let shown = dir
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .unwrap_or(&dir)
+        .display()
+        .to_string();
     let _ = writeln!(
         md,
-        "\nPer-function profiles: `callgrind_annotate --inclusive=yes {}/first-libz.so.1-mmld.out`.",
-        dir.display()
+        "\nPer-function profiles: `callgrind_annotate --inclusive=yes {shown}/first-libz.so.1-mmld.out`; \
+         phases, page faults and syscalls: `benches/profile.sh`."
     );
     println!("{md}");
     common::save_markdown("callgrind.md", &md);

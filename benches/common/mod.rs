@@ -190,7 +190,7 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// One line about the machine, for the README.
+/// One line about the machine, for docs/BENCHMARKS.md.
 pub fn machine_line() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

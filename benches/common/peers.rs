@@ -54,6 +54,10 @@ pub fn ld_library_path(lib_file: &str) -> Option<&'static str> {
     lib_file.starts_with("libLLVM").then_some(MULTIARCH)
 }
 
+/// The label of the dlopen-rs runner loading nothing (whole-process
+/// baselines of that binary).
+pub const NONE_DLOPEN_RS: &str = "none-dlopen-rs";
+
 /// How to start each loader's worker.
 pub struct Workers {
     this_exe: PathBuf,
@@ -134,20 +138,21 @@ impl Workers {
     /// The dlopen-rs runner loading nothing (`--worker none`): the
     /// whole-process baseline of that binary.
     pub fn dlopen_rs_none(&self) -> Option<(PathBuf, Vec<String>)> {
-        let exe = self.dlopen_rs.as_ref().ok()?.clone();
-        Some((exe, vec!["--worker".into(), "none".into()]))
+        self.program(NONE_DLOPEN_RS)
     }
 
     /// Program and leading arguments of one loader's worker (`None` for
     /// dlopen-rs when its runner could not be built). `label` may be
     /// `none` (this binary, loading nothing).
+    /// `none-dlopen-rs` is the dlopen-rs runner loading nothing.
     pub fn program(&self, label: &str) -> Option<(PathBuf, Vec<String>)> {
-        let exe = if label == Loader::DlopenRs.label() {
-            self.dlopen_rs.as_ref().ok()?.clone()
-        } else {
-            self.this_exe.clone()
+        let runner = || self.dlopen_rs.as_ref().ok().cloned();
+        let (exe, worker) = match label {
+            NONE_DLOPEN_RS => (runner()?, "none"),
+            l if l == Loader::DlopenRs.label() => (runner()?, l),
+            l => (self.this_exe.clone(), l),
         };
-        Some((exe, vec!["--worker".into(), label.into()]))
+        Some((exe, vec!["--worker".into(), worker.into()]))
     }
 
     /// A command for a worker, with `LD_LIBRARY_PATH` removed (cargo points

@@ -334,8 +334,25 @@ fn parse_count(s: &str) -> usize {
     }
 }
 
+#[link(name = "m")]
+unsafe extern "C" {
+    fn cbrt(x: f64) -> f64;
+}
+
+/// Every worker binary links libm, so all three loaders start from the same
+/// host objects (executable, libc, libm, libgcc_s, ld.so): the criterion
+/// bench binaries link it anyway, and without this the dlopen-rs runner
+/// would be the only worker that loads (and, in a cycle, reloads) the libm
+/// that libsqlite3 and libstdc++ need. The call keeps `--as-needed` from
+/// dropping the `DT_NEEDED`.
+fn use_libm() {
+    // SAFETY: cbrt is a pure libm function.
+    black_box(unsafe { cbrt(black_box(27.0)) });
+}
+
 /// Runs one worker command (`args` after `--worker <loader>`) and exits.
 pub fn worker_main<L: Loader>(loader: &L, args: &[String]) -> ! {
+    use_libm();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args[..] {
         ["first", path, sym] => first(loader, path, sym),

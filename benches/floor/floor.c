@@ -337,6 +337,7 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
+    use_libm();
     (void)now_us();                /* first clock_gettime (vDSO) outside timing */
     memset(seen, 0, sizeof seen);  /* fault in our own .bss outside timing */
     memset(list, 0, sizeof list);
