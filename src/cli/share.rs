@@ -23,10 +23,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::ValueEnum;
 use serde_json::{Value, json};
 
+use mmld::inspect::picture::Picture;
 use mmld::inspect::{self, ObjectLayout};
 
 use super::call;
 use super::maps::{PreparedCall, open};
+use super::pictures::PictureArgs;
 
 /// How the workers load the library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +65,7 @@ pub struct Options {
     pub json: bool,
     pub hold: bool,
     pub timeout: Duration,
+    pub pictures: PictureArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,11 +164,15 @@ fn run_workers(opts: &Options) -> Result<()> {
         called,
         &measured,
     )?;
+    let text = report.to_text();
+    if opts.pictures.wanted() {
+        opts.pictures.write(&Picture::of_share(&report), &text)?;
+    }
     let mut out = std::io::stdout().lock();
     if opts.json {
         writeln!(out, "{}", report.to_json())?;
     } else {
-        write!(out, "{}", report.to_text())?;
+        write!(out, "{text}")?;
     }
     out.flush()?;
     drop(out);

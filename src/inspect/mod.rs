@@ -30,13 +30,17 @@
 mod elf;
 mod layout;
 pub mod maps;
+pub mod picture;
 mod proc;
 pub mod share;
+mod share_report;
+pub mod svg;
 mod sys;
 
 pub use elf::{ElfFacts, LoadSegment, SectionInfo};
 pub use layout::{FoundObject, MappedBy, ObjectLayout, Role, RoleRange, objects_in_process};
-pub use proc::{PageProbe, PageState, Privilege, Smaps, Vma, read_vmas};
+pub use proc::{PageClass, PageProbe, PageState, Privilege, Smaps, Vma, read_vmas};
+pub use share_report::ShareTotals;
 
 use std::path::PathBuf;
 

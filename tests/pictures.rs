@@ -1,0 +1,605 @@
+//! `--svg` and `--html` of `mmld maps` and `mmld share`: the picture shows
+//! exactly what the report of the same run says.
+//!
+//! Each test runs mmld once with `--json` (the report) and `--svg`/`--html`
+//! (the pictures), parses the SVG as XML (roxmltree) and checks that every
+//! page of every segment is drawn once per strip, that each cell's class
+//! gives the counts the report gives (resident and zero pages from pagemap,
+//! and the kernel's own smaps split into shared / private clean / private
+//! dirty where the figures are exact), that equal frame marks mean equal
+//! physical copies, and that the totals are the report's. One test renders
+//! the HTML page in headless Chromium and decodes the PNG (png crate).
+//!
+//! Libraries whose page-cache pages only the test maps are fresh copies in
+//! a temporary directory: libtest runs these tests in parallel, and another
+//! process mapping the same file between the kernel's smaps and pagemap
+//! reads would turn a private clean page shared.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+const PAGE: u64 = 4096;
+const SQLITE: &str = "/usr/lib/x86_64-linux-gnu/libsqlite3.so.0";
+const LLVM: &str = "/usr/lib/x86_64-linux-gnu/libLLVM-15.so.1";
+
+fn mmld() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mmld"))
+}
+
+/// A private copy of `testlibs/libdemo.so` (see the top comment).
+fn fresh_libdemo() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let dst = dir.path().join("libdemo.so");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testlibs/libdemo.so");
+    std::fs::copy(src, &dst).expect("copy libdemo.so");
+    (dir, dst)
+}
+
+fn privileged() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 21) != 0)
+        && std::fs::File::open("/proc/kpagecount").is_ok()
+}
+
+fn require(path: &str, package: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: install it with `apt-get install -y {package}` (.ci/run does)"
+    );
+}
+
+/// Run mmld with `args` plus `--json --svg DIR/p.svg --html DIR/p.html`;
+/// return the JSON report, the SVG and the HTML.
+fn run(dir: &Path, args: &[&str]) -> (Value, String, String) {
+    let (svg, html) = (dir.join("p.svg"), dir.join("p.html"));
+    let out = mmld()
+        .args(args)
+        .arg("--json")
+        .arg("--svg")
+        .arg(&svg)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .expect("run mmld");
+    assert!(
+        out.status.success(),
+        "mmld {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = serde_json::from_slice(&out.stdout).expect("mmld printed JSON");
+    let read = |p: &Path| std::fs::read_to_string(p).expect("mmld wrote the picture");
+    (report, read(&svg), read(&html))
+}
+
+#[derive(Debug, Clone)]
+struct DrawnCell {
+    strip: usize,
+    first: u64,
+    pages: u64,
+    class: String,
+    mark: Option<String>,
+    title: String,
+}
+
+#[derive(Debug, Default)]
+struct DrawnSegment {
+    role: String,
+    pages: u64,
+    cells: Vec<DrawnCell>,
+}
+
+impl DrawnSegment {
+    /// Pages of `class` in strip `s`.
+    fn count(&self, s: usize, class: &str) -> u64 {
+        self.cells
+            .iter()
+            .filter(|c| c.strip == s && c.class == class)
+            .map(|c| c.pages)
+            .sum()
+    }
+    fn resident(&self, s: usize) -> u64 {
+        ["shared", "clean", "dirty"]
+            .iter()
+            .map(|c| self.count(s, c))
+            .sum()
+    }
+    /// The cells of strip `s` at the cell starting at page `first`.
+    fn at(&self, s: usize, first: u64) -> Option<&DrawnCell> {
+        self.cells.iter().find(|c| c.strip == s && c.first == first)
+    }
+}
+
+struct Drawn {
+    strips: usize,
+    /// By (object, vaddr start, vaddr end).
+    segments: BTreeMap<(String, u64, u64), DrawnSegment>,
+    /// `data-*` of `<g class="totals">` and of each `<g class="object">`.
+    totals: BTreeMap<String, String>,
+    objects: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn hex(s: &str) -> u64 {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex number")
+}
+
+fn attrs(n: roxmltree::Node) -> BTreeMap<String, String> {
+    n.attributes()
+        .map(|a| (a.name().to_string(), a.value().to_string()))
+        .collect()
+}
+
+fn has_class(n: roxmltree::Node, class: &str) -> bool {
+    n.attribute("class")
+        .is_some_and(|c| c.split(' ').any(|x| x == class))
+}
+
+/// Parse the SVG (it must be well-formed XML) and check its structure:
+/// a fixed width, and every page of every segment drawn exactly once per
+/// strip, each cell's title giving its page count and state.
+fn parse(svg: &str) -> Drawn {
+    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("SVG is not XML: {e}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(root.attribute("width"), Some("1200"), "fixed width");
+    let mut drawn = Drawn {
+        strips: 0,
+        segments: BTreeMap::new(),
+        totals: BTreeMap::new(),
+        objects: BTreeMap::new(),
+    };
+    for n in root.descendants().filter(|n| n.is_element()) {
+        if has_class(n, "totals") {
+            drawn.totals = attrs(n);
+        }
+        if has_class(n, "object") {
+            let a = attrs(n);
+            drawn.objects.insert(a["data-name"].clone(), a);
+        }
+        if !has_class(n, "segment") {
+            continue;
+        }
+        let (vs, ve) = n.attribute("data-vaddr").unwrap().split_once('-').unwrap();
+        let mut seg = DrawnSegment {
+            role: n.attribute("data-role").unwrap().to_string(),
+            pages: n.attribute("data-pages").unwrap().parse().unwrap(),
+            cells: Vec::new(),
+        };
+        for c in n.children().filter(|c| c.has_attribute("data-strip")) {
+            let title = c
+                .children()
+                .find(|t| t.has_tag_name("title"))
+                .and_then(|t| t.text())
+                .unwrap_or_else(|| panic!("a cell without a title in {}", seg.role))
+                .to_string();
+            seg.cells.push(DrawnCell {
+                strip: c.attribute("data-strip").unwrap().parse().unwrap(),
+                first: c.attribute("data-first").unwrap().parse().unwrap(),
+                pages: c.attribute("data-pages").unwrap().parse().unwrap(),
+                class: c.attribute("class").unwrap().to_string(),
+                mark: c.attribute("data-mark").map(str::to_string),
+                title,
+            });
+        }
+        let object = n.attribute("data-object").unwrap().to_string();
+        drawn.segments.insert((object, hex(vs), hex(ve)), seg);
+    }
+    drawn.strips = drawn
+        .segments
+        .values()
+        .flat_map(|s| s.cells.iter().map(|c| c.strip + 1))
+        .max()
+        .unwrap_or(0);
+    for ((object, vs, _), seg) in &drawn.segments {
+        check_cells(object, *vs, seg, drawn.strips);
+    }
+    drawn
+}
+
+fn check_cells(object: &str, vaddr: u64, seg: &DrawnSegment, strips: usize) {
+    let label = |class: &str| match class {
+        "none" => "not resident",
+        "zero" => "zero page",
+        "shared" => "resident, shared",
+        "clean" => "resident, private clean",
+        "dirty" => "private dirty",
+        other => panic!("{object} {}: unknown cell class {other}", seg.role),
+    };
+    for s in 0..strips {
+        let mut next = 0;
+        for c in seg.cells.iter().filter(|c| c.strip == s) {
+            assert_eq!(
+                c.first, next,
+                "{object} {vaddr:#x} strip {s}: cells skip or overlap"
+            );
+            next += c.pages;
+            let count = if c.pages == 1 {
+                "(1 page,".to_string()
+            } else {
+                format!("({} pages,", c.pages)
+            };
+            assert!(
+                c.title.contains(&count),
+                "title without its count: {}",
+                c.title
+            );
+            assert!(
+                c.title.contains(&format!(": {}", label(&c.class))),
+                "title does not name the cell's state {}: {}",
+                c.class,
+                c.title
+            );
+        }
+        assert_eq!(
+            next, seg.pages,
+            "{object} {vaddr:#x} strip {s}: pages drawn"
+        );
+    }
+}
+
+fn u64s(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
+fn list(s: &str) -> Vec<u64> {
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse().unwrap())
+        .collect()
+}
+
+/// The checks every `share` picture passes against its JSON report.
+/// `smaps_classes`: compare the drawn classes with the kernel's smaps split
+/// (only where no other process maps the file; see the top comment).
+fn check_share(report: &Value, drawn: &Drawn, smaps_classes: bool) {
+    let n = report["processes"].as_u64().unwrap() as usize;
+    assert_eq!(drawn.strips, n, "one strip per worker");
+    let segments = report["segments"].as_array().unwrap();
+    assert_eq!(
+        segments.len(),
+        drawn.segments.len(),
+        "one drawn segment per row"
+    );
+    let (mut pages, mut resident, mut zero) = (0, vec![0; n], vec![0; n]);
+    let mut physical = 0;
+    for seg in segments {
+        let v = u64s(&seg["vaddr"]);
+        let key = (seg["object"].as_str().unwrap().to_string(), v[0], v[1]);
+        let d = drawn
+            .segments
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key:?} is not drawn"));
+        assert_eq!(d.role, seg["role"].as_str().unwrap());
+        assert_eq!(d.pages, seg["pages"].as_u64().unwrap());
+        if d.role != "gap" {
+            pages += d.pages;
+        }
+        physical += seg["physical_pages"].as_u64().unwrap_or(0);
+        let exact: Vec<bool> = seg["smaps_exact"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_bool().unwrap())
+            .collect();
+        for w in 0..n {
+            assert_eq!(
+                d.resident(w),
+                u64s(&seg["resident_pages"])[w],
+                "{key:?} w{w}"
+            );
+            assert_eq!(
+                d.count(w, "zero"),
+                u64s(&seg["zero_pages"])[w],
+                "{key:?} w{w}"
+            );
+            resident[w] += d.resident(w);
+            zero[w] += d.count(w, "zero");
+            if smaps_classes && privileged() && exact[w] {
+                let kib = |k: &str| u64s(&seg[k])[w];
+                let why = format!("{key:?} worker {w}: picture against smaps");
+                assert_eq!(
+                    d.count(w, "dirty") * PAGE / 1024,
+                    kib("private_dirty_kib"),
+                    "{why}"
+                );
+                assert_eq!(
+                    d.count(w, "clean") * PAGE / 1024,
+                    kib("private_clean_kib"),
+                    "{why}"
+                );
+                assert_eq!(
+                    d.count(w, "shared") * PAGE / 1024,
+                    kib("shared_clean_kib") + kib("shared_dirty_kib"),
+                    "{why}"
+                );
+            }
+        }
+        if privileged() && d.cells.iter().all(|c| c.pages == 1) {
+            // Drawn page by page: distinct marks are distinct frames.
+            let marks: BTreeSet<&String> = d.cells.iter().filter_map(|c| c.mark.as_ref()).collect();
+            assert_eq!(
+                marks.len() as u64,
+                seg["physical_pages"].as_u64().unwrap(),
+                "{key:?}: distinct frame marks against physical pages"
+            );
+        }
+    }
+    // The picture's totals are the report's, and the sums of its rows.
+    let t = &report["totals"];
+    assert_eq!(t["pages"].as_u64().unwrap(), pages);
+    assert_eq!(u64s(&t["resident_pages"]), resident);
+    assert_eq!(u64s(&t["zero_pages"]), zero);
+    assert_eq!(drawn.totals["data-pages"], pages.to_string());
+    assert_eq!(list(&drawn.totals["data-resident"]), resident);
+    assert_eq!(list(&drawn.totals["data-zero"]), zero);
+    if privileged() {
+        assert_eq!(t["physical_pages"].as_u64().unwrap(), physical);
+        assert_eq!(drawn.totals["data-physical"], physical.to_string());
+    }
+}
+
+/// The "total" line of the text report inside the HTML page, as
+/// (pages, resident column, physical column).
+fn text_total(html: &str) -> (String, String, String) {
+    let pre = html
+        .split_once("<pre>")
+        .and_then(|(_, rest)| rest.split_once("</pre>"))
+        .expect("the HTML page holds the text report")
+        .0;
+    let line = pre
+        .lines()
+        .find(|l| l.starts_with("total "))
+        .expect("the text report has a total line");
+    // total  PAGES  RESIDENT  PHYSICAL  Rss...; RESIDENT may be "7 each".
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (resident, rest) = if words.get(3) == Some(&"each") {
+        (format!("{} each", words[2]), &words[4..])
+    } else {
+        (words[2].to_string(), &words[3..])
+    };
+    (words[1].to_string(), resident, rest[0].to_string())
+}
+
+/// The text report's spelling of a per-worker list.
+fn spread(v: &[u64]) -> String {
+    if v.iter().all(|x| *x == v[0]) && v.len() > 1 {
+        format!("{} each", v[0])
+    } else {
+        v.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// Strip `s` and strip `t` show the same frames in segment `role` wherever
+/// both are resident (`same`), or different frames everywhere (`!same`).
+fn marks_agree(drawn: &Drawn, object: &str, role: &str, same: bool) {
+    let (_, seg) = drawn
+        .segments
+        .iter()
+        .find(|((o, _, _), s)| o == object && s.role == role)
+        .unwrap_or_else(|| panic!("{object} {role} not drawn"));
+    let mut compared = 0;
+    for c in seg
+        .cells
+        .iter()
+        .filter(|c| c.strip == 0 && c.mark.is_some())
+    {
+        for t in 1..drawn.strips {
+            let Some(other) = seg.at(t, c.first).and_then(|o| o.mark.as_ref()) else {
+                continue;
+            };
+            compared += 1;
+            assert_eq!(
+                c.mark.as_ref() == Some(other),
+                same,
+                "{object} {role} page {}: strips 0 and {t}",
+                c.first
+            );
+        }
+    }
+    assert!(
+        compared > 0,
+        "{object} {role}: no resident page in two strips"
+    );
+}
+
+#[test]
+fn share_libdemo_mmap_picture_is_the_report() {
+    let (dir, lib) = fresh_libdemo();
+    let lib = lib.to_str().unwrap();
+    let args = [
+        "share",
+        lib,
+        "--procs",
+        "4",
+        "--strategy",
+        "mmap",
+        "--call",
+        "counter_bump",
+    ];
+    let (report, svg, html) = run(dir.path(), &args);
+    let drawn = parse(&svg);
+    check_share(&report, &drawn, true);
+    let (pages, resident, physical) = text_total(&html);
+    assert_eq!(pages, drawn.totals["data-pages"]);
+    assert_eq!(resident, spread(&list(&drawn.totals["data-resident"])));
+    if privileged() {
+        assert_eq!(physical, drawn.totals["data-physical"]);
+        // One physical copy of text in every strip; a copy of the written
+        // data per worker.
+        marks_agree(&drawn, "libdemo.so", "text", true);
+        marks_agree(&drawn, "libdemo.so", "data", false);
+        let text = drawn.segments.values().find(|s| s.role == "text").unwrap();
+        assert!((0..4).all(|w| text.count(w, "shared") > 0 && text.count(w, "dirty") == 0));
+    }
+}
+
+#[test]
+fn share_libdemo_read_picture_is_the_report() {
+    let (dir, lib) = fresh_libdemo();
+    let lib = lib.to_str().unwrap();
+    let args = ["share", lib, "--procs", "4", "--strategy", "read"];
+    let (report, svg, html) = run(dir.path(), &args);
+    assert_eq!(report["strategy"], "read");
+    let drawn = parse(&svg);
+    check_share(&report, &drawn, true);
+    let (pages, resident, _) = text_total(&html);
+    assert_eq!(pages, drawn.totals["data-pages"]);
+    assert_eq!(resident, spread(&list(&drawn.totals["data-resident"])));
+    // The read strategy copies text into anonymous memory: every resident
+    // text page is private dirty, a copy per worker.
+    let text = drawn.segments.values().find(|s| s.role == "text").unwrap();
+    for w in 0..4 {
+        assert!(text.count(w, "dirty") > 0);
+        assert_eq!(text.count(w, "shared") + text.count(w, "clean"), 0);
+    }
+    if privileged() {
+        marks_agree(&drawn, "libdemo.so", "text", false);
+    }
+}
+
+#[test]
+fn share_libsqlite3_after_initialize_picture_is_the_report() {
+    require(SQLITE, "libsqlite3-0");
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "share",
+        SQLITE,
+        "--procs",
+        "3",
+        "--call",
+        "sqlite3_initialize",
+    ];
+    let (report, svg, html) = run(dir.path(), &args);
+    assert_eq!(report["call"], "sqlite3_initialize() = 0");
+    let drawn = parse(&svg);
+    // Other tests map the system's libsqlite3 concurrently: compare
+    // residency, zero pages, frames and totals, not the shared/private split.
+    check_share(&report, &drawn, false);
+    let (pages, resident, _) = text_total(&html);
+    assert_eq!(pages, drawn.totals["data-pages"]);
+    assert_eq!(resident, spread(&list(&drawn.totals["data-resident"])));
+    if privileged() {
+        marks_agree(&drawn, "libsqlite3.so.0", "text", true);
+        marks_agree(&drawn, "libsqlite3.so.0", "RELRO", false);
+    }
+}
+
+/// `maps --call`: two strips, after load and after the call, each the
+/// report's own counts.
+#[test]
+fn maps_libsqlite3_call_draws_after_load_and_after_the_call() {
+    require(SQLITE, "libsqlite3-0");
+    let dir = tempfile::tempdir().unwrap();
+    let (report, svg, _) = run(
+        dir.path(),
+        &["maps", SQLITE, "--call", "sqlite3_initialize"],
+    );
+    let drawn = parse(&svg);
+    assert_eq!(drawn.strips, 2);
+    let mut totals = [0, 0];
+    for o in report["objects"].as_array().unwrap() {
+        let name = o["name"].as_str().unwrap();
+        let bias = o["bias"].as_u64().unwrap();
+        let mut sums = [0, 0];
+        for r in o["rows"].as_array().unwrap() {
+            let key = (
+                name.to_string(),
+                r["start"].as_u64().unwrap() - bias,
+                r["end"].as_u64().unwrap() - bias,
+            );
+            let d = &drawn.segments[&key];
+            let before = r["resident_after_load"].as_u64().unwrap();
+            let after = r["resident"].as_u64().unwrap();
+            assert_eq!((d.resident(0), d.resident(1)), (before, after), "{key:?}");
+            assert_eq!(d.count(1, "zero"), r["zero_pages"].as_u64().unwrap());
+            sums[0] += before;
+            sums[1] += after;
+        }
+        let drawn_object = &drawn.objects[name];
+        assert_eq!(list(&drawn_object["data-resident"]), sums);
+        assert_eq!(
+            drawn_object["data-resident"],
+            format!("{},{}", sums[0], sums[1])
+        );
+        assert_eq!(
+            list(&drawn_object["data-resident"])[1],
+            o["resident_pages"].as_u64().unwrap()
+        );
+        assert_eq!(drawn_object["data-pages"], o["pages"].to_string());
+        totals[0] += sums[0];
+        totals[1] += sums[1];
+    }
+    assert_eq!(list(&drawn.totals["data-resident"]), totals);
+    assert!(totals[1] >= totals[0], "a call only adds resident pages");
+}
+
+/// Names are escaped: a path full of markup still gives well-formed XML
+/// holding the name as it is.
+#[test]
+fn names_with_markup_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join("a&b <c> \"d\" 'e'");
+    std::fs::create_dir(&odd).unwrap();
+    let lib = odd.join("lib<&>.so");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("testlibs/libdemo.so"),
+        &lib,
+    )
+    .unwrap();
+    let (report, svg, html) = run(dir.path(), &["maps", lib.to_str().unwrap()]);
+    let drawn = parse(&svg);
+    assert_eq!(drawn.strips, 1);
+    let o = &report["objects"][0];
+    let name = o["name"].as_str().unwrap();
+    assert_eq!(
+        drawn.objects[name]["data-resident"],
+        o["resident_pages"].to_string()
+    );
+    // The path, markup and all, is text in the SVG, read back unchanged.
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let path = lib.to_str().unwrap();
+    assert!(
+        doc.descendants()
+            .filter_map(|n| n.text())
+            .any(|t| t.contains(path)),
+        "the SVG does not name {path}"
+    );
+    assert!(!svg.contains("<c>") && !html.contains("<c>") && html.contains("&lt;c&gt;"));
+}
+
+/// libLLVM: tens of thousands of pages stay one fixed width, drawn as runs
+/// whose titles carry the counts, every role still labelled.
+#[test]
+fn share_libllvm_aggregates_runs_at_a_fixed_width() {
+    require(LLVM, "libllvm15");
+    let dir = tempfile::tempdir().unwrap();
+    let (report, svg, _) = run(dir.path(), &["share", LLVM, "--procs", "2"]);
+    let drawn = parse(&svg);
+    check_share(&report, &drawn, false);
+    let (_, text) = drawn
+        .segments
+        .iter()
+        .find(|((o, _, _), s)| o == "libLLVM-15.so.1" && s.role == "text")
+        .expect("libLLVM text is drawn");
+    assert!(text.pages > 10_000);
+    let cells = text.cells.iter().filter(|c| c.strip == 0).count() as u64;
+    assert!(cells < text.pages, "runs, not pages: {cells} cells");
+    assert!(text.cells.iter().any(|c| c.pages > 1));
+    for role in ["text", "RELRO", "data", ".bss"] {
+        assert!(
+            svg.contains(&format!(">{role}  ")),
+            "the {role} segment has a readable label"
+        );
+    }
+}
