@@ -15,11 +15,15 @@
 //! process mapping the same file between the kernel's smaps and pagemap
 //! reads would turn a private clean page shared.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+
+mod picture_support;
+
+use picture_support::{Drawn, chromium, list, parse, u64s};
 
 const PAGE: u64 = 4096;
 const SQLITE: &str = "/usr/lib/x86_64-linux-gnu/libsqlite3.so.0";
@@ -77,186 +81,6 @@ fn run(dir: &Path, args: &[&str]) -> (Value, String, String) {
     let report = serde_json::from_slice(&out.stdout).expect("mmld printed JSON");
     let read = |p: &Path| std::fs::read_to_string(p).expect("mmld wrote the picture");
     (report, read(&svg), read(&html))
-}
-
-#[derive(Debug, Clone)]
-struct DrawnCell {
-    strip: usize,
-    first: u64,
-    pages: u64,
-    class: String,
-    mark: Option<String>,
-    title: String,
-}
-
-#[derive(Debug, Default)]
-struct DrawnSegment {
-    role: String,
-    pages: u64,
-    cells: Vec<DrawnCell>,
-}
-
-impl DrawnSegment {
-    /// Pages of `class` in strip `s`.
-    fn count(&self, s: usize, class: &str) -> u64 {
-        self.cells
-            .iter()
-            .filter(|c| c.strip == s && c.class == class)
-            .map(|c| c.pages)
-            .sum()
-    }
-    fn resident(&self, s: usize) -> u64 {
-        ["shared", "clean", "dirty"]
-            .iter()
-            .map(|c| self.count(s, c))
-            .sum()
-    }
-    /// The cells of strip `s` at the cell starting at page `first`.
-    fn at(&self, s: usize, first: u64) -> Option<&DrawnCell> {
-        self.cells.iter().find(|c| c.strip == s && c.first == first)
-    }
-}
-
-struct Drawn {
-    strips: usize,
-    /// By (object, vaddr start, vaddr end).
-    segments: BTreeMap<(String, u64, u64), DrawnSegment>,
-    /// `data-*` of `<g class="totals">` and of each `<g class="object">`.
-    totals: BTreeMap<String, String>,
-    objects: BTreeMap<String, BTreeMap<String, String>>,
-}
-
-fn hex(s: &str) -> u64 {
-    u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex number")
-}
-
-fn attrs(n: roxmltree::Node) -> BTreeMap<String, String> {
-    n.attributes()
-        .map(|a| (a.name().to_string(), a.value().to_string()))
-        .collect()
-}
-
-fn has_class(n: roxmltree::Node, class: &str) -> bool {
-    n.attribute("class")
-        .is_some_and(|c| c.split(' ').any(|x| x == class))
-}
-
-/// Parse the SVG (it must be well-formed XML) and check its structure:
-/// a fixed width, and every page of every segment drawn exactly once per
-/// strip, each cell's title giving its page count and state.
-fn parse(svg: &str) -> Drawn {
-    let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("SVG is not XML: {e}"));
-    let root = doc.root_element();
-    assert_eq!(root.tag_name().name(), "svg");
-    assert_eq!(root.attribute("width"), Some("1200"), "fixed width");
-    let mut drawn = Drawn {
-        strips: 0,
-        segments: BTreeMap::new(),
-        totals: BTreeMap::new(),
-        objects: BTreeMap::new(),
-    };
-    for n in root.descendants().filter(|n| n.is_element()) {
-        if has_class(n, "totals") {
-            drawn.totals = attrs(n);
-        }
-        if has_class(n, "object") {
-            let a = attrs(n);
-            drawn.objects.insert(a["data-name"].clone(), a);
-        }
-        if !has_class(n, "segment") {
-            continue;
-        }
-        let (vs, ve) = n.attribute("data-vaddr").unwrap().split_once('-').unwrap();
-        let mut seg = DrawnSegment {
-            role: n.attribute("data-role").unwrap().to_string(),
-            pages: n.attribute("data-pages").unwrap().parse().unwrap(),
-            cells: Vec::new(),
-        };
-        for c in n.children().filter(|c| c.has_attribute("data-strip")) {
-            let title = c
-                .children()
-                .find(|t| t.has_tag_name("title"))
-                .and_then(|t| t.text())
-                .unwrap_or_else(|| panic!("a cell without a title in {}", seg.role))
-                .to_string();
-            seg.cells.push(DrawnCell {
-                strip: c.attribute("data-strip").unwrap().parse().unwrap(),
-                first: c.attribute("data-first").unwrap().parse().unwrap(),
-                pages: c.attribute("data-pages").unwrap().parse().unwrap(),
-                class: c.attribute("class").unwrap().to_string(),
-                mark: c.attribute("data-mark").map(str::to_string),
-                title,
-            });
-        }
-        let object = n.attribute("data-object").unwrap().to_string();
-        drawn.segments.insert((object, hex(vs), hex(ve)), seg);
-    }
-    drawn.strips = drawn
-        .segments
-        .values()
-        .flat_map(|s| s.cells.iter().map(|c| c.strip + 1))
-        .max()
-        .unwrap_or(0);
-    for ((object, vs, _), seg) in &drawn.segments {
-        check_cells(object, *vs, seg, drawn.strips);
-    }
-    drawn
-}
-
-fn check_cells(object: &str, vaddr: u64, seg: &DrawnSegment, strips: usize) {
-    let label = |class: &str| match class {
-        "none" => "not resident",
-        "zero" => "zero page",
-        "shared" => "resident, shared",
-        "clean" => "resident, private clean",
-        "dirty" => "private dirty",
-        other => panic!("{object} {}: unknown cell class {other}", seg.role),
-    };
-    for s in 0..strips {
-        let mut next = 0;
-        for c in seg.cells.iter().filter(|c| c.strip == s) {
-            assert_eq!(
-                c.first, next,
-                "{object} {vaddr:#x} strip {s}: cells skip or overlap"
-            );
-            next += c.pages;
-            let count = if c.pages == 1 {
-                "(1 page,".to_string()
-            } else {
-                format!("({} pages,", c.pages)
-            };
-            assert!(
-                c.title.contains(&count),
-                "title without its count: {}",
-                c.title
-            );
-            assert!(
-                c.title.contains(&format!(": {}", label(&c.class))),
-                "title does not name the cell's state {}: {}",
-                c.class,
-                c.title
-            );
-        }
-        assert_eq!(
-            next, seg.pages,
-            "{object} {vaddr:#x} strip {s}: pages drawn"
-        );
-    }
-}
-
-fn u64s(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|x| x.as_u64().unwrap())
-        .collect()
-}
-
-fn list(s: &str) -> Vec<u64> {
-    s.split(',')
-        .filter(|x| !x.is_empty())
-        .map(|x| x.parse().unwrap())
-        .collect()
 }
 
 /// The checks every `share` picture passes against its JSON report.
@@ -604,86 +428,6 @@ fn share_libllvm_aggregates_runs_at_a_fixed_width() {
     }
 }
 
-/// The Chromium binary, or a loud failure: this test must not pass by
-/// skipping itself.
-fn chromium() -> &'static str {
-    for name in ["chromium", "chromium-browser"] {
-        let found = Command::new(name)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if found {
-            return name;
-        }
-    }
-    panic!(
-        "headless Chromium is needed to render the HTML picture: install it with \
-         `apt-get install -y chromium` (.ci/run does)"
-    );
-}
-
-/// `#rrggbb` of each page state, as the page's own stylesheet sets it.
-fn legend_colours(html: &str) -> Vec<(String, [u8; 3])> {
-    ["none", "zero", "shared", "clean", "dirty"]
-        .iter()
-        .map(|class| {
-            let rule = format!(".{class}{{fill:#");
-            let at = html
-                .find(&rule)
-                .unwrap_or_else(|| panic!("no colour for {class}"));
-            let hex = &html[at + rule.len()..at + rule.len() + 6];
-            let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).unwrap();
-            (class.to_string(), [byte(0), byte(2), byte(4)])
-        })
-        .collect()
-}
-
-/// Run Chromium to completion; a hung browser is killed and fails the test
-/// (a watchdog, not a performance bound).
-fn render(html: &Path, png: &Path) {
-    let profile = tempfile::tempdir().unwrap();
-    let mut child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1240,1400",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", html.display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start chromium");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish rendering {}", html.display());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
-    }
-    assert!(
-        status.success() && png.exists(),
-        "chromium failed ({status}):\n{err}"
-    );
-}
-
 #[test]
 fn html_page_renders_in_chromium_with_the_legend_colours() {
     let (dir, lib) = fresh_libdemo();
@@ -701,27 +445,9 @@ fn html_page_renders_in_chromium_with_the_legend_colours() {
         assert!(!html.contains(needle), "the page contains {needle}");
     }
     let png_path = dir.path().join("p.png");
-    render(&dir.path().join("p.html"), &png_path);
+    chromium::render(&dir.path().join("p.html"), &png_path);
 
-    let file = std::io::BufReader::new(std::fs::File::open(&png_path).unwrap());
-    let mut decoder = png::Decoder::new(file);
-    decoder.set_transformations(png::Transformations::normalize_to_color8());
-    let mut reader = decoder.read_info().expect("a PNG");
-    let mut buf = vec![0; reader.output_buffer_size().expect("PNG size")];
-    let info = reader.next_frame(&mut buf).expect("PNG pixels");
-    let channels = match info.color_type {
-        png::ColorType::Rgb => 3,
-        png::ColorType::Rgba => 4,
-        other => panic!("unexpected PNG colour type {other:?}"),
-    };
-    let pixels: Vec<[u8; 3]> = buf[..info.line_size * info.height as usize]
-        .chunks(info.line_size)
-        .flat_map(|line| {
-            line[..info.width as usize * channels]
-                .chunks(channels)
-                .map(|p| [p[0], p[1], p[2]])
-        })
-        .collect();
+    let pixels = chromium::pixels(&png_path);
     let white = pixels.iter().filter(|p| **p == [255, 255, 255]).count();
     let distinct: BTreeSet<[u8; 3]> = pixels.iter().copied().collect();
     assert!(
@@ -730,7 +456,7 @@ fn html_page_renders_in_chromium_with_the_legend_colours() {
         pixels.len(),
         distinct.len()
     );
-    for (class, rgb) in legend_colours(&html) {
+    for (class, rgb) in chromium::legend_colours(&html) {
         assert!(
             distinct.contains(&rgb),
             "the legend colour of {class} ({rgb:?}) is not in the render"

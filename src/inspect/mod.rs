@@ -7,7 +7,9 @@
 //! these it builds the reports behind `mmld maps` and `mmld share`: which
 //! part of an object each mapping is (text, read-only data, RELRO, data,
 //! `.bss`, gap), which sections it covers, how many of its pages are resident,
-//! and how many physical copies of them exist across processes.
+//! and how many physical copies of them exist across processes; and the
+//! pictures of those reports (`picture`, `svg`), drawn from the same page
+//! states the reports count.
 //!
 //! Must never: change, protect or unmap a mapping it did not create, or
 //! write to any process's memory. The only mappings it creates are private

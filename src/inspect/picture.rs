@@ -9,7 +9,6 @@
 //! states the report counted its numbers from, and every total is the
 //! report's own (`ObjectMaps::resident`, `ShareReport::totals`).
 
-use super::PAGE;
 use super::layout::Role;
 use super::maps::{MapsReport, MapsRow, ObjectMaps};
 use super::proc::{PageClass, PageState};
@@ -94,13 +93,6 @@ pub struct StripCell {
     pub sharers: usize,
     /// Least and most kpagecount (mappings system-wide) over the cell.
     pub mapcount: Option<(u64, u64)>,
-}
-
-impl Cell {
-    /// Pages of each class in strip `s`, for tests and titles.
-    pub fn class_in(&self, s: usize) -> PageClass {
-        self.strips.get(s).map_or(PageClass::Absent, |c| c.class)
-    }
 }
 
 /// What strip `s` has at page `i`: its class and the first strip that maps
@@ -445,11 +437,6 @@ fn share_segment(row: &ShareRow, n: usize) -> SegmentPicture {
         },
         &strips,
     )
-}
-
-/// Bytes a run of pages covers, for titles.
-pub fn run_bytes(pages: u64) -> u64 {
-    pages.saturating_mul(PAGE)
 }
 
 #[cfg(test)]
