@@ -422,8 +422,8 @@ fn share_libllvm_aggregates_runs_at_a_fixed_width() {
     assert!(text.cells.iter().any(|c| c.pages > 1));
     for role in ["text", "RELRO", "data", ".bss"] {
         assert!(
-            svg.contains(&format!(">{role}  ")),
-            "the {role} segment has a readable label"
+            svg.contains(&format!(">{role}</text>")) && svg.contains(&format!(">{role} · ")),
+            "the {role} segment has a readable label and key line"
         );
     }
 }

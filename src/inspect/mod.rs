@@ -37,6 +37,7 @@ mod proc;
 pub mod share;
 mod share_report;
 pub mod svg;
+mod svg_row;
 mod sys;
 
 pub use elf::{ElfFacts, LoadSegment, SectionInfo};

@@ -9,27 +9,19 @@
 
 use std::fmt::Write as _;
 
-use super::picture::{Cell, Picture, SegmentPicture, StripCell};
+use super::picture::Picture;
 use super::proc::PageClass;
+use super::svg_row;
 
 /// The picture's width in pixels, whatever the library's size.
 pub const WIDTH: u32 = 1200;
-const MARGIN: u32 = 16;
+pub(super) const MARGIN: u32 = 16;
 /// Room left of the cells for the strip labels.
 const LABEL_W: u32 = 150;
-const X0: u32 = MARGIN + LABEL_W;
-/// A one-page cell and the gap after it.
-const STEP: u32 = 14;
-/// The same for a one-page run in an aggregated segment: narrower, since a
-/// run is as many steps wide as the bits in its length.
-const RUN_STEP: u32 = 7;
-const LINE_W: u32 = WIDTH - X0 - MARGIN;
-const CELL_H: u32 = 16;
-const STRIP_STEP: u32 = 18;
-const MARK_H: u32 = 5;
-const TEXT_STEP: u32 = 16;
-/// Sections listed in a segment's header before "…" (all in its title).
-const SECTIONS_CHARS: usize = 150;
+pub(super) const X0: u32 = MARGIN + LABEL_W;
+/// Width of the cell area.
+pub(super) const LINE_W: u32 = WIDTH - X0 - MARGIN;
+pub(super) const TEXT_STEP: u32 = 16;
 
 /// Fill of each page state; also what the PNG test looks for.
 pub fn colour(class: PageClass) -> &'static str {
@@ -125,7 +117,7 @@ fn style() -> String {
     let mut css = String::from(
         "text{font-family:'DejaVu Sans Mono',monospace;font-size:12px;fill:#222}\
          .title{font-size:18px;font-weight:bold}.obj{font-size:14px;font-weight:bold}\
-         .dim{fill:#666}.strip{font-size:11px;fill:#555}.mark{pointer-events:none}",
+         .dim{fill:#666}.strip{font-size:11px;fill:#555}.role{font-weight:bold}.mark{pointer-events:none}",
     );
     for c in PageClass::ALL {
         let _ = write!(css, ".{}{{fill:{}}}", c.css(), colour(c));
@@ -134,14 +126,18 @@ fn style() -> String {
 }
 
 /// Where the drawing has got to.
-struct Canvas {
-    xml: Xml,
-    y: u32,
+pub(super) struct Canvas {
+    pub(super) xml: Xml,
+    pub(super) y: u32,
 }
 
 impl Canvas {
     fn text(&mut self, class: &str, x: u32, s: &str) {
-        let (x, y) = (x.to_string(), self.y.to_string());
+        self.text_at(class, x, self.y, s);
+    }
+
+    pub(super) fn text_at(&mut self, class: &str, x: u32, y: u32, s: &str) {
+        let (x, y) = (x.to_string(), y.to_string());
         let mut attrs = vec![("x", x.as_str()), ("y", y.as_str())];
         if !class.is_empty() {
             attrs.insert(0, ("class", class));
@@ -194,9 +190,7 @@ pub fn svg_element(p: &Picture) -> String {
         if !o.detail.is_empty() {
             c.line("dim", &o.detail);
         }
-        for s in &o.segments {
-            segment(&mut c, p, name, s);
-        }
+        svg_row::object_row(&mut c, p, o);
         c.xml.close();
     }
     totals(&mut c, p);
@@ -278,211 +272,6 @@ fn legend(c: &mut Canvas, p: &Picture) {
     c.xml.close();
 }
 
-/// A cell's width, with the gap after it.
-fn cell_width(s: &SegmentPicture, cell: &Cell) -> u32 {
-    if s.aggregated {
-        ((1 + cell.pages.max(1).ilog2()) * RUN_STEP).min(LINE_W)
-    } else {
-        STEP
-    }
-}
-
-fn segment(c: &mut Canvas, p: &Picture, object: &str, s: &SegmentPicture) {
-    let vaddr = format!("{:#x}-{:#x}", s.vaddr.0, s.vaddr.1);
-    c.xml.open(
-        "g",
-        &[
-            ("class", "segment"),
-            ("data-object", object),
-            ("data-role", &s.role),
-            ("data-vaddr", &vaddr),
-            ("data-pages", &s.pages.to_string()),
-        ],
-    );
-    c.y += 6;
-    c.line(
-        "",
-        &format!(
-            "{}  {}  {vaddr}  {} page{}  {}",
-            s.role,
-            s.perms,
-            s.pages,
-            if s.pages == 1 { "" } else { "s" },
-            s.summary
-        ),
-    );
-    if !s.sections.is_empty() {
-        let all = s.sections.join(" ");
-        let shown: String = all.chars().take(SECTIONS_CHARS).collect();
-        let more = if shown.len() < all.len() { " …" } else { "" };
-        c.y += TEXT_STEP;
-        c.xml.open(
-            "text",
-            &[
-                ("class", "dim"),
-                ("x", &MARGIN.to_string()),
-                ("y", &c.y.to_string()),
-            ],
-        );
-        c.xml.leaf("title", &[], &all);
-        c.xml.leaf("tspan", &[], &format!("{shown}{more}"));
-        c.xml.close();
-    }
-    c.y += 6;
-    // Lay the cells out in lines of at most LINE_W pixels.
-    let mut lines: Vec<Vec<&Cell>> = vec![Vec::new()];
-    let mut used = 0;
-    for cell in &s.cells {
-        let u = cell_width(s, cell);
-        if used + u > LINE_W && used > 0 {
-            lines.push(Vec::new());
-            used = 0;
-        }
-        if let Some(l) = lines.last_mut() {
-            l.push(cell);
-        }
-        used += u;
-    }
-    for line in lines {
-        cell_line(c, p, object, s, &line);
-    }
-    c.xml.close();
-}
-
-fn cell_line(c: &mut Canvas, p: &Picture, object: &str, s: &SegmentPicture, cells: &[&Cell]) {
-    for (k, label) in p.strips.iter().enumerate() {
-        let y = c.y + k as u32 * STRIP_STEP;
-        let saved = c.y;
-        c.y = y + CELL_H - 4;
-        c.text("strip", MARGIN, label);
-        c.y = saved;
-        let mut x = X0;
-        for cell in cells {
-            let w = cell_width(s, cell) - 1;
-            if let Some(sc) = cell.strips.get(k) {
-                draw_cell(c, p, (object, s), (x, y, w), (k, cell, sc));
-            }
-            x += w + 1;
-        }
-    }
-    c.y += p.strips.len() as u32 * STRIP_STEP + 4;
-}
-
-fn draw_cell(
-    c: &mut Canvas,
-    p: &Picture,
-    (object, s): (&str, &SegmentPicture),
-    (x, y, w): (u32, u32, u32),
-    (strip, cell, sc): (usize, &Cell, &StripCell),
-) {
-    let mark = sc.mark.map(|m| format!("{m:016x}"));
-    let mut attrs = vec![
-        ("class", sc.class.css().to_string()),
-        ("x", x.to_string()),
-        ("y", y.to_string()),
-        ("width", w.to_string()),
-        ("height", CELL_H.to_string()),
-        ("data-strip", strip.to_string()),
-        ("data-first", cell.first.to_string()),
-        ("data-pages", cell.pages.to_string()),
-    ];
-    if let Some(m) = &mark {
-        attrs.push(("data-mark", m.clone()));
-    }
-    let attrs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    c.xml.open("rect", &attrs);
-    c.xml
-        .leaf("title", &[], &cell_title(p, (object, s), strip, cell, sc));
-    c.xml.close();
-    if let Some(m) = sc.mark {
-        c.xml.empty(
-            "rect",
-            &[
-                ("class", "mark"),
-                ("x", &x.to_string()),
-                ("y", &(y + CELL_H - MARK_H).to_string()),
-                ("width", &w.to_string()),
-                ("height", &MARK_H.to_string()),
-                ("fill", &hue_colour(m)),
-            ],
-        );
-    }
-}
-
-fn cell_title(
-    p: &Picture,
-    (object, s): (&str, &SegmentPicture),
-    strip: usize,
-    cell: &Cell,
-    sc: &StripCell,
-) -> String {
-    let first = s.vaddr.0 + cell.first * super::PAGE;
-    let end = first + cell.pages * super::PAGE;
-    let which = if cell.pages == 1 {
-        format!("page {} (1 page", cell.first)
-    } else {
-        format!(
-            "pages {}-{} ({} pages",
-            cell.first,
-            cell.first + cell.pages - 1,
-            cell.pages
-        )
-    };
-    let strip_label = p.strips.get(strip).map_or("", String::as_str);
-    let mut t = format!(
-        "{object} {}, {which}, vaddr {first:#x}-{end:#x}), {strip_label}: {}",
-        s.role,
-        sc.class.label()
-    );
-    let n = p.strips.len();
-    match sc.class {
-        PageClass::Shared | PageClass::PrivateClean | PageClass::PrivateDirty if p.frames => {
-            if n > 1 {
-                let _ = write!(
-                    t,
-                    "; the same frames are mapped in {} of {n} strips",
-                    sc.sharers
-                );
-            }
-            if let Some((a, b)) = sc.mapcount {
-                let range = if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                };
-                let _ = write!(t, "; kpagecount {range} (mappings system-wide)");
-            }
-        }
-        PageClass::Shared => t.push_str("; pagemap: not exclusively mapped"),
-        _ => {}
-    }
-    match sc.class {
-        PageClass::PrivateDirty => t.push_str("; a copy-on-write copy or anonymous memory"),
-        PageClass::PrivateClean => t.push_str("; a page-cache page"),
-        _ => {}
-    }
-    t
-}
-
-/// A saturated colour for a frame mark, from its hash.
-fn hue_colour(mark: u64) -> String {
-    let h = (mark % 360) as f64;
-    let (s, l) = (0.9, 0.72);
-    let c = (1.0 - (2.0 * l - 1.0_f64).abs()) * s;
-    let x = c * (1.0 - ((h / 60.0) % 2.0 - 1.0).abs());
-    let m = l - c / 2.0;
-    let (r, g, b) = match (h / 60.0) as u32 {
-        0 => (c, x, 0.0),
-        1 => (x, c, 0.0),
-        2 => (0.0, c, x),
-        3 => (0.0, x, c),
-        4 => (x, 0.0, c),
-        _ => (c, 0.0, x),
-    };
-    let byte = |v: f64| ((v + m) * 255.0).round().clamp(0.0, 255.0) as u8;
-    format!("#{:02x}{:02x}{:02x}", byte(r), byte(g), byte(b))
-}
-
 fn totals(c: &mut Canvas, p: &Picture) {
     c.y += 12;
     let t = &p.totals;
@@ -539,13 +328,5 @@ mod tests {
             x.finish(),
             "<g data-name=\"&lt;lib&gt;\">\n <text>a&amp;b</text>\n</g>\n"
         );
-    }
-
-    #[test]
-    fn marks_are_opaque_colours() {
-        for m in [0, 59, 60, 179, 359, u64::MAX] {
-            let c = hue_colour(m);
-            assert_eq!(c.len(), 7, "{c}");
-        }
     }
 }
