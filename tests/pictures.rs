@@ -62,8 +62,13 @@ fn require(path: &str, package: &str) {
 /// Run mmld with `args` plus `--json --svg DIR/p.svg --html DIR/p.html`;
 /// return the JSON report, the SVG and the HTML.
 fn run(dir: &Path, args: &[&str]) -> (Value, String, String) {
+    run_with(mmld(), dir, args)
+}
+
+/// [`run`] with the command that starts mmld given.
+fn run_with(mut cmd: Command, dir: &Path, args: &[&str]) -> (Value, String, String) {
     let (svg, html) = (dir.join("p.svg"), dir.join("p.html"));
-    let out = mmld()
+    let out = cmd
         .args(args)
         .arg("--json")
         .arg("--svg")
@@ -88,6 +93,7 @@ fn run(dir: &Path, args: &[&str]) -> (Value, String, String) {
 /// (only where no other process maps the file; see the top comment).
 fn check_share(report: &Value, drawn: &Drawn, smaps_classes: bool) {
     let n = report["processes"].as_u64().unwrap() as usize;
+    let physical_known = report["privileged"].as_bool().unwrap();
     assert_eq!(drawn.strips, n, "one strip per worker");
     let segments = report["segments"].as_array().unwrap();
     assert_eq!(
@@ -129,7 +135,7 @@ fn check_share(report: &Value, drawn: &Drawn, smaps_classes: bool) {
             );
             resident[w] += d.resident(w);
             zero[w] += d.count(w, "zero");
-            if smaps_classes && privileged() && exact[w] {
+            if smaps_classes && exact[w] {
                 let kib = |k: &str| u64s(&seg[k])[w];
                 let why = format!("{key:?} worker {w}: picture against smaps");
                 assert_eq!(
@@ -149,7 +155,7 @@ fn check_share(report: &Value, drawn: &Drawn, smaps_classes: bool) {
                 );
             }
         }
-        if privileged() && d.cells.iter().all(|c| c.pages == 1) {
+        if physical_known && d.cells.iter().all(|c| c.pages == 1) {
             // Drawn page by page: distinct marks are distinct frames.
             let marks: BTreeSet<&String> = d.cells.iter().filter_map(|c| c.mark.as_ref()).collect();
             assert_eq!(
@@ -167,7 +173,7 @@ fn check_share(report: &Value, drawn: &Drawn, smaps_classes: bool) {
     assert_eq!(drawn.totals["data-pages"], pages.to_string());
     assert_eq!(list(&drawn.totals["data-resident"]), resident);
     assert_eq!(list(&drawn.totals["data-zero"]), zero);
-    if privileged() {
+    if physical_known {
         assert_eq!(t["physical_pages"].as_u64().unwrap(), physical);
         assert_eq!(drawn.totals["data-physical"], physical.to_string());
     }
@@ -317,6 +323,55 @@ fn share_libsqlite3_after_initialize_picture_is_the_report() {
         marks_agree(&drawn, "libsqlite3.so.0", "text", true);
         marks_agree(&drawn, "libsqlite3.so.0", "RELRO", false);
     }
+}
+
+/// Without CAP_SYS_ADMIN (as user nobody) the classes come from pagemap's
+/// exclusive bit alone, and still split resident pages as smaps does; no
+/// frame marks are drawn, since no frames are known.
+#[test]
+fn share_picture_without_privilege_uses_pagemap_alone() {
+    if !privileged() || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root to drop privilege with setpriv");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, lib) = fresh_libdemo();
+    let open = std::fs::Permissions::from_mode(0o777);
+    std::fs::set_permissions(dir.path(), open).unwrap();
+    let exe = Path::new(env!("CARGO_BIN_EXE_mmld"));
+    let nobody = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ];
+    let reachable = Command::new("setpriv")
+        .args(nobody)
+        .args(["test", "-x"])
+        .arg(exe)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !reachable {
+        eprintln!("skipped: user nobody cannot reach the mmld binary");
+        return;
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(nobody).arg(exe);
+    let lib = lib.to_str().unwrap();
+    let args = ["share", lib, "--procs", "2", "--call", "counter_bump"];
+    let (report, svg, _) = run_with(cmd, dir.path(), &args);
+    assert_eq!(report["privileged"], false);
+    let drawn = parse(&svg);
+    check_share(&report, &drawn, true);
+    assert!(
+        drawn
+            .segments
+            .values()
+            .all(|s| s.cells.iter().all(|c| c.mark.is_none()))
+    );
+    assert!(svg.contains("physical frames are hidden without CAP_SYS_ADMIN"));
+    let text = drawn.segments.values().find(|s| s.role == "text").unwrap();
+    assert!((0..2).all(|w| text.count(w, "shared") > 0));
 }
 
 /// `maps --call`: two strips, after load and after the call, each the
