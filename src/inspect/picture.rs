@@ -9,6 +9,8 @@
 //! states the report counted its numbers from, and every total is the
 //! report's own (`ObjectMaps::resident`, `ShareReport::totals`).
 
+use std::collections::HashMap;
+
 use super::layout::Role;
 use super::maps::{MapsReport, MapsRow, ObjectMaps};
 use super::proc::{PageClass, PageState};
@@ -98,14 +100,14 @@ pub struct StripCell {
 /// What strip `s` has at page `i`: its class and the first strip that maps
 /// the same frame there (itself when none does, or frames are unknown).
 fn key_at(strips: &[&[PageState]], i: usize) -> Vec<(PageClass, usize)> {
-    let at = |s: usize| strips[s].get(i).copied().unwrap_or_default();
-    (0..strips.len())
-        .map(|s| {
-            let here = at(s);
+    let mut first_with: HashMap<u64, usize> = HashMap::new();
+    strips
+        .iter()
+        .enumerate()
+        .map(|(s, states)| {
+            let here = states.get(i).copied().unwrap_or_default();
             let leader = match (here.present, here.pfn) {
-                (true, Some(pfn)) => (0..s)
-                    .find(|&t| at(t).present && at(t).pfn == Some(pfn))
-                    .unwrap_or(s),
+                (true, Some(pfn)) => *first_with.entry(pfn).or_insert(s),
                 _ => s,
             };
             (here.class(), leader)
@@ -142,6 +144,10 @@ pub fn cells(strips: &[&[PageState]], aggregate: bool) -> Vec<Cell> {
                 j += 1;
             }
         }
+        let mut sharers: HashMap<usize, usize> = HashMap::new();
+        for (_, leader) in &key {
+            *sharers.entry(*leader).or_default() += 1;
+        }
         let strip_cells = key
             .iter()
             .enumerate()
@@ -156,7 +162,7 @@ pub fn cells(strips: &[&[PageState]], aggregate: bool) -> Vec<Cell> {
                     } else {
                         None
                     },
-                    sharers: key.iter().filter(|(_, l)| *l == leader).count(),
+                    sharers: sharers.get(&leader).copied().unwrap_or(1),
                     mapcount: if resident {
                         mapcounts.clone().min().zip(mapcounts.max())
                     } else {
