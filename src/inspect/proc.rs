@@ -212,7 +212,10 @@ pub struct PageState {
 /// (kpagecount when privileged, else pagemap's "exclusively mapped" bit,
 /// which the kernel sets from the same count), otherwise clean when it is a
 /// page-cache page and dirty when it is anonymous (a copy-on-write copy, or
-/// memory that never had a file behind it).
+/// memory that never had a file behind it). Where smaps differs: it calls
+/// a page-cache page dirty while the file has changes not yet written back
+/// (a library just copied or built); here it is still the file's page, not
+/// a copy, so clean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PageClass {
     /// Not in the process's page tables (never touched, or swapped out).
