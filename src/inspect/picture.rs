@@ -95,6 +95,9 @@ pub struct StripCell {
     pub sharers: usize,
     /// Least and most kpagecount (mappings system-wide) over the cell.
     pub mapcount: Option<(u64, u64)>,
+    /// Page-cache pages of the cell with unwritten file changes, which
+    /// smaps counts as dirty.
+    pub cache_dirty: u64,
 }
 
 /// What strip `s` has at page `i`: its class and the first strip that maps
@@ -163,6 +166,7 @@ pub fn cells(strips: &[&[PageState]], aggregate: bool) -> Vec<Cell> {
                         None
                     },
                     sharers: sharers.get(&leader).copied().unwrap_or(1),
+                    cache_dirty: run.iter().filter(|p| p.present && p.cache_dirty).count() as u64,
                     mapcount: if resident {
                         mapcounts.clone().min().zip(mapcounts.max())
                     } else {
@@ -471,6 +475,16 @@ mod tests {
         assert_eq!(c[0].strips[0].mark, c[0].strips[1].mark);
         assert_eq!(c[1].strips[1].class, PageClass::Absent);
         assert_eq!(c[1].strips[1].mark, None);
+    }
+
+    #[test]
+    fn unwritten_file_pages_stay_clean_and_are_counted() {
+        let mut p = page(5, 1, true);
+        p.cache_dirty = true;
+        let c = cells(&[&[p, page(6, 1, true)]], true);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].strips[0].class, PageClass::PrivateClean);
+        assert_eq!(c[0].strips[0].cache_dirty, 1);
     }
 
     #[test]

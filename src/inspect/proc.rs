@@ -205,6 +205,9 @@ pub struct PageState {
     pub pfn: Option<u64>,
     /// How many page-table entries map that frame, system-wide (kpagecount).
     pub mapcount: Option<u64>,
+    /// A page-cache page whose file changes are not yet written back
+    /// (kpageflags, privileged only): smaps counts it dirty.
+    pub cache_dirty: bool,
 }
 
 /// The state a picture draws a page in. Resident pages are split the way
@@ -366,6 +369,8 @@ impl PageProbe {
                                 s.present = false;
                                 s.zero = true;
                             }
+                            s.cache_dirty = s.file
+                                && flags.is_some_and(|fl| fl.contains(PhysicalPageFlags::DIRTY));
                             s.mapcount = self
                                 .kcount
                                 .as_mut()

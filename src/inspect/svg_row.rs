@@ -267,6 +267,13 @@ fn cell_title(
         PageClass::PrivateClean => t.push_str("; a page-cache page"),
         _ => {}
     }
+    if sc.cache_dirty > 0 {
+        let _ = write!(
+            t,
+            "; {} of these pages hold file changes not yet written back (smaps counts those dirty)",
+            sc.cache_dirty
+        );
+    }
     t
 }
 
