@@ -164,18 +164,7 @@ fn run_workers(opts: &Options) -> Result<()> {
         called,
         &measured,
     )?;
-    let text = report.to_text();
-    if opts.pictures.wanted() {
-        opts.pictures.write(&Picture::of_share(&report), &text)?;
-    }
-    let mut out = std::io::stdout().lock();
-    if opts.json {
-        writeln!(out, "{}", report.to_json())?;
-    } else {
-        write!(out, "{text}")?;
-    }
-    out.flush()?;
-    drop(out);
+    show(opts, &report)?;
     if opts.hold {
         eprintln!(
             "mmld: holding {} workers (pid {}); close standard input (Ctrl-D) to release them",
@@ -192,6 +181,22 @@ fn run_workers(opts: &Options) -> Result<()> {
     workers.release()?;
     // A signal that came with the end of input still counts.
     check_interrupt()
+}
+
+/// Write the pictures asked for, then print the report.
+fn show(opts: &Options, report: &inspect::share::ShareReport) -> Result<()> {
+    let text = report.to_text();
+    if opts.pictures.wanted() {
+        opts.pictures.write(&Picture::of_share(report), &text)?;
+    }
+    let mut out = std::io::stdout().lock();
+    if opts.json {
+        writeln!(out, "{}", report.to_json())?;
+    } else {
+        write!(out, "{text}")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn check_interrupt() -> Result<()> {

@@ -172,11 +172,7 @@ pub fn measure(
                     states: pages,
                 });
             }
-            let physical = privilege.physical().then(|| {
-                let states: Vec<&[PageState]> =
-                    figures.iter().map(|f| f.states.as_slice()).collect();
-                physical(&states)
-            });
+            let physical = privilege.physical().then(|| physical_of(&figures));
             let (vs, ve) = (
                 roles0[a].start.wrapping_sub(obj0.bias),
                 roles0[b].end.wrapping_sub(obj0.bias),
@@ -321,6 +317,11 @@ fn beyond_object_note(r: &ShareRow) -> Option<String> {
         r.object,
         r.label(),
     ))
+}
+
+fn physical_of(figures: &[WorkerFigures]) -> Physical {
+    let states: Vec<&[PageState]> = figures.iter().map(|f| f.states.as_slice()).collect();
+    physical(&states)
 }
 
 fn physical(states: &[&[PageState]]) -> Physical {

@@ -228,6 +228,30 @@ impl ShareReport {
         self.rows.iter().map(|r| self.conclusion(r)).collect()
     }
 
+    /// The table's last line: [`ShareReport::totals`] in its columns.
+    fn total_row(&self) -> Vec<String> {
+        let t = self.totals();
+        let star = if t.smaps_exact { "" } else { "*" };
+        let kib = |f: &dyn Fn(&Smaps) -> u64| -> String {
+            let v: Vec<u64> = t.smaps.iter().map(f).collect();
+            format!("{}{star}", spread(&v))
+        };
+        vec![
+            "total".to_string(),
+            String::new(),
+            String::new(),
+            String::new(),
+            t.pages.to_string(),
+            spread(&t.resident),
+            t.physical.map_or("-".to_string(), |p| p.to_string()),
+            kib(&|s| s.rss),
+            kib(&|s| s.pss),
+            kib(&|s| s.shared_clean),
+            kib(&|s| s.private_clean),
+            kib(&|s| s.private_dirty),
+        ]
+    }
+
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let pids: Vec<String> = self.pids.iter().map(i32::to_string).collect();
@@ -287,26 +311,7 @@ impl ShareReport {
                 format!("{}{star}", col(&|f| f.smaps.private_dirty)),
             ]);
         }
-        let t = self.totals();
-        let star = if t.smaps_exact { "" } else { "*" };
-        let kib = |f: &dyn Fn(&Smaps) -> u64| -> String {
-            let v: Vec<u64> = t.smaps.iter().map(f).collect();
-            format!("{}{star}", spread(&v))
-        };
-        table.push(vec![
-            "total".to_string(),
-            String::new(),
-            String::new(),
-            String::new(),
-            t.pages.to_string(),
-            spread(&t.resident),
-            t.physical.map_or("-".to_string(), |p| p.to_string()),
-            kib(&|s| s.rss),
-            kib(&|s| s.pss),
-            kib(&|s| s.shared_clean),
-            kib(&|s| s.private_clean),
-            kib(&|s| s.private_dirty),
-        ]);
+        table.push(self.total_row());
         let widths: Vec<usize> = (0..header.len())
             .map(|c| {
                 table
