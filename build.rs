@@ -1,9 +1,22 @@
-//! Compiles the C test libraries in `testlibs/` into `testlibs/<name>.so`.
+//! Compiles the C and C++ test libraries in `testlibs/` into
+//! `testlibs/<name>.so`, for this repository's own tests, benches, examples
+//! and the README's first command, and for nothing else.
 //!
 //! The libraries are fixtures for the loader's tests, not part of the loader,
 //! so they are built next to their sources (where tests can find them by a
 //! stable path) rather than in OUT_DIR. See testlibs/README.md for what each
 //! one exercises.
+//!
+//! Must never: compile anything when mmld is built as somebody else's
+//! dependency. A build script cannot ask cargo whether it is building the
+//! primary package, so the switch is the environment variable
+//! `MMLD_BUILD_TESTLIBS`, which the repository's `.cargo/config.toml` sets.
+//! Cargo reads that file only when it runs inside this checkout (config is
+//! discovered from the working directory up), never for a crate elsewhere
+//! that depends on mmld by path, git or registry, and never for
+//! `cargo install`, which ignores local config. Setting
+//! `MMLD_BUILD_TESTLIBS=0` in the environment (which wins over `[env]`)
+//! builds the crate here without a C compiler.
 
 use std::env;
 use std::fs;
@@ -404,13 +417,16 @@ const TEST_LIBS: &[TestLib] = &[
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=MMLD_BUILD_TESTLIBS");
+    if !matches!(env::var("MMLD_BUILD_TESTLIBS").as_deref(), Ok("1")) {
+        return;
+    }
 
     let manifest_dir = PathBuf::from(
         env::var_os("CARGO_MANIFEST_DIR").expect("cargo did not set CARGO_MANIFEST_DIR"),
     );
     let testlibs = manifest_dir.join("testlibs");
-    // Absent when the crate is used as a dependency or from a published
-    // package: the test libraries are only needed by this crate's own tests.
+    // Absent from a published package, which ships no fixtures.
     if !testlibs.is_dir() {
         return;
     }

@@ -19,6 +19,7 @@ pub mod describe;
 pub mod elf;
 mod error;
 pub mod host;
+#[cfg(feature = "inspect")]
 pub mod inspect;
 mod library;
 pub mod link;
