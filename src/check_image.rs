@@ -26,6 +26,7 @@ const DRY_RUN_TLS_MODULE: u64 = u64::MAX;
 /// What a successful [`check_image`] learned about the image.
 #[derive(Debug, Clone, Default)]
 pub struct CheckSummary {
+    /// `DT_SONAME`.
     pub soname: Option<String>,
     /// `DT_NEEDED` names, in order (not resolved: no file is opened).
     pub needed: Vec<String>,
@@ -43,6 +44,7 @@ pub struct CheckSummary {
     pub unresolved: Vec<String>,
     /// Validated constructors and destructors.
     pub initializers: usize,
+    /// Validated destructors.
     pub finalizers: usize,
 }
 

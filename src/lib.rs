@@ -1,36 +1,71 @@
 //! mmld: a user-space dynamic loader for ELF shared objects on x86-64 Linux.
 //!
-//! The pipeline is READ ([`elf`]) → MAP ([`map`]) → LINK ([`link`]) → RUN
-//! ([`runtime`]), driven by `loader` over whole dependency trees, with the
-//! `registry` keeping track of what is loaded. The public API is
-//! [`Library`], [`Symbol`] and [`OpenOptions`], shaped like `libloading`:
+//! mmld maps, relocates and runs shared objects itself, inside a process
+//! whose C library is glibc, with the semantics of glibc's `dlopen`. The
+//! API is shaped like `libloading`: [`Library`], [`Symbol`] and
+//! [`OpenOptions`]. Errors are one type, [`Error`], which names the file,
+//! the [`Stage`] and the cause; [`Error::kind`] sorts them into
+//! [`ErrorKind`]s a program can match on.
 //!
-//! ```no_run
-//! let lib = unsafe { mmld::Library::open("testlibs/libdemo.so") }?;
+//! ```
+//! # let lib_path = concat!(env!("CARGO_MANIFEST_DIR"), "/testlibs/libdemo.so");
+//! // SAFETY: libdemo's constructors are sound, and `add` has this signature.
+//! let lib = unsafe { mmld::Library::open(lib_path) }?;
 //! let add = unsafe { lib.get::<extern "C" fn(i64, i64) -> i64>("add") }?;
 //! assert_eq!(add(2, 3), 5);
 //! # Ok::<(), mmld::Error>(())
 //! ```
+//!
+//! Besides loading, the crate can look at a file without running it
+//! ([`describe`], [`check_image`], [`dependency_tree`]) and, with the
+//! `inspect` feature, at what is mapped in a process and how much of it is
+//! shared (`inspect`).
+//!
+//! # Features
+//!
+//! - `cli` (default): the `mmld` command and what only it needs (clap,
+//!   anyhow, serde_json, tracing-subscriber). Turn it off with
+//!   `default-features = false` to depend on the library alone, which
+//!   needs goblin, libc, thiserror and tracing, and compiles no C.
+//! - `inspect` (on with `cli`): the `inspect` module, which reads `/proc`
+//!   through procfs.
+//! - `serde` (on with `cli`): `serde::Serialize` for the reports.
+//!
+//! The loader reports what it does through `tracing` events under the
+//! targets `mmld::libs` and `mmld::bindings`; install any subscriber to see
+//! them.
+#![warn(missing_docs)]
 
-pub mod arch;
+// The stages (READ → MAP → LINK → RUN) and their driver. Private: their
+// types change whenever the loader does; see docs/ARCHITECTURE.md.
+mod arch;
 mod bytes;
-pub mod check_image;
-pub mod describe;
-pub mod elf;
+mod check_image;
+mod describe;
+mod elf;
 mod error;
-pub mod host;
-#[cfg(feature = "inspect")]
-pub mod inspect;
 mod library;
-pub mod link;
+mod link;
 mod loader;
-pub mod map;
+mod map;
 mod object;
 mod registry;
+
+// Not part of the API: the C ABI drop-in of this workspace (`capi/`) and
+// this crate's own integration tests reach into these. Hidden from the
+// documentation; they change without notice.
+#[doc(hidden)]
+pub mod host;
+#[doc(hidden)]
 pub mod runtime;
+#[doc(hidden)]
 pub mod search;
 
+#[cfg(feature = "inspect")]
+pub mod inspect;
+
 pub use check_image::{CheckSummary, check_image};
+pub use describe::{Description, describe};
 pub use error::{Error, ErrorKind, Result, Stage};
 pub use library::{
     Library, ObjectView, OpenOptions, SegmentView, Symbol, SymbolInfo, SymbolKind, SymbolName,

@@ -24,6 +24,7 @@ use crate::object::{LoadedObject, ScopeItem};
 /// A name for a symbol: `&str`, `&[u8]`, `&CStr`, `String`, `CString`. A
 /// trailing NUL is accepted and ignored; an inner NUL is an error.
 pub trait SymbolName {
+    /// The name's bytes, with or without a trailing NUL.
     fn symbol_bytes(&self) -> &[u8];
 }
 
@@ -76,24 +77,32 @@ fn clean_name(raw: &[u8]) -> std::result::Result<&[u8], ErrorKind> {
 /// The kind of a symbol, from its ELF type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SymbolKind {
+    /// An `STT_FUNC`.
     Function,
     /// An `STT_GNU_IFUNC`: the address is the implementation its resolver chose.
     IndirectFunction,
+    /// An `STT_OBJECT` or `STT_COMMON`: data.
     Object,
+    /// An `STT_TLS`: the address is this thread's copy.
     ThreadLocal,
+    /// Any other type (`STT_NOTYPE`, ...), or a symbol of an object mmld did not map.
     Other,
 }
 
 /// What a lookup found.
 #[derive(Debug, Clone)]
 pub struct SymbolInfo {
+    /// The address in this process (for a thread-local symbol, this thread's copy).
     pub address: u64,
+    /// `st_size`.
     pub size: u64,
+    /// What the symbol is.
     pub kind: SymbolKind,
     /// The object that defines it (soname or file name).
     pub object: String,
     /// `true` when the symbol lies in an executable segment.
     pub in_code: bool,
+    /// The version of the definition found, if it has one.
     pub version: Option<String>,
 }
 
@@ -134,6 +143,8 @@ pub struct OpenOptions {
 }
 
 impl OpenOptions {
+    /// The defaults: local scope, eager binding, unloaded when the last
+    /// handle is dropped (`dlopen(RTLD_NOW | RTLD_LOCAL)`).
     pub fn new() -> Self {
         Self::default()
     }
@@ -589,28 +600,42 @@ impl Drop for Library {
 /// A read-only description of one mapped object, for tools and tests.
 #[derive(Debug, Clone)]
 pub struct ObjectView {
+    /// Its soname, or its file name without one.
     pub name: String,
+    /// The file it was mapped from.
     pub path: PathBuf,
+    /// The lowest address of its mapping.
     pub base: u64,
+    /// Bytes of address space it spans.
     pub size: u64,
+    /// What was added to its file addresses (`l_addr` in glibc's terms).
     pub bias: u64,
-    /// `(vaddr, memsz, filesz, offset, flags)` per `PT_LOAD`, file addresses.
+    /// Its `PT_LOAD` segments, file addresses.
     pub segments: Vec<SegmentView>,
     /// Process address range made read-only after relocation.
     pub relro: Option<(u64, u64)>,
+    /// Relocations applied, by type name.
     pub relocations: Vec<(String, usize)>,
+    /// Addresses relocated through `DT_RELR`.
     pub relr_addresses: usize,
+    /// IFUNC resolvers called while relocating it.
     pub ifunc_calls: usize,
     /// Its `.eh_frame` is registered with the host's unwinder.
     pub unwind_registered: bool,
 }
 
+/// One `PT_LOAD` segment of an [`ObjectView`], as the file describes it.
 #[derive(Debug, Clone, Copy)]
 pub struct SegmentView {
+    /// `p_vaddr` (add the object's bias for the address in this process).
     pub vaddr: u64,
+    /// `p_memsz`.
     pub memsz: u64,
+    /// `p_filesz`.
     pub filesz: u64,
+    /// `p_offset`.
     pub offset: u64,
+    /// `p_flags` (`PF_R` 4, `PF_W` 2, `PF_X` 1).
     pub flags: u32,
 }
 

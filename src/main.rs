@@ -50,7 +50,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             ret,
         } => run(&library, &symbol, &args, ret),
         Command::Info { library, json } => {
-            let d = mmld::describe::describe(&library)?;
+            let d = mmld::describe(&library)?;
             if json {
                 println!("{}", cli::info::to_json(&library, &d));
             } else {
@@ -182,7 +182,7 @@ fn check(library: &std::path::Path) -> Result<ExitCode> {
     println!(
         "{}: ok ({} objects mapped by mmld, all references resolved)",
         library.display(),
-        report.reports.len()
+        report.mapped.len()
     );
     Ok(ExitCode::SUCCESS)
 }

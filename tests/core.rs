@@ -1263,7 +1263,7 @@ fn read_rejects_each_malformed_file_with_its_own_error() {
     let original = std::fs::read(testlib("libdemo.so")).unwrap();
     // Control: the unpatched bytes are accepted, so each failure below is
     // caused by its patch alone.
-    mmld::elf::parse_bytes(&original).expect("libdemo.so parses");
+    mmld::check_image(&original).expect("libdemo.so passes");
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     for (name, patch, expect, cause) in read_rejections() {
@@ -1271,11 +1271,11 @@ fn read_rejects_each_malformed_file_with_its_own_error() {
         patch(&mut bytes);
         assert_ne!(bytes, original, "{name}: patch changed nothing");
 
-        // Pure READ, on bytes.
-        match mmld::elf::parse_bytes(&bytes) {
-            Ok(_) => failures.push(format!("{name}: parse_bytes accepted it")),
-            Err(kind) if !expect(&kind) => {
-                failures.push(format!("{name}: parse_bytes gave {kind:?}"))
+        // On bytes: READ refuses it before anything is mapped.
+        match mmld::check_image(&bytes) {
+            Ok(_) => failures.push(format!("{name}: check_image accepted it")),
+            Err(e) if !expect(e.kind()) || e.stage() != Stage::Read => {
+                failures.push(format!("{name}: check_image gave {e:?}"))
             }
             Err(_) => {}
         }

@@ -6,12 +6,12 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use mmld::TreeNode;
-use mmld::describe::Description;
-use mmld::elf::{PF_R, PF_W, PF_X};
+use goblin::elf::dynamic as dt;
+use goblin::elf::program_header::{PF_R, PF_W, PF_X};
+use mmld::{Description, TreeNode};
 use serde_json::json;
 
-fn perms(flags: u32) -> String {
+pub fn perms(flags: u32) -> String {
     let mut s = String::new();
     s.push(if flags & PF_R != 0 { 'r' } else { '-' });
     s.push(if flags & PF_W != 0 { 'w' } else { '-' });
@@ -19,27 +19,25 @@ fn perms(flags: u32) -> String {
     s
 }
 
-fn flag_names(d: &Description) -> Vec<&'static str> {
+/// `DT_FLAGS` and `DT_FLAGS_1` bits by name, each name once.
+pub fn flag_names(d: &Description) -> Vec<&'static str> {
     let mut out = Vec::new();
-    let f = d.dynamic.flags;
-    let f1 = d.dynamic.flags_1;
     for (bit, name) in [
-        (mmld::elf::DF_SYMBOLIC, "SYMBOLIC"),
-        (mmld::elf::DF_TEXTREL, "TEXTREL"),
-        (mmld::elf::DF_BIND_NOW, "BIND_NOW"),
-        (mmld::elf::DF_STATIC_TLS, "STATIC_TLS"),
+        (dt::DF_SYMBOLIC, "SYMBOLIC"),
+        (dt::DF_TEXTREL, "TEXTREL"),
+        (dt::DF_BIND_NOW, "BIND_NOW"),
+        (dt::DF_STATIC_TLS, "STATIC_TLS"),
     ] {
-        if f & bit != 0 {
+        if d.flags & bit != 0 {
             out.push(name);
         }
     }
     for (bit, name) in [
-        (mmld::elf::DF_1_NOW, "NOW"),
-        (mmld::elf::DF_1_NODELETE, "NODELETE"),
-        (0x800, "NODEFLIB"),
-        (0x8, "NODELETE"),
+        (dt::DF_1_NOW, "NOW"),
+        (dt::DF_1_NODELETE, "NODELETE"),
+        (dt::DF_1_NODEFLIB, "NODEFLIB"),
     ] {
-        if f1 & bit != 0 && !out.contains(&name) {
+        if d.flags_1 & bit != 0 && !out.contains(&name) {
             out.push(name);
         }
     }
@@ -56,7 +54,6 @@ pub fn to_text(path: &Path, d: &Description) -> String {
 
 /// What MAP will do: type, span, segments, RELRO, TLS, stack.
 fn layout_text(s: &mut String, d: &Description) {
-    let p = &d.plan;
     let _ = writeln!(
         s,
         "  type:     ET_DYN (shared object), machine x86_64, ELF64 little-endian"
@@ -65,9 +62,9 @@ fn layout_text(s: &mut String, d: &Description) {
     let _ = writeln!(
         s,
         "  span:     {:#x} bytes ({} pages), max alignment {:#x}",
-        p.span(),
-        p.span() / 4096,
-        p.max_align
+        d.span,
+        d.span / 4096,
+        d.max_align
     );
     let _ = writeln!(s, "  segments:");
     let _ = writeln!(
@@ -75,7 +72,7 @@ fn layout_text(s: &mut String, d: &Description) {
         "    {:>3} {:<4} {:>18} {:>12} {:>12} {:>12}",
         "idx", "perm", "vaddr", "memsz", "offset", "filesz"
     );
-    for g in &p.segments {
+    for g in &d.segments {
         let _ = writeln!(
             s,
             "    {:>3} {:<4} {:>#18x} {:>#12x} {:>#12x} {:>#12x}",
@@ -87,15 +84,15 @@ fn layout_text(s: &mut String, d: &Description) {
             g.filesz
         );
     }
-    match p.relro {
+    match &d.relro {
         Some(r) => {
-            let _ = writeln!(s, "  relro:    {:#x}..{:#x}", r.vaddr, r.vaddr + r.size);
+            let _ = writeln!(s, "  relro:    {:#x}..{:#x}", r.start, r.end);
         }
         None => {
             let _ = writeln!(s, "  relro:    none");
         }
     }
-    match p.tls {
+    match d.tls {
         Some(t) => {
             let _ = writeln!(
                 s,
@@ -110,7 +107,7 @@ fn layout_text(s: &mut String, d: &Description) {
     let _ = writeln!(
         s,
         "  stack:    {}",
-        match p.stack_executable {
+        match d.stack_executable {
             Some(true) => "executable requested",
             Some(false) => "non-executable",
             None => "no PT_GNU_STACK",
@@ -149,26 +146,25 @@ fn linking_text(s: &mut String, d: &Description) {
     for (name, n) in &d.relocations {
         let _ = writeln!(s, "    {name:<22} {n}");
     }
-    if d.relr_addresses > 0 || d.dynamic.relr.is_some() {
+    if let Some(words) = d.relr_words {
         let _ = writeln!(
             s,
             "    {:<22} {} addresses in {} words",
-            "DT_RELR",
-            d.relr_addresses,
-            d.dynamic.relr.map_or(0, |r| r.size / 8)
+            "DT_RELR", d.relr_addresses, words
         );
     }
+    let c = SymbolCounts::of(d);
     let _ = writeln!(
         s,
         "  symbols:  {} in .dynsym ({} hash): {} defined ({} functions, {} objects, {} TLS, {} IFUNC), {} undefined",
-        d.symbols_total,
+        d.symbols.len(),
         d.hash,
-        d.symbols_defined,
-        d.functions,
-        d.objects,
-        d.tls_symbols,
-        d.ifuncs,
-        d.symbols_undefined
+        c.defined,
+        c.functions,
+        c.objects,
+        c.tls,
+        c.ifuncs,
+        c.undefined
     );
     if !d.version_definitions.is_empty() {
         let _ = writeln!(
@@ -186,28 +182,62 @@ fn linking_text(s: &mut String, d: &Description) {
     }
 }
 
+/// Defined symbols by type, for the summary line.
+#[derive(Default, serde::Serialize)]
+struct SymbolCounts {
+    defined: usize,
+    undefined: usize,
+    functions: usize,
+    objects: usize,
+    tls: usize,
+    ifuncs: usize,
+}
+
+impl SymbolCounts {
+    fn of(d: &Description) -> Self {
+        use goblin::elf::sym::{STT_COMMON, STT_FUNC, STT_GNU_IFUNC, STT_OBJECT, STT_TLS};
+        let mut c = SymbolCounts {
+            undefined: d.undefined_symbols().count(),
+            ..SymbolCounts::default()
+        };
+        for s in d.defined_symbols() {
+            c.defined += 1;
+            match s.kind {
+                STT_FUNC => c.functions += 1,
+                STT_OBJECT | STT_COMMON => c.objects += 1,
+                STT_TLS => c.tls += 1,
+                STT_GNU_IFUNC => c.ifuncs += 1,
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
 pub fn to_json(path: &Path, d: &Description) -> String {
-    let p = &d.plan;
+    let c = SymbolCounts::of(d);
     json!({
         "path": path.display().to_string(),
         "soname": d.soname,
-        "span": p.span(),
-        "segments": p.segments.iter().map(|g| json!({
+        "span": d.span,
+        "segments": d.segments.iter().map(|g| json!({
             "index": g.index, "perms": perms(g.flags), "vaddr": g.vaddr, "memsz": g.memsz,
             "offset": g.offset, "filesz": g.filesz, "align": g.align,
         })).collect::<Vec<_>>(),
-        "relro": p.relro.map(|r| json!({"vaddr": r.vaddr, "size": r.size})),
-        "tls": p.tls.map(|t| json!({"vaddr": t.vaddr, "filesz": t.filesz, "memsz": t.memsz, "align": t.align})),
+        "relro": d.relro.as_ref().map(|r| json!({"vaddr": r.start, "size": r.end - r.start})),
+        "tls": d.tls,
         "needed": d.needed,
         "rpath": d.rpath,
         "runpath": d.runpath,
         "flags": flag_names(d),
         "relocations": d.relocations,
         "relr_addresses": d.relr_addresses,
-        "symbols": {"total": d.symbols_total, "defined": d.symbols_defined, "undefined": d.symbols_undefined,
-                     "functions": d.functions, "objects": d.objects, "tls": d.tls_symbols, "ifunc": d.ifuncs, "hash": d.hash},
+        "symbols": {"total": d.symbols.len(), "defined": c.defined, "undefined": c.undefined,
+                     "functions": c.functions, "objects": c.objects, "tls": c.tls, "ifunc": c.ifuncs, "hash": d.hash},
         "versions_defined": d.version_definitions,
         "versions_required": d.version_references,
+        "dynamic": d.dynamic,
+        "dyn_syms": d.symbols,
     })
     .to_string()
 }

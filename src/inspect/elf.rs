@@ -20,18 +20,24 @@ use super::{Error, Result};
 /// One `PT_LOAD`, in file addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadSegment {
+    /// `p_vaddr`.
     pub vaddr: u64,
+    /// `p_memsz`.
     pub memsz: u64,
+    /// `p_filesz`.
     pub filesz: u64,
+    /// `p_offset`.
     pub offset: u64,
     /// `p_flags`: `PF_X` = 1, `PF_W` = 2, `PF_R` = 4.
     pub flags: u32,
 }
 
 impl LoadSegment {
+    /// Has `PF_X`.
     pub fn executable(&self) -> bool {
         self.flags & ph::PF_X != 0
     }
+    /// Has `PF_W`.
     pub fn writable(&self) -> bool {
         self.flags & ph::PF_W != 0
     }
@@ -40,8 +46,11 @@ impl LoadSegment {
 /// One allocated section: it occupies memory when the object is loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SectionInfo {
+    /// Section name.
     pub name: String,
+    /// `sh_addr` (file virtual address).
     pub addr: u64,
+    /// `sh_size`.
     pub size: u64,
     /// `SHT_NOBITS` (`.bss`): memory with no bytes in the file.
     pub nobits: bool,
@@ -52,6 +61,7 @@ pub struct SectionInfo {
 pub struct ElfFacts {
     /// `e_type` (`ET_DYN` = 3, `ET_EXEC` = 2).
     pub e_type: u16,
+    /// The `PT_LOAD` segments.
     pub loads: Vec<LoadSegment>,
     /// `PT_GNU_RELRO` as `(vaddr, memsz)`.
     pub relro: Option<(u64, u64)>,

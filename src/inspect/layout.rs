@@ -49,6 +49,7 @@ impl Role {
         }
     }
 
+    /// The role named by `label` (its inverse), if any.
     pub fn from_label(s: &str) -> Option<Role> {
         [
             Role::Text,
@@ -72,16 +73,23 @@ impl std::fmt::Display for Role {
 /// A page-aligned range of process addresses with one role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoleRange {
+    /// First process address.
     pub start: u64,
+    /// End process address (exclusive).
     pub end: u64,
+    /// What this part of the object is.
     pub role: Role,
 }
 
 /// Who mapped an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MappedBy {
-    /// mmld, with the given strategy (`"mmap"` or `"read"`).
-    Mmld { copied: bool },
+    /// mmld.
+    Mmld {
+        /// Whether the segments were copied into anonymous memory (the
+        /// read strategy) rather than mapped from the file.
+        copied: bool,
+    },
     /// Anyone else (glibc's `ld.so`, the kernel for the executable), as
     /// found in a process's maps.
     Other,
@@ -90,16 +98,21 @@ pub enum MappedBy {
 /// An object as it lies in one process.
 #[derive(Debug, Clone)]
 pub struct ObjectLayout {
+    /// Soname or file name.
     pub name: String,
+    /// The file.
     pub path: PathBuf,
     /// The object's span in process addresses, page-aligned.
     pub start: u64,
+    /// End of the span (exclusive).
     pub end: u64,
     /// Process address minus file virtual address.
     pub bias: u64,
+    /// The `PT_LOAD` segments, file addresses.
     pub loads: Vec<LoadSegment>,
     /// The sealed (read-only after relocation) page range, process addresses.
     pub relro: Option<(u64, u64)>,
+    /// Who mapped it.
     pub mapped_by: MappedBy,
 }
 
@@ -198,6 +211,7 @@ impl ObjectLayout {
         })
     }
 
+    /// Decode what [`ObjectLayout::to_json`] encoded.
     pub fn from_json(v: &Value) -> Result<ObjectLayout> {
         let bad = |what: &str| Error::Layout(format!("object description: {what}"));
         let num = |key: &str| v.get(key).and_then(Value::as_u64).ok_or_else(|| bad(key));
@@ -308,7 +322,9 @@ fn paint(
 /// An ELF object found in another process's maps, with its facts.
 #[derive(Debug, Clone)]
 pub struct FoundObject {
+    /// Where it lies.
     pub layout: ObjectLayout,
+    /// What its file says.
     pub facts: ElfFacts,
     /// Set when the file could not be opened as the one mapped.
     pub warning: Option<String>,

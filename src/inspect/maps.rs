@@ -20,13 +20,17 @@ use super::{Pid, Result, pages_in, sys};
 /// One maps line, or the part of it that has one role.
 #[derive(Debug, Clone)]
 pub struct MapsRow {
+    /// First process address.
     pub start: u64,
+    /// End process address (exclusive).
     pub end: u64,
+    /// What this part of the object is.
     pub role: Role,
     /// The whole maps line this piece belongs to.
     pub vma: Vma,
     /// Allocated sections overlapping the piece.
     pub sections: Vec<String>,
+    /// Pages in the row.
     pub pages: u64,
     /// Pages present in the process's page tables (the zero page excluded
     /// when that can be told).
@@ -51,17 +55,23 @@ impl MapsRow {
     }
 }
 
+/// One object of a [`MapsReport`], row by row.
 #[derive(Debug, Clone)]
 pub struct ObjectMaps {
+    /// Where it lies.
     pub layout: ObjectLayout,
+    /// One row per role range.
     pub rows: Vec<MapsRow>,
+    /// Why some figures are missing or approximate, if they are.
     pub warning: Option<String>,
 }
 
 impl ObjectMaps {
+    /// Resident pages over all rows.
     pub fn resident(&self) -> u64 {
         self.rows.iter().map(|r| r.resident).sum()
     }
+    /// Pages over all rows.
     pub fn pages(&self) -> u64 {
         self.rows
             .iter()
@@ -71,10 +81,14 @@ impl ObjectMaps {
     }
 }
 
+/// What `mmld maps` shows: each object's mappings in one process, annotated.
 #[derive(Debug, Clone)]
 pub struct MapsReport {
+    /// The process.
     pub pid: i32,
+    /// What the figures could be read with.
     pub privilege: Privilege,
+    /// The objects, in address order.
     pub objects: Vec<ObjectMaps>,
     /// Mapped files that could not be examined, with why.
     pub skipped: Vec<String>,
@@ -322,6 +336,7 @@ impl MapsReport {
         out
     }
 
+    /// The report as JSON; with `earlier`, each row also carries its resident count then.
     pub fn to_json(&self, earlier: Option<&MapsReport>) -> Value {
         let before = resident_by_row(earlier);
         json!({

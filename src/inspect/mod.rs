@@ -52,7 +52,9 @@ use crate::arch::current::PAGE_SIZE;
 /// A process to inspect: this one, or another by id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pid {
+    /// This process.
     Myself,
+    /// Another process, by id.
     Other(i32),
 }
 
@@ -87,23 +89,38 @@ impl Pid {
 /// Why an inspection failed. The message includes the underlying error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Reading a file failed.
     #[error("{}: {what}: {error}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What was being read.
         what: &'static str,
+        /// The operating system's error.
         error: std::io::Error,
     },
+    /// Reading a `/proc` file failed.
     #[error("{what}: {error}")]
     Proc {
+        /// What was being read.
         what: String,
+        /// procfs's error.
         error: procfs::ProcError,
     },
     #[error("{}: {what}", path.display())]
-    Elf { path: PathBuf, what: String },
+    /// An ELF file behind a mapping could not be parsed.
+    Elf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A layout could not be worked out (or decoded); the message says why.
     #[error("{0}")]
     Layout(String),
 }
 
+/// The inspection reports' result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// The page size the inspector counts in.

@@ -24,13 +24,17 @@ pub const PAGES_DRAWN_ONE_BY_ONE: u64 = 512;
 /// The sums a picture states, one entry per strip where per process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
+    /// Pages of the objects.
     pub pages: u64,
+    /// Resident pages, per strip.
     pub resident: Vec<u64>,
+    /// Zero-page pages, per strip.
     pub zero: Vec<u64>,
     /// Distinct frames, summed over segments (share, privileged only).
     pub physical: Option<u64>,
 }
 
+/// A picture of a report: objects, their segments, and each page state per process (strip).
 #[derive(Debug, Clone)]
 pub struct Picture {
     /// What was measured, e.g. `mmld share libdemo.so`.
@@ -41,37 +45,49 @@ pub struct Picture {
     pub strips: Vec<String>,
     /// Frames are known, so cells carry frame marks.
     pub frames: bool,
+    /// The objects, in address order.
     pub objects: Vec<ObjectPicture>,
+    /// Totals over every object.
     pub totals: Totals,
     /// The totals in words, as the text report words them.
     pub total_lines: Vec<String>,
+    /// Lines printed under the picture.
     pub notes: Vec<String>,
 }
 
+/// One object of a [`Picture`].
 #[derive(Debug, Clone)]
 pub struct ObjectPicture {
+    /// Soname or file name.
     pub name: String,
     /// Path, span, who mapped it.
     pub detail: String,
+    /// Its segments, in address order.
     pub segments: Vec<SegmentPicture>,
     /// Present for `maps` (per object totals); `share` totals the report.
     pub totals: Option<Totals>,
 }
 
+/// One segment of an [`ObjectPicture`].
 #[derive(Debug, Clone)]
 pub struct SegmentPicture {
     /// Role label (`text`, `data+.bss`).
     pub role: String,
+    /// The roles of its pages.
     pub roles: Vec<Role>,
+    /// `r`, `w`, `x` as in `/proc/PID/maps`.
     pub perms: String,
     /// File virtual addresses.
     pub vaddr: (u64, u64),
+    /// Sections it holds.
     pub sections: Vec<String>,
+    /// Its pages.
     pub pages: u64,
     /// The row's figures as the text report gives them.
     pub summary: String,
     /// Cells are runs of pages rather than single pages.
     pub aggregated: bool,
+    /// Runs of pages drawn as one cell.
     pub cells: Vec<Cell>,
 }
 
@@ -81,12 +97,16 @@ pub struct SegmentPicture {
 pub struct Cell {
     /// Index of the first page within the segment.
     pub first: u64,
+    /// Pages in the cell.
     pub pages: u64,
+    /// The page state per strip (process).
     pub strips: Vec<StripCell>,
 }
 
+/// A cell's state in one strip.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StripCell {
+    /// How the pages are held.
     pub class: PageClass,
     /// A hash of the frames behind the cell in this strip (privileged,
     /// resident cells only): equal marks in two strips are the same frames.

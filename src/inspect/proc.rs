@@ -16,13 +16,21 @@ use super::{Error, PAGE, Pid, Result};
 /// The smaps figures of one mapping (or a sum of several), in KiB.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Smaps {
+    /// `Rss`, KiB.
     pub rss: u64,
+    /// `Pss`, KiB.
     pub pss: u64,
+    /// `Shared_Clean`, KiB.
     pub shared_clean: u64,
+    /// `Shared_Dirty`, KiB.
     pub shared_dirty: u64,
+    /// `Private_Clean`, KiB.
     pub private_clean: u64,
+    /// `Private_Dirty`, KiB.
     pub private_dirty: u64,
+    /// `Anonymous`, KiB.
     pub anonymous: u64,
+    /// `Swap`, KiB.
     pub swap: u64,
 }
 
@@ -41,6 +49,7 @@ impl Smaps {
         }
     }
 
+    /// Add another mapping's figures.
     pub fn add(&mut self, o: &Smaps) {
         self.rss += o.rss;
         self.pss += o.pss;
@@ -56,22 +65,29 @@ impl Smaps {
 /// One line of `/proc/PID/maps` (a VMA), with its smaps figures if read.
 #[derive(Debug, Clone)]
 pub struct Vma {
+    /// First address.
     pub start: u64,
+    /// End address (exclusive).
     pub end: u64,
     /// As in maps: `r-xp`.
     pub perms: String,
+    /// File offset.
     pub offset: u64,
+    /// Device (major, minor) of the file.
     pub dev: (i32, i32),
+    /// Inode of the file (0 for anonymous memory).
     pub inode: u64,
     /// The mapped file, for file mappings.
     pub path: Option<PathBuf>,
     /// What maps shows in the path column otherwise (`[heap]`, `[anon]`...),
     /// empty for a plain anonymous mapping.
     pub pseudo: String,
+    /// Its smaps figures, when read.
     pub smaps: Option<Smaps>,
 }
 
 impl Vma {
+    /// Backed by a file.
     pub fn is_file(&self) -> bool {
         self.path.is_some()
     }
@@ -146,13 +162,16 @@ pub fn read_vmas(pid: Pid, with_smaps: bool) -> Result<Vec<Vma>> {
 /// What this process may see of physical memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Privilege {
+    /// Running as root.
     pub root: bool,
+    /// Holding `CAP_SYS_ADMIN` (needed for page frame numbers and `/proc/kpage*`).
     pub cap_sys_admin: bool,
     /// `/proc/kpagecount` and `/proc/kpageflags` opened.
     pub kpage_files: bool,
 }
 
 impl Privilege {
+    /// What this process may read.
     pub fn detect() -> Privilege {
         const CAP_SYS_ADMIN: u32 = 21;
         let cap_sys_admin = procfs::process::Process::myself()
@@ -171,6 +190,7 @@ impl Privilege {
         self.cap_sys_admin && self.kpage_files
     }
 
+    /// A sentence saying what can be measured with this privilege.
     pub fn describe(&self) -> String {
         if self.physical() {
             "privileged: physical frames from /proc/PID/pagemap, map counts from /proc/kpagecount"
@@ -196,6 +216,7 @@ pub struct PageState {
     pub present: bool,
     /// The shared zero page (a read of never-written anonymous memory).
     pub zero: bool,
+    /// Swapped out.
     pub swapped: bool,
     /// A page-cache page (not an anonymous copy).
     pub file: bool,
@@ -227,12 +248,16 @@ pub enum PageClass {
     /// resident, as smaps counts it (privileged only; otherwise such a page
     /// shows as shared, since pagemap alone cannot tell it apart).
     Zero,
+    /// Resident and mapped by more than one process (or a page-cache page).
     Shared,
+    /// Resident, only this process, unchanged since read from the file.
     PrivateClean,
+    /// Resident, only this process, written (copy-on-write or anonymous).
     PrivateDirty,
 }
 
 impl PageClass {
+    /// Every class, in drawing order.
     pub const ALL: [PageClass; 5] = [
         PageClass::Absent,
         PageClass::Zero,
@@ -260,6 +285,7 @@ impl PageClass {
         }
     }
 
+    /// A short name for keys and JSON.
     pub fn label(self) -> &'static str {
         match self {
             PageClass::Absent => "not resident",
@@ -272,6 +298,7 @@ impl PageClass {
 }
 
 impl PageState {
+    /// The page's class.
     pub fn class(&self) -> PageClass {
         if self.zero {
             return PageClass::Zero;
@@ -302,6 +329,7 @@ pub struct PageProbe {
 }
 
 impl PageProbe {
+    /// Open `pid`'s pagemap (and `/proc/kpage*` when privileged).
     pub fn open(pid: Pid, privilege: Privilege) -> Result<PageProbe> {
         let pagemap = pid.process()?.pagemap().map_err(|error| Error::Proc {
             what: format!("opening /proc/{}/pagemap", pid.label()),

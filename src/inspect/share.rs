@@ -19,16 +19,20 @@ use super::{Error, Pid, Result, pages_in};
 /// One measured process and the objects it has mapped.
 #[derive(Debug, Clone)]
 pub struct Worker {
+    /// The worker's process id.
     pub pid: i32,
+    /// What it had mapped, as it reported.
     pub objects: Vec<ObjectLayout>,
 }
 
 /// One row's figures in one process.
 #[derive(Debug, Clone)]
 pub struct WorkerFigures {
+    /// The worker's process id.
     pub pid: i32,
     /// The row's process addresses in this worker.
     pub start: u64,
+    /// End of the row in this worker (exclusive).
     pub end: u64,
     /// The kernel mappings (VMAs) the figures come from.
     pub vmas: Vec<(u64, u64)>,
@@ -39,6 +43,7 @@ pub struct WorkerFigures {
     pub smaps_exact: bool,
     /// Pages present in the page tables (zero page excluded when known).
     pub resident: u64,
+    /// Pages that are the shared zero page.
     pub zero: u64,
     /// Every page of the row in this process, as pagemap (and kpagecount)
     /// saw it; `resident`, `zero` and the physical figures are counted from
@@ -71,19 +76,28 @@ pub struct Physical {
 /// One role (or several the kernel merged) of one object.
 #[derive(Debug, Clone)]
 pub struct ShareRow {
+    /// The object the row belongs to.
     pub object: String,
+    /// The roles of its pages.
     pub roles: Vec<Role>,
     /// File virtual addresses of the row (process address minus bias).
     pub vaddr: (u64, u64),
+    /// `r`, `w`, `x` as in `/proc/PID/maps`.
     pub perms: String,
+    /// File offset, for file-backed rows.
     pub file_offset: Option<u64>,
+    /// Sections it holds.
     pub sections: Vec<String>,
+    /// Pages in the row.
     pub pages: u64,
+    /// Figures per worker.
     pub workers: Vec<WorkerFigures>,
+    /// Distinct physical frames (privileged only).
     pub physical: Option<Physical>,
 }
 
 impl ShareRow {
+    /// A short label for the row (object and roles).
     pub fn label(&self) -> String {
         self.roles
             .iter()
@@ -96,15 +110,22 @@ impl ShareRow {
     }
 }
 
+/// What `mmld share` shows: how the pages of one library are shared by several processes.
 #[derive(Debug, Clone)]
 pub struct ShareReport {
+    /// The library measured.
     pub library: String,
+    /// How it was loaded (`mmap` or `read`).
     pub strategy: String,
     /// What each process called, with its result, e.g. `add(2, 3) = 5`.
     pub call: Option<String>,
+    /// What the figures could be read with.
     pub privilege: Privilege,
+    /// The processes measured.
     pub pids: Vec<i32>,
+    /// One row per object segment role.
     pub rows: Vec<ShareRow>,
+    /// Lines printed under the table.
     pub notes: Vec<String>,
 }
 

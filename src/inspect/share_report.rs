@@ -22,16 +22,19 @@ pub struct ShareTotals {
     pub pages: u64,
     /// Per worker.
     pub resident: Vec<u64>,
+    /// Zero-page pages, per worker.
     pub zero: Vec<u64>,
     /// Distinct frames per row, summed over the rows (privileged only). A
     /// file page mapped by two segments counts in each.
     pub physical: Option<u64>,
+    /// smaps summed, per worker.
     pub smaps: Vec<Smaps>,
     /// `false` when some row's smaps figures cover memory beyond the object.
     pub smaps_exact: bool,
 }
 
 impl ShareTotals {
+    /// The totals as JSON.
     pub fn to_json(&self) -> Value {
         let kib = |f: &dyn Fn(&Smaps) -> u64| -> Vec<u64> { self.smaps.iter().map(f).collect() };
         json!({
@@ -224,6 +227,7 @@ impl ShareReport {
         t
     }
 
+    /// What the figures show, in sentences.
     pub fn conclusions(&self) -> Vec<String> {
         self.rows.iter().map(|r| self.conclusion(r)).collect()
     }
@@ -252,6 +256,7 @@ impl ShareReport {
         ]
     }
 
+    /// The report as a table.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         let pids: Vec<String> = self.pids.iter().map(i32::to_string).collect();
@@ -347,6 +352,7 @@ impl ShareReport {
         out
     }
 
+    /// The report as JSON.
     pub fn to_json(&self) -> Value {
         let per = |r: &ShareRow, f: &dyn Fn(&WorkerFigures) -> Value| -> Value {
             Value::Array(r.workers.iter().map(f).collect())

@@ -73,12 +73,14 @@ impl Xml {
         }
     }
 
+    /// Start element `tag`; children follow until [`Self::close`].
     pub fn open(&mut self, tag: &'static str, attrs: &[(&str, &str)]) {
         self.start(tag, attrs);
         self.out.push_str(">\n");
         self.open.push(tag);
     }
 
+    /// An element without children.
     pub fn empty(&mut self, tag: &str, attrs: &[(&str, &str)]) {
         self.start(tag, attrs);
         self.out.push_str("/>\n");
@@ -96,6 +98,7 @@ impl Xml {
         self.out.push_str(xml);
     }
 
+    /// End the innermost open element.
     pub fn close(&mut self) {
         if let Some(tag) = self.open.pop() {
             for _ in 0..self.open.len() {
@@ -105,6 +108,7 @@ impl Xml {
         }
     }
 
+    /// The document, every open element closed.
     pub fn finish(mut self) -> String {
         while !self.open.is_empty() {
             self.close();

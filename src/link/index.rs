@@ -20,8 +20,6 @@
 
 use super::symbols::{Sym, SymbolTable};
 use crate::bytes::{same_bytes, word};
-// Kept at their old path for callers outside the crate.
-pub use crate::bytes::{copy_name, has_nul};
 
 /// What the index knows about a name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,10 +207,6 @@ impl ScopeIndex {
     /// Names indexed (first definitions only).
     pub fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 

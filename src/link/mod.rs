@@ -13,9 +13,6 @@
 //! tables), `hostscope` and `index` (lookups in the host and in whole
 //! scopes).
 
-// Host objects sit at the crate root so `runtime` can ask glibc without
-// importing `link`; re-exported at this path for callers outside the crate.
-pub use crate::host;
 pub mod hostscope;
 pub mod index;
 mod lookup;
@@ -29,7 +26,6 @@ use crate::elf::DynamicInfo;
 use crate::map::Mapping;
 use symbols::SymbolTable;
 
-pub use lookup::resolve_in_scope;
 pub use reloc::relocate;
 
 /// Whether LINK may run code of the object.
@@ -105,10 +101,6 @@ impl RelocationCounts {
             .enumerate()
             .filter(|(_, n)| **n > 0)
             .map(|(t, n)| (t as u32, *n))
-    }
-
-    pub fn get(&self, rtype: u32) -> usize {
-        self.0.get(rtype as usize).copied().unwrap_or(0)
     }
 
     /// Total of all types.

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use super::transaction::{Batch, Resolved};
 use crate::host::HostLibrary;
-use crate::link::LinkReport;
 use crate::object::{Dep, LoadedObject};
 use crate::search::Provenance;
 
@@ -35,16 +34,24 @@ pub struct TreeNode {
     /// The library whose `DT_NEEDED` search found it in this load (`None`
     /// for the root, host libraries and libraries loaded before).
     pub loaded_for: Option<String>,
+    /// The library whose `DT_NEEDED` entry this line is (`None` for the root).
     pub needed_by: Option<String>,
+    /// Nesting level: 0 for the root, 1 for its `DT_NEEDED` entries, ...
     pub depth: usize,
 }
 
-/// Result of `check`: the tree and every unresolved symbol per object.
+/// Result of [`OpenOptions::check`](crate::OpenOptions::check): the tree,
+/// and every unresolved symbol per object.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CheckReport {
+    /// The dependency tree, as [`dependency_tree`](crate::dependency_tree) gives it.
     pub tree: Vec<TreeNode>,
+    /// Per object with unresolved references: its name and the references
+    /// (`name@version` where versioned).
     pub unresolved: Vec<(String, Vec<String>)>,
-    pub reports: Vec<(String, LinkReport)>,
+    /// The objects mmld would map (not the host's), by name.
+    pub mapped: Vec<String>,
 }
 
 /// A line of the tree before it is drawn.
@@ -74,11 +81,7 @@ impl Batch {
                 .filter(|p| !p.report.unresolved.is_empty())
                 .map(|p| (p.name.clone(), p.report.unresolved.clone()))
                 .collect(),
-            reports: self
-                .pending
-                .iter()
-                .map(|p| (p.name.clone(), p.report.clone()))
-                .collect(),
+            mapped: self.pending.iter().map(|p| p.name.clone()).collect(),
         }
     }
 

@@ -179,10 +179,6 @@ impl SymbolTable {
         self.count
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     pub fn has_gnu_hash(&self) -> bool {
         self.gnu.is_some()
     }
@@ -397,11 +393,6 @@ impl SymbolTable {
             let visible = self.versym.is_none() || self.versym(index) & VERSYM_HIDDEN == 0;
             (Self::is_candidate(&sym) && visible).then_some((index, sym))
         })
-    }
-
-    /// Is the string at `offset` in `.dynstr` exactly `name`?
-    pub fn name_at_is(&self, offset: u32, name: &[u8]) -> bool {
-        self.string_is(offset, name)
     }
 
     fn check_match(&self, index: u32, req: &Request<'_>) -> Option<(u32, Sym)> {
