@@ -52,6 +52,22 @@ pub struct CheckSummary {
 /// shared object in `bytes`, exactly as loading it would, without running
 /// or loading anything. An `Err` is the error loading would report for the
 /// same bytes (dependencies aside).
+///
+/// ```
+/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testlibs/libdemo.so");
+/// use mmld::{ErrorKind, Stage};
+///
+/// let bytes = std::fs::read(path).expect("read libdemo.so");
+/// let summary = mmld::check_image(&bytes)?;
+/// assert_eq!(summary.soname.as_deref(), Some("libdemo.so"));
+///
+/// // Cut off inside the program headers: refused while reading, with the
+/// // offsets that prove it.
+/// let err = mmld::check_image(&bytes[..100]).unwrap_err();
+/// assert_eq!(err.stage(), Stage::Read);
+/// assert!(matches!(err.kind(), ErrorKind::ProgramHeadersOutOfFile { .. }));
+/// # Ok::<(), mmld::Error>(())
+/// ```
 pub fn check_image(bytes: &[u8]) -> Result<CheckSummary> {
     let name = Path::new(IMAGE_NAME);
     let (plan, dynamic) = elf::parse_bytes(bytes).at(name, Stage::Read)?;

@@ -155,6 +155,15 @@ impl Description {
 }
 
 /// Describe the file at `path` without running any of it.
+///
+/// ```
+/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testlibs/libdemo.so");
+/// let d = mmld::describe(path.as_ref())?;
+/// assert_eq!(d.soname.as_deref(), Some("libdemo.so"));
+/// assert!(d.needed.iter().any(|n| n == "libc.so.6"));
+/// assert!(d.defined_symbols().any(|s| s.name == "add"));
+/// # Ok::<(), mmld::Error>(())
+/// ```
 pub fn describe(path: &Path) -> Result<Description> {
     let elf = ElfFile::open(path).at(path, Stage::Read)?;
     let mapping = Mapping::map(&elf.file, &elf.plan, Strategy::Mmap, Protection::Inert)

@@ -43,6 +43,23 @@ impl fmt::Display for Stage {
 
 /// An error from any stage of loading or using a library.
 ///
+/// ```
+/// use mmld::ErrorKind;
+///
+/// // SAFETY: nothing is loaded: the file does not exist.
+/// let err = unsafe { mmld::Library::open("/nonexistent/libnothing.so") }.unwrap_err();
+/// assert_eq!(err.file(), std::path::Path::new("/nonexistent/libnothing.so"));
+/// match err.kind() {
+///     ErrorKind::Io { source, .. } => {
+///         assert_eq!(source.kind(), std::io::ErrorKind::NotFound)
+///     }
+///     other => panic!("unexpected: {other}"),
+/// }
+/// // One line, naming the file, the stage and the OS cause once.
+/// let text = err.to_string();
+/// assert_eq!(text.matches("No such file or directory").count(), 1, "{text}");
+/// ```
+///
 /// The details live behind one allocation, except for the one error on a
 /// hot path: a symbol lookup that finds nothing (programs probe for
 /// optional symbols). That one keeps the name inline and the file as an

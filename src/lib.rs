@@ -75,6 +75,18 @@ pub use loader::{CheckReport, TreeNode};
 /// Resolve the dependency tree of `path` without linking or running it
 /// (what `mmld deps` shows). Missing libraries appear in the tree and in the
 /// returned errors.
+///
+/// ```
+/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testlibs/diamond/libdtop.so");
+/// // libdtop needs libdleft and libdright, which both need libdbase.
+/// let (tree, missing) = mmld::dependency_tree(path)?;
+/// assert!(missing.is_empty());
+/// assert_eq!(tree[0].name, "libdtop.so");
+/// let dbase: Vec<_> = tree.iter().filter(|n| n.name == "libdbase.so").collect();
+/// assert_eq!(dbase.len(), 2); // listed under both parents,
+/// assert_eq!(dbase.iter().filter(|n| n.repeat).count(), 1); // in full once
+/// # Ok::<(), mmld::Error>(())
+/// ```
 pub fn dependency_tree(path: impl AsRef<std::path::Path>) -> Result<(Vec<TreeNode>, Vec<Error>)> {
     loader::tree(path.as_ref())
 }

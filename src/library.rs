@@ -202,6 +202,19 @@ impl OpenOptions {
 
     /// Load `path` and its dependencies, and run their constructors.
     ///
+    /// ```
+    /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testlibs/libdemo.so");
+    /// use mmld::OpenOptions;
+    ///
+    /// // Like dlopen(path, RTLD_NOW | RTLD_GLOBAL | RTLD_NODELETE).
+    /// // SAFETY: libdemo's constructors are sound.
+    /// let lib = unsafe { OpenOptions::new().global(true).nodelete(true).open(path) }?;
+    /// // SAFETY: `scale` is `double scale(double, double)`.
+    /// let scale = unsafe { lib.get::<extern "C" fn(f64, f64) -> f64>("scale") }?;
+    /// assert_eq!(scale(1.5, 2.0), 3.0);
+    /// # Ok::<(), mmld::Error>(())
+    /// ```
+    ///
     /// # Safety
     /// Loading a library runs its code (constructors, IFUNC resolvers),
     /// which can do anything.
@@ -232,6 +245,20 @@ impl OpenOptions {
     /// Load and link `path` and its tree without running any of its code,
     /// with every segment mapped non-executable. Safe: nothing of the file
     /// runs.
+    ///
+    /// ```
+    /// # let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testlibs");
+    /// use mmld::OpenOptions;
+    ///
+    /// let ok = OpenOptions::new().check(format!("{dir}/libdemo.so"))?;
+    /// assert!(ok.unresolved.is_empty());
+    ///
+    /// // libcheckbad.so and its dependency libmissing.so each refer to a
+    /// // symbol nothing defines: `ldd -r` would list both.
+    /// let bad = OpenOptions::new().check(format!("{dir}/libcheckbad.so"))?;
+    /// assert_eq!(bad.unresolved.len(), 2);
+    /// # Ok::<(), mmld::Error>(())
+    /// ```
     pub fn check(&self, path: impl AsRef<Path>) -> Result<loader::CheckReport> {
         loader::check(path.as_ref(), self.settings)
     }
@@ -283,6 +310,27 @@ impl Library {
     /// Look up `name` (default version) in the library's local scope (the
     /// library, then its dependencies breadth-first), as `dlsym` on a
     /// handle does.
+    ///
+    /// ```
+    /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testlibs/libdemo.so");
+    /// use std::ffi::{CStr, c_char};
+    ///
+    /// // SAFETY: libdemo's constructors are sound.
+    /// let lib = unsafe { mmld::Library::open(path) }?;
+    /// // SAFETY: `greeting` is `const char *greeting(void)`, returning a
+    /// // string in the library's read-only data.
+    /// let greeting = unsafe { lib.get::<extern "C" fn() -> *const c_char>(c"greeting") }?;
+    /// let text = unsafe { CStr::from_ptr(greeting()) };
+    /// assert!(!text.to_bytes().is_empty());
+    ///
+    /// // A name the library does not define is an error, not a null pointer.
+    /// let missing = unsafe { lib.get::<extern "C" fn()>("no_such_function") };
+    /// assert!(matches!(
+    ///     missing.unwrap_err().kind(),
+    ///     mmld::ErrorKind::SymbolNotFound { .. }
+    /// ));
+    /// # Ok::<(), mmld::Error>(())
+    /// ```
     ///
     /// # Safety
     /// `T` must be the symbol's true type (a function pointer type or a
@@ -339,6 +387,19 @@ impl Library {
     }
 
     /// Describe `name` without converting it to a type.
+    ///
+    /// ```
+    /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testlibs/libdemo.so");
+    /// use mmld::SymbolKind;
+    ///
+    /// // SAFETY: libdemo's constructors are sound.
+    /// let lib = unsafe { mmld::Library::open(path) }?;
+    /// let add = lib.symbol_info("add")?;
+    /// assert_eq!(add.kind, SymbolKind::Function);
+    /// assert!(add.in_code);
+    /// assert_eq!(add.object, "libdemo.so");
+    /// # Ok::<(), mmld::Error>(())
+    /// ```
     pub fn symbol_info(&self, name: &(impl SymbolName + ?Sized)) -> Result<SymbolInfo> {
         self.lookup(name.symbol_bytes(), None)
     }
