@@ -362,6 +362,28 @@ const TEST_LIBS: &[TestLib] = &[
         extra_inputs: &[],
         extra_flags: &["-mtls-dialect=gnu2"],
     },
+    // The same with one initial-exec variable: DF_STATIC_TLS, so the
+    // descriptors resolve into a static block.
+    TestLib {
+        output: "libtls_desc_static.so",
+        sources: &["tls_desc.c"],
+        extra_inputs: &[],
+        extra_flags: &["-mtls-dialect=gnu2", "-DDESC_STATIC"],
+    },
+    // Static TLS larger than glibc's default surplus.
+    TestLib {
+        output: "libtls_big.so",
+        sources: &["tls_big.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    // OpenMP through libgomp (itself DF_STATIC_TLS).
+    TestLib {
+        output: "libomp_sum.so",
+        sources: &["omp.c"],
+        extra_inputs: &[],
+        extra_flags: &["-fopenmp"],
+    },
     TestLib {
         output: "libtlshost.so",
         sources: &["tlshost.c"],
