@@ -430,6 +430,26 @@ fn libgomp_and_libgldispatch_answer_as_under_glibc() {
 }
 
 #[test]
+fn libgl_reads_libgldispatch_static_tls_through_its_own_tpoff64() {
+    // libGL's dispatch stubs read libGLdispatch's _glapi_tls_Current with
+    // an R_X86_64_TPOFF64 of libGL against libGLdispatch's variable: one
+    // object's initial-exec access into another's static block.
+    let gl = format!("open:{LIBDIR}/libGL.so.1");
+    same_as_glibc(&[&gl, "int:0:glGetError"], &[], &["glGetError=0"]);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mmld"));
+    clean(&mut cmd, &[]);
+    let out = cmd
+        .args(["check", &format!("{LIBDIR}/libGL.so.1")])
+        .output()
+        .expect("run mmld check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn real_libraries_with_static_tls_load_and_answer_as_under_glibc() {
     let coder = format!("open:{}", magick_coder());
     let qt = format!("open:{LIBDIR}/libQt5Gui.so.5");

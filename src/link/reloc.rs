@@ -133,6 +133,7 @@ pub fn relocate(
     if let Some(relr) = target.dynamic.relr {
         report.relr_addresses = apply_relr(target.mapping, relr, bias)?;
     }
+    super::tls::start(target, mode);
     let cache = BindingCache::new(target.symbols.len());
     let mut cx = RelocationContext {
         target,

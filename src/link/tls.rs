@@ -32,6 +32,9 @@ pub struct TlsLink<'a> {
     pending: Vec<Pending>,
     /// `.tdata` as glibc received it, to check nothing changed it later.
     snapshot: Option<Vec<u8>>,
+    /// No static block and no descriptor record is made in a dry run: the
+    /// values are never used, and both would allocate from glibc.
+    dry_run: bool,
 }
 
 impl<'a> TlsLink<'a> {
@@ -46,8 +49,14 @@ impl<'a> TlsLink<'a> {
             descriptors,
             pending: Vec::new(),
             snapshot: None,
+            dry_run: false,
         }
     }
+}
+
+/// Tell the TLS side which mode the relocation pass runs in.
+pub(super) fn start(target: &mut LinkTarget<'_>, mode: LinkMode) {
+    target.tls.dry_run = mode == LinkMode::DryRun;
 }
 
 /// A `TPOFF64` or `TLSDESC` against the object's own TLS.
@@ -76,6 +85,9 @@ pub(super) fn apply(
     from_host: bool,
 ) -> KindResult<()> {
     let Site { table, index } = site;
+    if target.tls.dry_run && matches!(kind, RelocKind::TlsStaticOffset | RelocKind::TlsDescriptor) {
+        return write(target.mapping, table, index, r.offset, 0);
+    }
     let addend = r.addend as u64;
     let own = r.sym == 0
         || b.provider == usize::MAX
