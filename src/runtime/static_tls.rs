@@ -260,6 +260,17 @@ fn open(name: &CStr, shape: &TlsShape<'_>) -> KindResult<Handle> {
         return Ok(Handle(handle));
     }
     let message = dlerror();
+    if message.contains(GLIBC_EXHAUSTED) && shape.align > tls_object::GRANULE {
+        // glibc gives static blocks at most its own static TLS alignment
+        // (64 on x86-64), whatever the surplus: no tunable helps.
+        return Err(ErrorKind::TlsUnsupported {
+            detail: format!(
+                "the static TLS block asks for {}-byte alignment, more than glibc's static TLS alignment ({}); glibc says: {message}",
+                shape.align,
+                tls_object::GRANULE
+            ),
+        });
+    }
     if message.contains(GLIBC_EXHAUSTED) {
         return Err(ErrorKind::StaticTlsExhausted {
             size: shape.memsz,

@@ -453,6 +453,36 @@ mod tests {
         if tls::fast_tables_enabled() {
             assert_eq!(there.0, there.1, "second call takes the fast path");
         }
+        // The FXSAVE slow path (machines whose OS has no XSAVE): a new
+        // thread takes the slow path once; checked here, not in a test of
+        // its own, because the switch is process-wide.
+        let saved = XSAVE_SIZE.swap(0, Ordering::AcqRel);
+        let fx = std::thread::scope(|s| {
+            s.spawn(|| {
+                let before = slow_calls();
+                let result: u64;
+                let kept: u64;
+                // SAFETY: as in `call_checked`; with FXSAVE only the SSE
+                // registers are promised, so one of them is checked.
+                unsafe {
+                    std::arch::asm!(
+                        "movq xmm9, r12",
+                        "call qword ptr [rax]",
+                        "movq r12, xmm9",
+                        inout("r12") 0x0123_4567_89ab_cdefu64 => kept,
+                        inout("rax") desc.as_ptr() => result,
+                        clobber_abi("C"),
+                    )
+                };
+                assert_eq!(kept, 0x0123_4567_89ab_cdef, "xmm9 kept");
+                assert!(slow_calls() > before, "the slow path ran");
+                (result, read(result))
+            })
+            .join()
+            .unwrap()
+        });
+        XSAVE_SIZE.store(saved, Ordering::Release);
+        assert_eq!(fx.1, image[8..24].to_vec());
         drop(descs);
     }
 }
