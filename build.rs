@@ -370,6 +370,39 @@ const TEST_LIBS: &[TestLib] = &[
         extra_inputs: &[],
         extra_flags: &["-mtls-dialect=gnu2", "-DDESC_STATIC"],
     },
+    // Descriptors against another library's variable, dynamic and static.
+    TestLib {
+        output: "libtls_desc_user.so",
+        sources: &["tls_desc_user.c", "libtls_desc.so"],
+        extra_inputs: &[],
+        extra_flags: &[
+            "-mtls-dialect=gnu2",
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    },
+    TestLib {
+        output: "libtls_desc_user_static.so",
+        sources: &["tls_desc_user.c", "libtls_desc_static.so"],
+        extra_inputs: &[],
+        extra_flags: &[
+            "-mtls-dialect=gnu2",
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    },
+    // A descriptor against a variable of a library glibc loaded.
+    TestLib {
+        output: "libtlsuser_desc.so",
+        sources: &["tlsuser.c"],
+        extra_inputs: &["libtlshost.so"],
+        extra_flags: &[
+            "-mtls-dialect=gnu2",
+            "-L.",
+            "-Wl,--no-as-needed",
+            "-ltlshost",
+        ],
+    },
     // Static TLS larger than glibc's default surplus.
     TestLib {
         output: "libtls_big.so",

@@ -234,6 +234,9 @@ fn fixtures_carry_the_relocations_they_test() {
     assert!(!has("libtls_desc.so", "R_X86_64_TPOFF64"));
     assert!(!static_flag("libtls_desc.so"));
     assert!(has("libtls_desc_static.so", "R_X86_64_TLSDESC"));
+    assert!(has("libtls_desc_user.so", "R_X86_64_TLSDESC"));
+    assert!(has("libtls_desc_user_static.so", "R_X86_64_TLSDESC"));
+    assert!(has("libtlsuser_desc.so", "R_X86_64_TLSDESC"));
     assert!(has("libtls_desc_static.so", "R_X86_64_TPOFF64"));
     assert!(static_flag("libtls_desc_static.so"));
     assert!(static_flag("libtls_big.so"));
@@ -298,6 +301,58 @@ fn static_tls_descriptors_start_from_their_image_in_old_and_new_threads() {
         "var=7 local=70 text=desc-hello zero=0 ie=600",
         "var=8 local=80 text=desc-hello zero=3 ie=601",
     );
+}
+
+#[test]
+fn descriptors_against_a_dependency_reach_its_variable_dynamic_or_static() {
+    for lib in ["libtls_desc_user.so", "libtls_desc_user_static.so"] {
+        run_threads_script(
+            lib,
+            "desc_user_report",
+            "user=106 owner=106",
+            "user=206 owner=206",
+        );
+    }
+}
+
+#[test]
+fn descriptor_against_a_host_library_variable_goes_through_glibc() {
+    // The host (glibc) loads the library that owns the variable; mmld's
+    // descriptor carries glibc's module id and calls glibc's
+    // __tls_get_addr on each thread's first access.
+    let host = std::ffi::CString::new(format!("{ROOT}/testlibs/libtlshost.so")).unwrap();
+    // SAFETY: a plain test library; its variable is all it has.
+    let handle = unsafe { libc::dlopen(host.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    assert!(!handle.is_null(), "glibc could not load libtlshost.so");
+    // SAFETY: as above.
+    let user = unsafe { Library::open(format!("{ROOT}/testlibs/libtlsuser_desc.so")) }
+        .expect("mmld loads the gnu2 user of a host TLS variable");
+    // SAFETY: the fixture's `int tls_user_read(void)` / `void tls_user_write(int)`.
+    let read = *unsafe { user.get::<extern "C" fn() -> c_int>("tls_user_read") }.unwrap();
+    // SAFETY: as above.
+    let write = *unsafe { user.get::<extern "C" fn(c_int)>("tls_user_write") }.unwrap();
+    // SAFETY: libtlshost's `int host_tls_read(void)`.
+    let host_read: extern "C" fn() -> c_int = unsafe {
+        let p = libc::dlsym(handle, c"host_tls_read".as_ptr());
+        assert!(!p.is_null());
+        std::mem::transmute(p)
+    };
+    let probe = move || {
+        let first = read();
+        write(first + 30);
+        (first, host_read())
+    };
+    let here = probe();
+    let there = std::thread::spawn(probe).join().unwrap();
+    assert_eq!(here.0, there.0, "each thread starts from the host's image");
+    assert_eq!(
+        (here.1, there.1),
+        (here.0 + 30, there.0 + 30),
+        "one variable"
+    );
+    drop(user);
+    // SAFETY: the handle from dlopen above; nothing of it is used after.
+    unsafe { libc::dlclose(handle) };
 }
 
 #[test]
