@@ -579,3 +579,27 @@ fn mmld_run_works_on_a_magick_coder_qt5gui_and_libavcodec() {
         want(2)
     );
 }
+
+#[test]
+fn mmld_maps_never_shows_the_static_tls_object() {
+    // The block's memfd object is glibc's, not the library's: `mmld maps`
+    // lists the library's own mappings and the host objects it bound to,
+    // and the memfd object is neither.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mmld"));
+    clean(&mut cmd, &[]);
+    let out = cmd
+        .args(["maps", "testlibs/libtls_static.so", "--call", "ie_report"])
+        .output()
+        .expect("run mmld maps");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("libtls_static.so"), "{text}");
+    assert!(
+        !text.contains("memfd") && !text.contains("/fd/") && !text.contains("mmld-static-tls"),
+        "{text}"
+    );
+}
