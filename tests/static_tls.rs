@@ -376,8 +376,20 @@ fn openmp_reduction_over_eight_threads_in_a_plugin() {
 
 #[test]
 fn exhausted_surplus_is_an_error_naming_the_tunable() {
-    let steps = ["open:testlibs/libtls_big.so"];
-    let mmld = same_as_glibc(&steps, &[], &["error:open"]);
+    // The failed load gives back what it took: a smaller block still fits.
+    let steps = [
+        "open:testlibs/libtls_big.so",
+        "open:testlibs/libtls_static.so",
+        "str:1:ie_report",
+    ];
+    let mmld = same_as_glibc(
+        &steps,
+        &[],
+        &[
+            "error:open",
+            "ie_report=counter=101 ptr=42 text=ie-hello zero=0 aligned=9/0",
+        ],
+    );
     let msg = &mmld[0];
     assert!(
         msg.contains("libtls_big.so")
@@ -602,4 +614,29 @@ fn mmld_maps_never_shows_the_static_tls_object() {
         !text.contains("memfd") && !text.contains("/fd/") && !text.contains("mmld-static-tls"),
         "{text}"
     );
+}
+
+#[test]
+fn dynamic_lookups_of_a_static_block_variable_agree_with_initial_exec_code() {
+    // `get` of a thread-local symbol answers as dlsym does (the calling
+    // thread's address, through mmld's __tls_get_addr); for a module with
+    // a static block it must be the address the initial-exec code uses.
+    // SAFETY: the fixture only defines TLS variables and readers.
+    let lib = unsafe { Library::open(format!("{ROOT}/testlibs/libtls_desc_static.so")) }
+        .expect("mmld loads libtls_desc_static.so");
+    // SAFETY: `uintptr_t desc_tls_addr(void)`, through a static descriptor.
+    let via_code = *unsafe { lib.get::<extern "C" fn() -> usize>("desc_tls_addr") }.unwrap();
+    let via_get = |lib: &Library| {
+        // SAFETY: the symbol is a thread-local `long`; only its address is
+        // taken.
+        unsafe { lib.get::<*mut i64>("desc_tls_var") }
+            .map(|s| *s as usize)
+            .unwrap()
+    };
+    assert_eq!(via_get(&lib), via_code());
+    let lib = &lib;
+    let (code, get) =
+        std::thread::scope(|s| s.spawn(|| (via_code(), via_get(lib))).join().unwrap());
+    assert_eq!(code, get, "the same in a new thread");
+    assert_ne!(code, via_code(), "and that thread's own copy");
 }
