@@ -403,6 +403,20 @@ const TEST_LIBS: &[TestLib] = &[
             "-ltlshost",
         ],
     },
+    // Initial-exec access into a library whose TLS is dynamic: the
+    // provider must move to static TLS when the user is linked.
+    TestLib {
+        output: "libtls_dyn_provider.so",
+        sources: &["tls_dyn_provider.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    TestLib {
+        output: "libtls_ie_user.so",
+        sources: &["tls_ie_user.c", "libtls_dyn_provider.so"],
+        extra_inputs: &[],
+        extra_flags: &["-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN"],
+    },
     // Static TLS larger than glibc's default surplus.
     TestLib {
         output: "libtls_big.so",

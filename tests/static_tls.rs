@@ -240,6 +240,8 @@ fn fixtures_carry_the_relocations_they_test() {
     assert!(has("libtls_desc_static.so", "R_X86_64_TPOFF64"));
     assert!(static_flag("libtls_desc_static.so"));
     assert!(static_flag("libtls_big.so"));
+    assert!(has("libtls_ie_user.so", "R_X86_64_TPOFF64"));
+    assert!(!static_flag("libtls_dyn_provider.so"));
 }
 
 // ---------------------------------------------------------------------------
@@ -353,6 +355,45 @@ fn descriptor_against_a_host_library_variable_goes_through_glibc() {
     drop(user);
     // SAFETY: the handle from dlopen above; nothing of it is used after.
     unsafe { libc::dlclose(handle) };
+}
+
+#[test]
+fn initial_exec_access_moves_a_dynamic_provider_into_static_tls() {
+    // libtls_ie_user.so's TPOFF64 names a variable of libtls_dyn_provider.so,
+    // which has no DF_STATIC_TLS: both loaders give the provider a static
+    // block while linking the user, and its own (dynamic-model) code then
+    // reaches the same variable.
+    run_threads_script(
+        "libtls_ie_user.so",
+        "ie_user_report",
+        "user=15 provider=15",
+        "user=25 provider=25",
+    );
+    // Loaded first but not used yet: it can still move.
+    same_as_glibc(
+        &[
+            "open:testlibs/libtls_dyn_provider.so",
+            "open:testlibs/libtls_ie_user.so",
+            "str:1:ie_user_report",
+        ],
+        &[],
+        &["ie_user_report=user=15 provider=15"],
+    );
+    // Once a thread used its dynamic block, it cannot (glibc: "cannot
+    // allocate memory in static TLS block").
+    let mmld = same_as_glibc(
+        &[
+            "open:testlibs/libtls_dyn_provider.so",
+            "int:0:prov_get",
+            "open:testlibs/libtls_ie_user.so",
+        ],
+        &[],
+        &["prov_get=5", "error:open"],
+    );
+    assert!(
+        mmld[1].contains("already uses its dynamic TLS block"),
+        "{mmld:?}"
+    );
 }
 
 #[test]

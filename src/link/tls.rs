@@ -129,12 +129,14 @@ pub(super) fn apply(
         }
         RelocKind::TlsStaticOffset if from_host => rt::host_tp_offset(b.addr).wrapping_add(addend),
         RelocKind::TlsStaticOffset => {
+            // The provider moves to static TLS if it is not there yet.
             let module = b.tls_module.ok_or_else(no_module)?;
-            let block = rt::static_offset_of(module).ok_or_else(|| {
-                unsupported(format!(
-                    "relocation {index} in {table} is {} (initial-exec) against a variable of another mmld-loaded object whose TLS is dynamic (it has no DF_STATIC_TLS)",
+            let block = rt::make_static(module).map_err(|e| match e {
+                ErrorKind::TlsUnsupported { detail } => unsupported(format!(
+                    "relocation {index} in {table} ({}): {detail}",
                     arch::relocation_name(r.rtype)
-                ))
+                )),
+                other => other,
             })?;
             (block as u64).wrapping_add(b.value).wrapping_add(addend)
         }

@@ -265,7 +265,10 @@ impl TlsModule {
     /// The static block's offset from the thread pointer, once
     /// [`TlsModule::publish_static`] has given the module one.
     pub fn static_offset(&self) -> Option<i64> {
-        self.static_block.get().map(|b| b.tp_offset())
+        self.static_block
+            .get()
+            .map(|b| b.tp_offset())
+            .or_else(|| static_offset_of(self.id))
     }
 
     /// Index in every thread's fast table.
@@ -354,9 +357,81 @@ impl Drop for TlsModule {
             .unwrap_or_else(|e| e.into_inner())
             .0
             .push(self.slot);
-        // `static_block` is released after this, with no thread able to
-        // reach it through mmld any more.
+        // A block given on demand, and `static_block`, are released after
+        // this, with no thread able to reach them through mmld any more.
+        drop(
+            on_demand()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.id),
+        );
     }
+}
+
+/// Static blocks given on demand (see [`make_static`]), by module id,
+/// until the module unloads.
+fn on_demand() -> &'static Mutex<HashMap<u64, super::static_tls::StaticTlsBlock>> {
+    static B: OnceLock<Mutex<HashMap<u64, super::static_tls::StaticTlsBlock>>> = OnceLock::new();
+    B.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Move mmld module `module` into static TLS, as glibc does when another
+/// object's initial-exec access names one of its variables: possible only
+/// while no thread has a dynamic block of it (glibc refuses then too).
+/// Returns the block's offset from the thread pointer.
+pub fn make_static(module: u64) -> crate::error::KindResult<i64> {
+    let refuse = |why: &str| crate::error::ErrorKind::TlsUnsupported {
+        detail: format!(
+            "an initial-exec access needs the TLS of another mmld-loaded object in static TLS, but {why}"
+        ),
+    };
+    let template = templates()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&module)
+        .cloned()
+        .ok_or_else(|| refuse("that object is not linked yet"))?;
+    if let Some(offset) = template.static_offset {
+        return Ok(offset);
+    }
+    let in_use = threads()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .any(|b| {
+            b.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .live
+                .iter()
+                .any(|(m, ..)| *m == module)
+        });
+    if in_use {
+        return Err(refuse("a thread already uses its dynamic TLS block"));
+    }
+    let block = super::static_tls::StaticTlsBlock::allocate(&super::tls_object::TlsShape {
+        image: &template.image,
+        memsz: template.layout.size() as u64,
+        align: template.layout.align() as u64,
+    })?;
+    let offset = block.tp_offset();
+    on_demand()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(module, block);
+    templates()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            module,
+            Arc::new(Template {
+                image: template.image.clone(),
+                layout: template.layout,
+                static_offset: Some(offset),
+                slot: template.slot,
+            }),
+        );
+    Ok(offset)
 }
 
 /// The calling thread's block of `module`; `blocks` must be the calling
