@@ -610,11 +610,24 @@ pub enum ErrorKind {
         /// The address.
         addr: u64,
     },
-    /// A thread-local storage form mmld cannot provide (for example, glibc's static TLS surplus is exhausted).
+    /// A thread-local storage form mmld cannot provide.
     #[error("unsupported thread-local storage: {detail}")]
     TlsUnsupported {
         /// What was asked for and why it cannot be given.
         detail: String,
+    },
+    /// glibc's static TLS surplus has no room for an object's
+    /// initial-exec block; the message names the tunable that reserves more.
+    #[error(
+        "cannot allocate memory in static TLS block: {size} bytes aligned to {align} do not fit in what is left of glibc's static TLS surplus (glibc: {glibc}); start the program with GLIBC_TUNABLES=glibc.rtld.optional_static_tls=N to reserve N bytes instead of the default 512 (for this block alone, N={})", (size + align + 1024).next_multiple_of(1024)
+    )]
+    StaticTlsExhausted {
+        /// Bytes of the block.
+        size: u64,
+        /// Its alignment.
+        align: u64,
+        /// What glibc said.
+        glibc: String,
     },
     /// Mapping, protecting or unmapping memory failed.
     #[error("{what}: {source}")]
