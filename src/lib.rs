@@ -65,7 +65,7 @@ pub mod search;
 pub mod inspect;
 
 pub use check_image::{CheckSummary, check_image};
-pub use describe::{Description, describe};
+pub use describe::{Description, DynamicEntry, DynamicSymbol, SegmentInfo, TlsInfo, describe};
 pub use error::{Error, ErrorKind, Result, Stage};
 pub use library::{
     Library, ObjectView, OpenOptions, SegmentView, Symbol, SymbolInfo, SymbolKind, SymbolName,

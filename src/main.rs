@@ -7,33 +7,25 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use cli::{Cli, Command, call};
-
-fn init_tracing(flag: bool) {
-    let spec = std::env::var("MMLD_TRACE").ok();
-    let filter = match (flag, spec.as_deref()) {
-        (true, _) | (_, Some("all" | "1")) => "mmld=debug".to_string(),
-        (false, Some(list)) if !list.is_empty() => list
-            .split(',')
-            .map(|t| format!("mmld::{}=debug", t.trim()))
-            .collect::<Vec<_>>()
-            .join(","),
-        _ => return,
-    };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(true)
-        .without_time()
-        .try_init();
-}
+use cli::{Cli, Command, call, tools};
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
-    init_tracing(cli.trace);
-    match dispatch(cli.command) {
+    let trace = cli::trace::TraceArgs {
+        flag: cli.trace,
+        file: cli.trace_file,
+    };
+    cli::trace::init(&trace);
+    let worker = matches!(cli.command, Command::ShareWorker { .. });
+    match dispatch(cli.command, trace) {
         Ok(code) => code,
+        // A share worker's error goes to the parent, which reports the
+        // first one once (see cli::share::FAILED).
+        Err(e) if worker => {
+            println!("{}{e:#}", cli::share::FAILED);
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("mmld: {e:#}");
             ExitCode::FAILURE
@@ -41,7 +33,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(command: Command) -> Result<ExitCode> {
+/// Rust ignores SIGPIPE, so a write to a closed pipe (`mmld info --json
+/// LIB | head -c 10`) is an error that `println!` turns into a panic. A
+/// Unix tool ends quietly instead: restore the default action, under which
+/// the kernel ends the process as it would end `cat`.
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no
+    // handler and touches no memory; it happens before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> {
     match command {
         Command::Run {
             library,
@@ -49,69 +53,85 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             args,
             ret,
         } => run(&library, &symbol, &args, ret),
-        Command::Info { library, json } => {
+        Command::Info {
+            library,
+            json,
+            dyn_syms,
+            dynamic,
+        } => {
             let d = mmld::describe(&library)?;
             if json {
                 println!("{}", cli::info::to_json(&library, &d));
+            } else if dyn_syms || dynamic {
+                if dynamic {
+                    print!("{}", tools::dynamic_text(&d));
+                }
+                if dyn_syms {
+                    if dynamic {
+                        println!();
+                    }
+                    print!("{}", tools::dyn_syms_text(&d));
+                }
             } else {
                 print!("{}", cli::info::to_text(&library, &d));
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Deps { library, json } => {
-            let (tree, errors) = mmld::dependency_tree(&library)?;
-            if json {
-                println!("{}", cli::info::tree_json(&tree));
-            } else {
-                print!("{}", cli::info::tree_text(&tree));
-            }
-            for e in &errors {
-                eprintln!("mmld: {e}");
-            }
-            Ok(if errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
+        Command::Deps {
+            library,
+            json,
+            flat,
+        } => deps(&library, json, flat),
         Command::Maps {
             library,
             pid,
             copy,
-            call,
+            mut call,
             ret,
             json,
             pictures,
-        } => cli::maps::run(cli::maps::Options {
-            library: library.as_deref(),
-            pid,
-            copy,
-            call: call.as_deref(),
-            ret,
-            json,
-            pictures,
-        }),
+        } => {
+            let library = cli::library_after_call(library, &mut call)?;
+            if library.is_none() && pid.is_none() {
+                bail!("maps needs a LIBRARY or --pid PID");
+            }
+            cli::maps::run(cli::maps::Options {
+                library: library.as_deref(),
+                pid,
+                copy,
+                call: call.as_deref(),
+                ret,
+                json,
+                pictures,
+            })
+        }
         Command::Share {
             library,
             procs,
             strategy,
-            call,
+            mut call,
             ret,
             json,
             hold,
             timeout,
             pictures,
-        } => cli::share::run(cli::share::Options {
-            library,
-            procs,
-            strategy,
-            call,
-            ret,
-            json,
-            hold,
-            timeout: std::time::Duration::from_secs(timeout),
-            pictures,
-        }),
+        } => {
+            let Some(library) = cli::library_after_call(library, &mut call)? else {
+                bail!("share needs a LIBRARY");
+            };
+            cli::share::run(cli::share::Options {
+                trace,
+                library,
+                procs,
+                strategy,
+                call,
+                ret,
+                json,
+                hold,
+                timeout: std::time::Duration::from_secs(timeout),
+                pictures,
+            })
+        }
         Command::ShareWorker {
             library,
             parent,
@@ -119,8 +139,45 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             call,
             ret,
         } => cli::share::worker(&library, parent, strategy, call.as_deref(), ret),
-        Command::Check { library } => check(&library),
+        Command::Check { library, json } => check(&library, json),
+        Command::Completions { shell } => tools::completions(shell).map(|()| ExitCode::SUCCESS),
+        Command::Man => tools::man().map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// `mmld deps`: the tree (or ldd's flat list, which links in a dry run to
+/// learn the addresses).
+fn deps(library: &std::path::Path, json: bool, flat: bool) -> Result<ExitCode> {
+    if flat {
+        let report = mmld::OpenOptions::new()
+            .check(library)
+            .with_context(|| format!("{} would not load", library.display()))?;
+        // A host object's address: where its file offset 0 is mapped here
+        // (its first PT_LOAD, at address 0 in every shared object).
+        let vmas = mmld::inspect::read_vmas(mmld::inspect::Pid::Myself, false)?;
+        let host = |p: &std::path::Path| {
+            let p = std::fs::canonicalize(p).ok()?;
+            vmas.iter()
+                .find(|v| v.offset == 0 && v.path.as_deref() == Some(p.as_path()))
+                .map(|v| v.start)
+        };
+        print!("{}", tools::ldd_text(&report.tree, &host));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (tree, errors) = mmld::dependency_tree(library)?;
+    if json {
+        println!("{}", cli::info::tree_json(&tree));
+    } else {
+        print!("{}", cli::info::tree_text(&tree));
+    }
+    for e in &errors {
+        eprintln!("mmld: {e}");
+    }
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `mmld run`: call one function of a library with the given arguments.
@@ -164,25 +221,47 @@ fn run(
 }
 
 /// `mmld check`: load and link without running, list undefined symbols.
-fn check(library: &std::path::Path) -> Result<ExitCode> {
+fn check(library: &std::path::Path, json: bool) -> Result<ExitCode> {
     let report = mmld::OpenOptions::new()
         .check(library)
         .with_context(|| format!("{} would not load", library.display()))?;
-    let mut bad = 0;
+    let bad: usize = report.unresolved.iter().map(|(_, n)| n.len()).sum();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "library": library.display().to_string(),
+                "ok": bad == 0,
+                "mapped": report.mapped,
+                "unresolved": report.unresolved.iter().flat_map(|(object, names)| {
+                    names.iter().map(move |n| serde_json::json!({"symbol": n, "object": object}))
+                }).collect::<Vec<_>>(),
+            })
+        );
+        return Ok(if bad == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     for (object, names) in &report.unresolved {
         for n in names {
             println!("undefined symbol: {n} (in {object})");
-            bad += 1;
         }
     }
     if bad > 0 {
-        eprintln!("mmld: {}: {bad} undefined symbols", library.display());
+        eprintln!(
+            "mmld: {}: {bad} undefined {}",
+            library.display(),
+            tools::plural(bad, "symbol", "symbols")
+        );
         return Ok(ExitCode::FAILURE);
     }
+    let n = report.mapped.len();
     println!(
-        "{}: ok ({} objects mapped by mmld, all references resolved)",
+        "{}: ok ({n} {} mapped by mmld, all references resolved)",
         library.display(),
-        report.mapped.len()
+        tools::plural(n, "object", "objects")
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@
 //! six integers and eight doubles covers every mix. Must never: pass more
 //! arguments than fit in registers (that would need stack arguments).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 
 use anyhow::{Context, Result, bail};
 
@@ -238,10 +238,7 @@ pub unsafe fn call(addr: u64, regs: &Registers, ret: Ret) -> Result<Option<Strin
                     if v == 0 {
                         Some("(null)".to_string())
                     } else {
-                        // SAFETY: the caller said the function returns a C
-                        // string; it is non-null.
-                        let s = unsafe { CStr::from_ptr(v as usize as *const std::ffi::c_char) };
-                        Some(String::from_utf8_lossy(s.to_bytes()).into_owned())
+                        Some(super::peek::c_string(v)?)
                     }
                 }
                 Ret::F64 | Ret::F32 => None,

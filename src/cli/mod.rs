@@ -6,8 +6,11 @@
 pub mod call;
 pub mod info;
 pub mod maps;
+mod peek;
 pub mod pictures;
 pub mod share;
+pub mod tools;
+pub mod trace;
 
 use std::path::PathBuf;
 
@@ -24,6 +27,10 @@ pub struct Cli {
     /// mappings and every symbol binding. Same as MMLD_TRACE=all.
     #[arg(long, global = true)]
     pub trace: bool,
+    /// Write the trace to FILE (appending) instead of standard error;
+    /// implies --trace unless MMLD_TRACE picks categories.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub trace_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -48,28 +55,59 @@ pub enum Command {
     },
     /// Describe a library like `readelf -d -l`, without running it.
     Info {
+        /// The shared object to describe.
         library: PathBuf,
-        /// Print JSON instead of text.
-        #[arg(long)]
+        /// Print JSON instead of text (with every dynamic entry and symbol).
+        #[arg(long, conflicts_with_all = ["dyn_syms", "dynamic"])]
         json: bool,
+        /// Print the dynamic symbol table, like `readelf --dyn-syms`.
+        #[arg(long)]
+        dyn_syms: bool,
+        /// Print the dynamic section, like `readelf -d`.
+        #[arg(long)]
+        dynamic: bool,
     },
     /// Show the resolved dependency tree, like `ldd`, with how each library was found.
     Deps {
+        /// The shared object whose dependencies to resolve.
         library: PathBuf,
-        #[arg(long)]
+        /// Print JSON instead of text.
+        #[arg(long, conflicts_with = "flat")]
         json: bool,
+        /// Print each library once, in ldd's own format, with the address
+        /// it would be loaded at (links without running, like `check`).
+        #[arg(long)]
+        flat: bool,
     },
     /// Load and link the whole tree without running any of its code (like
     /// `ldd -r`); exit 0 only if it would load.
-    Check { library: PathBuf },
+    Check {
+        /// The shared object to check.
+        library: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a completion script for SHELL on standard output.
+    #[command(
+        after_help = "Examples:\n  mmld completions bash > ~/.local/share/bash-completion/completions/mmld\n  mmld completions zsh > ~/.zfunc/_mmld\n  mmld completions fish > ~/.config/fish/completions/mmld.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on standard output.
+    #[command(after_help = "Example: mmld man > mmld.1 && man ./mmld.1")]
+    Man,
     /// Show the /proc/PID/maps lines of a loaded library, annotated: role
     /// (text, rodata, RELRO, data, .bss, gap), sections, resident pages.
     #[command(
         after_help = "resident: pages present in the process's page tables (/proc/PID/pagemap, what smaps calls Rss).\ncached: pages of the file in the page cache (mincore), whoever read them.\nWith --call, resident counts show as 'after load → after the call'.\nExamples:\n  mmld maps testlibs/libdemo.so --call add 2 3\n  mmld maps testlibs/libdemo.so --svg libdemo.svg\n  mmld maps --pid $$"
     )]
     Maps {
-        /// The shared object to load (not with --pid).
-        #[arg(required_unless_present = "pid", conflicts_with = "pid")]
+        /// The shared object to load (not with --pid). It may follow
+        /// --call's arguments: `maps --call add 2 3 LIBRARY`.
+        #[arg(conflicts_with = "pid")]
         library: Option<PathBuf>,
         /// Annotate every mapped ELF file of this process instead.
         #[arg(long)]
@@ -77,7 +115,8 @@ pub enum Command {
         /// Load with the read strategy (segments copied into anonymous memory).
         #[arg(long, conflicts_with = "pid")]
         copy: bool,
-        /// After loading, call SYMBOL with ARGS (as `mmld run` does).
+        /// After loading, call SYMBOL with ARGS (as `mmld run` does). Without
+        /// a LIBRARY before it, its last value is the LIBRARY.
         #[arg(long, num_args = 1.., value_name = "SYMBOL [ARGS]", allow_negative_numbers = true, conflicts_with = "pid")]
         call: Option<Vec<String>>,
         /// How to read the called function's return value.
@@ -95,7 +134,9 @@ pub enum Command {
         after_help = "With --svg/--html, one strip per worker; the same physical frame carries the same coloured mark in every strip.\nExample: mmld share testlibs/libdemo.so --procs 4 --call counter_bump --html share.html"
     )]
     Share {
-        library: PathBuf,
+        /// The shared object to load. It may follow --call's arguments:
+        /// `share --call counter_bump LIBRARY`.
+        library: Option<PathBuf>,
         /// How many worker processes.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
         procs: u32,
@@ -103,7 +144,8 @@ pub enum Command {
         /// them into anonymous memory.
         #[arg(long, value_enum, default_value = "mmap")]
         strategy: share::StrategyArg,
-        /// Each worker calls SYMBOL with ARGS after loading.
+        /// Each worker calls SYMBOL with ARGS after loading. Without a
+        /// LIBRARY before it, its last value is the LIBRARY.
         #[arg(long, num_args = 1.., value_name = "SYMBOL [ARGS]", allow_negative_numbers = true)]
         call: Option<Vec<String>>,
         /// How to read the called function's return value.
@@ -135,4 +177,28 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "i64")]
         ret: call::Ret,
     },
+}
+
+/// The LIBRARY of `maps` and `share`: given as itself, or as the last value
+/// of a `--call` that swallowed it (clap's usage line puts LIBRARY after
+/// the options, and `--call` takes every value that follows it).
+pub fn library_after_call(
+    library: Option<PathBuf>,
+    call: &mut Option<Vec<String>>,
+) -> anyhow::Result<Option<PathBuf>> {
+    if library.is_some() {
+        return Ok(library);
+    }
+    match call {
+        Some(words) if words.len() >= 2 => Ok(words.pop().map(PathBuf::from)),
+        Some(_) => anyhow::bail!(
+            "--call SYMBOL needs a LIBRARY: mmld maps --call SYMBOL [ARGS]... LIBRARY"
+        ),
+        None => Ok(None),
+    }
+}
+
+/// The command line as clap sees it, for completions and the manual.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }

@@ -52,11 +52,17 @@ impl StrategyArg {
 /// the library itself prints to stdout is skipped.
 const READY: &str = "MMLD-SHARE-WORKER ";
 
+/// A worker that fails writes its error on a line starting with this
+/// instead of on standard error, so that N workers failing the same way
+/// are reported once, by the parent.
+pub const FAILED: &str = "MMLD-SHARE-WORKER-ERROR ";
+
 /// Exit status after Ctrl-C, as shells report it.
 const INTERRUPTED_EXIT: u8 = 130;
 
 #[derive(Debug)]
 pub struct Options {
+    pub trace: super::trace::TraceArgs,
     pub library: PathBuf,
     pub procs: u32,
     pub strategy: StrategyArg,
@@ -101,7 +107,8 @@ fn run_workers(opts: &Options) -> Result<()> {
     let mut workers = Workers::default();
     for _ in 0..opts.procs {
         let mut cmd = Command::new(&exe);
-        cmd.arg("__share-worker")
+        cmd.args(opts.trace.child_args())
+            .arg("__share-worker")
             .arg(&opts.library)
             .arg("--parent")
             .arg(std::process::id().to_string())
@@ -282,12 +289,16 @@ impl Workers {
                 if n == 0 {
                     let pid = w.child.id();
                     let status = w.child.wait().context("waiting for a worker")?;
-                    bail!("worker {pid} exited before it was ready ({status}); its error is above");
+                    bail!("worker {pid} exited before it was ready ({status})");
                 }
                 w.buffer.extend_from_slice(&chunk[..n]);
                 while let Some(pos) = w.buffer.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = w.buffer.drain(..=pos).collect();
                     let line = String::from_utf8_lossy(&line);
+                    if let Some(error) = line.trim_end().strip_prefix(FAILED) {
+                        // The first failure is the report; the guard stops the rest.
+                        bail!("worker {}: {error}", w.child.id());
+                    }
                     if let Some(body) = line.trim_end().strip_prefix(READY) {
                         let v: Value = serde_json::from_str(body).with_context(|| {
                             format!("worker {} sent a bad ready line", w.child.id())

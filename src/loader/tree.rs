@@ -38,6 +38,10 @@ pub struct TreeNode {
     pub needed_by: Option<String>,
     /// Nesting level: 0 for the root, 1 for its `DT_NEEDED` entries, ...
     pub depth: usize,
+    /// The load bias mmld gave it (glibc's `l_addr`, what `ldd` prints):
+    /// known for objects mmld had loaded and, in a check, for those it
+    /// mapped; `None` for host objects and in a tree that maps nothing.
+    pub load_address: Option<u64>,
 }
 
 /// Result of [`OpenOptions::check`](crate::OpenOptions::check): the tree,
@@ -138,6 +142,11 @@ impl Batch {
                 }
             }
             let (path, provenance, host, reused) = self.tree_facts(&node);
+            let load_address = match &node {
+                Node::Batch(i) => self.pending.get(*i).map(|p| p.bias).filter(|&b| b != 0),
+                Node::Existing(o) => Some(o.mapping.bias()),
+                Node::Host(_) | Node::Missing => None,
+            };
             out.push(TreeNode {
                 name,
                 path,
@@ -150,6 +159,7 @@ impl Batch {
                     .map(|l| l.name.clone()),
                 needed_by,
                 depth,
+                load_address,
             });
         }
         out

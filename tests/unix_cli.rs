@@ -1,0 +1,415 @@
+//! The `mmld` command as a Unix tool (issue 17): quiet on a closed pipe,
+//! no crash on a bad `--ret str`, the OS cause named once, plurals,
+//! `share` reporting a worker's error once, `--call` before LIBRARY,
+//! tracing (`MMLD_TRACE` categories, `--trace` in `share`'s workers,
+//! `--trace-file`, `NO_COLOR` and terminals), the readelf and ldd formats
+//! checked against readelf and ldd themselves, `check --json`, shell
+//! completions and the manual page.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+
+const DEMO: &str = "testlibs/libdemo.so";
+
+fn mmld_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mmld"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("MMLD_TRACE")
+        .env_remove("NO_COLOR")
+        .args(args);
+    c
+}
+
+fn mmld(args: &[&str]) -> Output {
+    mmld_cmd(args).output().expect("run mmld")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Killed by SIGPIPE (as `cat` would be) or finished: either way quiet.
+fn ended_quietly(o: &Output, what: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let e = err(o);
+    assert!(
+        !e.contains("panicked") && !e.contains("Broken pipe") && e.is_empty(),
+        "{what}: stderr {e:?}"
+    );
+    assert!(
+        o.status.success() || o.status.signal() == Some(libc::SIGPIPE),
+        "{what}: {}",
+        o.status
+    );
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    // The reader is gone before mmld writes anything: every write fails.
+    for args in [
+        &["info", "--json", DEMO][..],
+        &["info", "--dyn-syms", DEMO],
+        &["deps", DEMO],
+        &["run", DEMO, "add", "2", "3"],
+    ] {
+        let mut child = mmld_cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mmld");
+        drop(child.stdout.take());
+        let o = child.wait_with_output().expect("wait");
+        ended_quietly(&o, &format!("{args:?}"));
+    }
+    // The issue's own pipeline, on a library whose JSON is larger than a
+    // pipe's buffer, so mmld is still writing when head exits.
+    let bin = env!("CARGO_BIN_EXE_mmld");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{bin}' info --json /usr/lib/x86_64-linux-gnu/libstdc++.so.6 | head -c 10"
+        ))
+        .output()
+        .expect("sh");
+    assert_eq!(o.stdout.len(), 10);
+    assert_eq!(err(&o), "", "stderr of the pipeline");
+}
+
+#[test]
+fn ret_str_on_an_unreadable_address_is_an_error() {
+    // add returns 5: not a pointer to anything.
+    let o = mmld(&["run", DEMO, "add", "2", "3", "--ret", "str"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(
+        err(&o).contains("0x5, which is not the address of readable memory"),
+        "{}",
+        err(&o)
+    );
+    // A real string still prints.
+    let o = mmld(&["run", DEMO, "demo_word", "0", "--ret", "str"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(!out(&o).trim().is_empty());
+}
+
+#[test]
+fn the_os_cause_is_named_once() {
+    let o = mmld(&["run", "/nonexistent/libnothing.so", "f"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = err(&o);
+    assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
+    assert!(e.contains("/nonexistent/libnothing.so"), "{e}");
+}
+
+#[test]
+fn counts_have_the_right_plural() {
+    // libdemo needs only libc (the host's): one object mapped.
+    let o = mmld(&["check", DEMO]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains("(1 object mapped by mmld"), "{}", out(&o));
+    let o = mmld(&["check", "testlibs/libmissing.so"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains(": 1 undefined symbol\n"), "{}", err(&o));
+    let o = mmld(&["check", "testlibs/libcheckbad.so"]);
+    assert!(err(&o).contains(": 2 undefined symbols\n"), "{}", err(&o));
+    let o = mmld(&["check", "testlibs/diamond/libdtop.so"]);
+    assert!(out(&o).contains("(5 objects mapped by mmld"), "{}", out(&o));
+}
+
+#[test]
+fn share_reports_a_workers_error_once() {
+    let o = mmld(&["share", "--procs", "3", "testlibs/libmissing.so"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = err(&o);
+    assert_eq!(e.matches("mmld_no_such_function").count(), 1, "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert_eq!(out(&o), "");
+}
+
+#[test]
+fn call_arguments_may_come_before_the_library() {
+    // The order clap's usage line shows: [OPTIONS] [LIBRARY].
+    let o = mmld(&["maps", "--call", "add", "2", "3", DEMO]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains("add(2, 3) = 5"), "{}", out(&o));
+    // The other order still works.
+    let o = mmld(&["maps", DEMO, "--call", "add", "2", "3"]);
+    assert!(out(&o).contains("add(2, 3) = 5"), "{}", out(&o));
+    let o = mmld(&["share", "--procs", "2", "--call", "counter_bump", DEMO]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        out(&o).contains("each called counter_bump() = "),
+        "{}",
+        out(&o)
+    );
+    // --call with a symbol alone has no library to take.
+    let o = mmld(&["maps", "--call", "add"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("needs a LIBRARY"), "{}", err(&o));
+}
+
+#[test]
+fn mmld_trace_warns_about_unknown_categories() {
+    let o = mmld_cmd(&["run", DEMO, "add", "2", "3"])
+        .env("MMLD_TRACE", "libs,bogus")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(out(&o), "5\n");
+    let e = err(&o);
+    assert!(e.contains("unknown category bogus"), "{e}");
+    assert!(
+        e.contains("mmld::libs"),
+        "the known category still traces: {e}"
+    );
+    let o = mmld_cmd(&["run", DEMO, "add", "2", "3"])
+        .env("MMLD_TRACE", "libs,bindings")
+        .output()
+        .unwrap();
+    assert!(!err(&o).contains("unknown"), "{}", err(&o));
+}
+
+#[test]
+fn trace_file_gets_the_trace_and_share_workers_trace_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("trace.log");
+    let f = file.to_str().unwrap();
+    let o = mmld(&["--trace-file", f, "run", DEMO, "add", "2", "3"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(err(&o), "", "the trace went to the file");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("mmld::libs") && text.contains("running constructors"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "no colour in a file");
+
+    // Each of share's workers loads the library: with --trace they trace.
+    std::fs::remove_file(&file).unwrap();
+    let o = mmld(&["--trace-file", f, "share", "--procs", "3", DEMO]);
+    assert!(o.status.success(), "{}", err(&o));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let loads = text
+        .lines()
+        .filter(|l| l.contains("running constructors") && l.contains("libdemo.so"))
+        .count();
+    assert_eq!(loads, 3, "{text}");
+    let o = mmld(&["--trace", "share", "--procs", "2", DEMO]);
+    let e = err(&o);
+    let loads = e
+        .lines()
+        .filter(|l| l.contains("running constructors") && l.contains("libdemo.so"))
+        .count();
+    assert_eq!(loads, 2, "{e}");
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    // Piped: never coloured.
+    let o = mmld(&["--trace", "run", DEMO, "add", "2", "3"]);
+    assert!(err(&o).contains("mmld::libs"));
+    assert!(!err(&o).contains('\x1b'), "{:?}", err(&o));
+    // On a terminal (script(1) gives one): coloured, unless NO_COLOR.
+    let bin = env!("CARGO_BIN_EXE_mmld");
+    let in_pty = |no_color: bool| {
+        let mut c = Command::new("script");
+        c.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("MMLD_TRACE")
+            .args([
+                "-qec",
+                &format!("'{bin}' --trace run {DEMO} add 2 3"),
+                "/dev/null",
+            ]);
+        if no_color {
+            c.env("NO_COLOR", "1");
+        } else {
+            c.env_remove("NO_COLOR");
+        }
+        let o = c.output().expect("script(1) from util-linux");
+        assert!(o.status.success(), "{}", err(&o));
+        out(&o)
+    };
+    let coloured = in_pty(false);
+    assert!(
+        coloured.contains("mmld::libs") && coloured.contains('\x1b'),
+        "{coloured:?}"
+    );
+    let plain = in_pty(true);
+    assert!(
+        plain.contains("mmld::libs") && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+}
+
+/// `(name, canonical path)` pairs of ldd's or `deps --flat`'s lines that
+/// resolve a name to a file.
+fn resolved(text: &str) -> BTreeSet<(String, std::path::PathBuf)> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.trim().split_once(" => ")?;
+            let path = rest.split(" (").next()?;
+            Some((name.to_string(), std::fs::canonicalize(path).ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn deps_flat_matches_ldd() {
+    for lib in [
+        "testlibs/diamond/libdtop.so",
+        "testlibs/rpath/libchaintop.so",
+        "/usr/lib/x86_64-linux-gnu/libpng16.so.16",
+    ] {
+        let o = mmld(&["deps", "--flat", lib]);
+        assert!(o.status.success(), "{lib}: {}", err(&o));
+        let ours = out(&o);
+        let ldd = Command::new("ldd")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg(lib)
+            .output()
+            .unwrap();
+        assert_eq!(resolved(&ours), resolved(&out(&ldd)), "{lib}:\n{ours}");
+        for line in ours.lines() {
+            assert!(line.starts_with('\t'), "ldd indents with a tab: {line:?}");
+            // Every library mmld maps has its load address, as ldd prints it.
+            if line.contains("/testlibs/") {
+                assert!(line.contains(" (0x"), "{line}");
+            }
+        }
+    }
+    let o = mmld(&["deps", "--flat", "testlibs/libcheckbad.so"]);
+    assert!(o.status.success(), "{}", err(&o));
+}
+
+/// readelf's `--dyn-syms -W` rows, without its version indices `(n)`.
+fn readelf_dyn_syms(lib: &str) -> Vec<Vec<String>> {
+    let text = readelf(&["--dyn-syms", "-W"], std::path::Path::new(lib));
+    rows(&text)
+}
+
+fn rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .filter(|l| {
+            l.trim_start()
+                .split(':')
+                .next()
+                .is_some_and(|n| n.trim().parse::<u32>().is_ok())
+        })
+        .map(|l| {
+            let l = match l.rfind(" (") {
+                Some(i) if l.ends_with(')') => &l[..i],
+                _ => l,
+            };
+            l.split_whitespace().map(String::from).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn info_dyn_syms_matches_readelf() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for lib in [
+        "libdemo.so",
+        "libversioned.so",
+        "libifunc.so",
+        "libtls.so",
+        "libcxx.so",
+    ] {
+        let path = format!("{root}/testlibs/{lib}");
+        let o = mmld(&["info", "--dyn-syms", &path]);
+        assert!(o.status.success(), "{lib}: {}", err(&o));
+        let ours = rows(&out(&o));
+        let theirs = readelf_dyn_syms(&path);
+        assert_eq!(ours, theirs, "{lib}");
+        assert!(out(&o).starts_with(&format!(
+            "Symbol table '.dynsym' contains {} entries:",
+            theirs.len()
+        )));
+    }
+}
+
+#[test]
+fn info_dynamic_matches_readelf() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for lib in [
+        "libdemo.so",
+        "rpath/libchaintop.so",
+        "diamond/libdtop.so",
+        "libversioned.so",
+    ] {
+        let path = format!("{root}/testlibs/{lib}");
+        let o = mmld(&["info", "--dynamic", &path]);
+        assert!(o.status.success(), "{lib}: {}", err(&o));
+        let theirs = readelf(&["-d", "-W"], std::path::Path::new(&path));
+        // Tag, type and value of every entry before DT_NULL.
+        let entries = |t: &str| -> Vec<String> {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("0x") && !l.contains("(NULL)"))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect()
+        };
+        assert_eq!(entries(&out(&o)), entries(&theirs), "{lib}");
+    }
+}
+
+#[test]
+fn check_json() {
+    let o = mmld(&["check", "--json", "testlibs/libcheckbad.so"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).expect("one JSON object");
+    assert_eq!(v["ok"], false);
+    let unresolved = v["unresolved"].as_array().unwrap();
+    assert_eq!(unresolved.len(), 2, "{v}");
+    let objects: BTreeSet<&str> = unresolved
+        .iter()
+        .map(|u| u["object"].as_str().unwrap())
+        .collect();
+    assert_eq!(objects, BTreeSet::from(["libcheckbad.so", "libmissing.so"]));
+    let o = mmld(&["check", "--json", DEMO]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["mapped"], serde_json::json!(["libdemo.so"]));
+}
+
+#[test]
+fn completions_and_manual_come_from_the_command_line_definition() {
+    for shell in ["bash", "zsh", "fish"] {
+        let o = mmld(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", err(&o));
+        let text = out(&o);
+        for sub in ["share", "maps", "deps", "dyn-syms", "trace-file"] {
+            assert!(text.contains(sub), "{shell} completion lacks {sub}");
+        }
+    }
+    // bash accepts its script.
+    let o = mmld(&["completions", "bash"]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("mmld.bash");
+    std::fs::write(&script, &o.stdout).unwrap();
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", err(&check));
+    let o = mmld(&["man"]);
+    assert!(o.status.success());
+    let page = out(&o);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH mmld"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+    for sub in ["share", "completions", "\\-\\-trace"] {
+        assert!(page.contains(sub), "man page lacks {sub}");
+    }
+}
