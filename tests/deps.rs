@@ -1581,11 +1581,10 @@ fn host_library_lookups_go_to_the_hosts_copy() {
     assert!(lib.objects().is_empty(), "mmld mapped something");
     assert_eq!(lib.host_dependencies().len(), 1);
     // SAFETY: only the address is compared.
-    let ours = unsafe { lib.get::<*const c_void>("_Unwind_Backtrace") }.expect("lookup");
+    let ours = *unsafe { lib.get::<*const c_void>("_Unwind_Backtrace") }.expect("lookup");
     // SAFETY: dlsym with a valid NUL-terminated name.
     let glibc = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_Unwind_Backtrace".as_ptr()) };
-    assert_eq!(*ours, glibc.cast_const());
-    drop(ours);
+    assert_eq!(ours, glibc.cast_const());
     drop(lib);
     assert_eq!(
         before,

@@ -8,7 +8,7 @@
 //! never: map or load anything.
 
 use std::ffi::CString;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicUsize;
 
@@ -31,20 +31,15 @@ impl Library {
         let scope = host_scope();
         let program = scope.objects.iter().find(|o| o.name.is_empty());
         let path = std::env::current_exe().unwrap_or_default();
-        Library::outside(Root::Process {
-            bias: program.map_or(0, |o| o.bias),
-            base: program.map_or(0, |o| o.base()),
-            path,
-        })
+        let bias_and_base = (
+            program.map_or(0, |o| o.bias),
+            program.map_or(0, |o| o.base()),
+        );
+        Library::outside(Root::Process(Box::new(bias_and_base)), &path)
     }
 
     /// A library that stands for something mmld did not map.
-    pub(super) fn outside(root: Root) -> Library {
-        let path: PathBuf = match &root {
-            Root::Mapped(o) => o.path.clone(),
-            Root::Host(h) => h.path.clone(),
-            Root::Process { path, .. } => path.clone(),
-        };
+    pub(super) fn outside(root: Root, path: &Path) -> Library {
         Library {
             root,
             scope: Vec::new(),
@@ -53,7 +48,7 @@ impl Library {
             index: OnceLock::new(),
             lookups: AtomicUsize::new(0),
             index_after: usize::MAX,
-            file: crate::error::interned_path(&path),
+            file: crate::error::interned_path(path),
         }
     }
 

@@ -8,7 +8,7 @@
 use std::ffi::CString;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -171,7 +171,10 @@ impl OpenOptions {
     pub unsafe fn open(&self, path: impl AsRef<Path>) -> Result<Library> {
         let Loaded { root, scope, host } = match loader::open(path.as_ref(), self.settings)? {
             Opened::Mapped(loaded) => loaded,
-            Opened::Host(h) => return Ok(Library::outside(Root::Host(h))),
+            Opened::Host(h) => {
+                let path = h.path.clone();
+                return Ok(Library::outside(Root::Host(Box::new(h)), &path));
+            }
         };
         let root_path = root.path.clone();
         let host_tables = scope
@@ -227,9 +230,10 @@ enum Root {
     /// An object mmld mapped.
     Mapped(Arc<LoadedObject>),
     /// A library the host already had: lookups are glibc's `dlsym` on it.
-    Host(HostRoot),
-    /// [`Library::this`]: the program and the global scope.
-    Process { path: PathBuf, bias: u64, base: u64 },
+    Host(Box<HostRoot>),
+    /// [`Library::this`]: the program and the global scope (its path is
+    /// `Library::file`).
+    Process(Box<(u64, u64)>),
 }
 
 /// Where a lookup found its symbol.
@@ -505,7 +509,7 @@ impl Library {
         match &self.root {
             Root::Mapped(o) => &o.path,
             Root::Host(h) => &h.path,
-            Root::Process { path, .. } => path,
+            Root::Process(_) => self.file,
         }
     }
 
@@ -514,7 +518,7 @@ impl Library {
         match &self.root {
             Root::Mapped(o) => o.soname.as_deref(),
             Root::Host(h) => h.soname.as_deref(),
-            Root::Process { .. } => None,
+            Root::Process(_) => None,
         }
     }
 
@@ -522,7 +526,8 @@ impl Library {
     pub fn base_address(&self) -> u64 {
         match &self.root {
             Root::Mapped(o) => o.mapping.base(),
-            Root::Host(HostRoot { base, .. }) | Root::Process { base, .. } => *base,
+            Root::Host(h) => h.base,
+            Root::Process(program) => program.1,
         }
     }
 
@@ -530,7 +535,8 @@ impl Library {
     pub fn load_bias(&self) -> u64 {
         match &self.root {
             Root::Mapped(o) => o.mapping.bias(),
-            Root::Host(HostRoot { bias, .. }) | Root::Process { bias, .. } => *bias,
+            Root::Host(h) => h.bias,
+            Root::Process(program) => program.0,
         }
     }
 

@@ -111,7 +111,7 @@ pub fn open(name: &Path, settings: Settings) -> Result<Opened> {
     };
     let path = path.as_path();
     let mut batch = Batch::new(Mode::Run, settings);
-    batch.add_root(path, elf)?;
+    batch.add_root(path, *elf)?;
     if let Some(soname) = batch.pending.first().and_then(|p| p.soname.clone())
         && crate::host::is_glibc_family(&soname)
     {

@@ -42,7 +42,7 @@ pub(super) enum Located {
     /// An object of the host.
     Host(HostRoot),
     /// A file to map (not loaded by anyone yet).
-    File(PathBuf, ElfFile),
+    File(PathBuf, Box<ElfFile>),
 }
 
 /// Find what `name` denotes, without mapping anything.
@@ -84,7 +84,7 @@ pub(super) fn locate(name: &Path, settings: Settings) -> Result<Located> {
     if settings.no_load {
         return Err(Error::new(&path, Stage::Open, ErrorKind::NotLoaded));
     }
-    Ok(Located::File(path, elf))
+    Ok(Located::File(path, Box::new(elf)))
 }
 
 /// glibc's first step for a bare name: an object already loaded under it.
