@@ -28,7 +28,6 @@ mod tree;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::elf::ElfFile;
 use crate::error::{AttachContext, Error, ErrorKind, Result, Stage};
 use crate::link::LinkMode;
 use crate::link::hostscope::HostScope;
@@ -145,7 +144,8 @@ pub fn open(name: &Path, settings: Settings) -> Result<Opened> {
 /// Load and link `path` and its tree without running any of its code.
 pub fn check(path: &Path, settings: Settings) -> Result<CheckReport> {
     let _guard = LOADER_LOCK.lock();
-    let elf = ElfFile::open(path).at(path, Stage::Read)?;
+    let (path, elf) = root::file_for(path)?;
+    let path = path.as_path();
     let mut batch = Batch::new(Mode::Check, settings);
     batch.add_root(path, elf)?;
     batch.resolve_all()?;
@@ -163,7 +163,8 @@ pub fn check(path: &Path, settings: Settings) -> Result<CheckReport> {
 /// libraries are reported in the tree instead of failing.
 pub fn tree(path: &Path) -> Result<(Vec<TreeNode>, Vec<Error>)> {
     let _guard = LOADER_LOCK.lock();
-    let elf = ElfFile::open(path).at(path, Stage::Read)?;
+    let (path, elf) = root::file_for(path)?;
+    let path = path.as_path();
     let mut batch = Batch::new(Mode::Check, Settings::default());
     batch.keep_going = true;
     batch.add_root(path, elf)?;

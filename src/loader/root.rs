@@ -87,6 +87,18 @@ pub(super) fn locate(name: &Path, settings: Settings) -> Result<Located> {
     Ok(Located::File(path, Box::new(elf)))
 }
 
+/// The file a check or a tree starts from: a bare name searched as
+/// [`locate`] searches it (no object is reused: nothing runs), else a path.
+pub(super) fn file_for(name: &Path) -> Result<(PathBuf, ElfFile)> {
+    match name.to_str().filter(|s| !s.contains('/')) {
+        Some(bare) => search_by_name(bare, &host_scope(), Settings::default()),
+        None => Ok((
+            name.to_path_buf(),
+            ElfFile::open(name).at(name, Stage::Read)?,
+        )),
+    }
+}
+
 /// glibc's first step for a bare name: an object already loaded under it.
 fn loaded_by_name(name: &str, host: &HostScope, settings: Settings) -> Result<Option<Located>> {
     let known = registry::registry()
