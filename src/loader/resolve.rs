@@ -1,12 +1,14 @@
 //! Resolving a needed name: where `libfoo.so.1` is found.
 //!
 //! Owns: for each `DT_NEEDED` entry, in glibc's order: the glibc family and
-//! libraries the host already has (bound to the host's copy), objects mmld
-//! already has (by soname, then by file identity), and otherwise the
-//! library search (`DT_RPATH` chain, `LD_LIBRARY_PATH`, `DT_RUNPATH`,
-//! `ld.so.cache`, default directories; see `search`), skipping files for
-//! another machine as glibc does. Must never: map a file twice (one file,
-//! by device and inode, is one object), or map a glibc-family library.
+//! libraries the host already has under that name (bound to the host's
+//! copy), objects mmld already has (by soname), and otherwise the library
+//! search (`DT_RPATH` chain, `LD_LIBRARY_PATH`, `DT_RUNPATH`, `ld.so.cache`,
+//! default directories; see `search`), skipping files for another machine
+//! as glibc does; the file found is again checked against what mmld, this
+//! load and the host already have. Must never: map a file twice (one file,
+//! by device and inode, is one object, the host's included), or map a
+//! glibc-family library.
 
 use std::path::PathBuf;
 use std::sync::Arc;
