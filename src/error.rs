@@ -651,6 +651,28 @@ pub enum ErrorKind {
         /// Every path tried, in order.
         searched: Vec<PathBuf>,
     },
+    /// The file is a position-independent executable, which `dlopen`
+    /// refuses too.
+    #[error(
+        "cannot dynamically load position-independent executable (DF_1_PIE): an executable is started by the kernel, not loaded as a library"
+    )]
+    PositionIndependentExecutable,
+    /// `OpenOptions::no_load` asked for a library that is not loaded.
+    #[error(
+        "not loaded (OpenOptions::no_load, like RTLD_NOLOAD, opens only a library already loaded)"
+    )]
+    NotLoaded,
+    /// A name without `/` was not found anywhere `dlopen` would look.
+    #[error(
+        "cannot find {name}; searched: {}",
+        if searched.is_empty() { "nothing (no search directories)".to_string() } else { searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ") }
+    )]
+    LibraryNotFound {
+        /// The name asked for.
+        name: String,
+        /// Every path tried, in order.
+        searched: Vec<PathBuf>,
+    },
     /// A failure no other variant describes.
     #[error("{0}")]
     Other(String),

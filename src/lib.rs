@@ -69,6 +69,7 @@ pub use describe::{Description, DynamicEntry, DynamicSymbol, SegmentInfo, TlsInf
 pub use error::{Error, ErrorKind, Result, Stage};
 pub use library::{
     Library, ObjectView, OpenOptions, SegmentView, Symbol, SymbolInfo, SymbolKind, SymbolName,
+    lookup_default,
 };
 pub use loader::{CheckReport, TreeNode};
 

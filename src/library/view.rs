@@ -1,0 +1,89 @@
+//! Read-only descriptions of loaded objects, for tools and tests.
+//!
+//! Owns: copying what a user may look at out of a loaded object. Must
+//! never: hand out anything that points into the object.
+
+use std::path::PathBuf;
+
+use crate::object::LoadedObject;
+
+/// A read-only description of one mapped object, for tools and tests.
+#[derive(Debug, Clone)]
+pub struct ObjectView {
+    /// Its soname, or its file name without one.
+    pub name: String,
+    /// The file it was mapped from.
+    pub path: PathBuf,
+    /// The lowest address of its mapping.
+    pub base: u64,
+    /// Bytes of address space it spans.
+    pub size: u64,
+    /// What was added to its file addresses (`l_addr` in glibc's terms).
+    pub bias: u64,
+    /// Its `PT_LOAD` segments, file addresses.
+    pub segments: Vec<SegmentView>,
+    /// Process address range made read-only after relocation.
+    pub relro: Option<(u64, u64)>,
+    /// Relocations applied, by type name.
+    pub relocations: Vec<(String, usize)>,
+    /// Addresses relocated through `DT_RELR`.
+    pub relr_addresses: usize,
+    /// IFUNC resolvers called while relocating it.
+    pub ifunc_calls: usize,
+    /// Its `.eh_frame` is registered with the host's unwinder.
+    pub unwind_registered: bool,
+}
+
+/// One `PT_LOAD` segment of an [`ObjectView`], as the file describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentView {
+    /// `p_vaddr` (add the object's bias for the address in this process).
+    pub vaddr: u64,
+    /// `p_memsz`.
+    pub memsz: u64,
+    /// `p_filesz`.
+    pub filesz: u64,
+    /// `p_offset`.
+    pub offset: u64,
+    /// `p_flags` (`PF_R` 4, `PF_W` 2, `PF_X` 1).
+    pub flags: u32,
+}
+
+impl ObjectView {
+    pub(super) fn of(o: &LoadedObject) -> ObjectView {
+        let mut relocations: Vec<(String, usize)> = o
+            .link_report
+            .by_type
+            .iter()
+            .map(|(t, n)| (crate::arch::current::relocation_name(t).to_string(), n))
+            .collect();
+        relocations.sort();
+        ObjectView {
+            name: o.name.clone(),
+            path: o.path.clone(),
+            base: o.mapping.base(),
+            size: o.mapping.len() as u64,
+            bias: o.mapping.bias(),
+            segments: o
+                .plan
+                .segments
+                .iter()
+                .map(|s| SegmentView {
+                    vaddr: s.vaddr,
+                    memsz: s.memsz,
+                    filesz: s.filesz,
+                    offset: s.offset,
+                    flags: s.flags,
+                })
+                .collect(),
+            relro: o
+                .mapping
+                .sealed_range()
+                .map(|(s, e)| (o.mapping.address_of(s), o.mapping.address_of(e))),
+            relocations,
+            relr_addresses: o.link_report.relr_addresses,
+            ifunc_calls: o.link_report.ifunc_calls,
+            unwind_registered: o.has_unwind_tables(),
+        }
+    }
+}
