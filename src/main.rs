@@ -108,6 +108,7 @@ fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> 
         Command::Share {
             library,
             procs,
+            pids,
             strategy,
             mut call,
             ret,
@@ -123,6 +124,7 @@ fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> 
                 trace,
                 library,
                 procs,
+                pids,
                 strategy,
                 call,
                 ret,

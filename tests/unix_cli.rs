@@ -413,3 +413,73 @@ fn completions_and_manual_come_from_the_command_line_definition() {
         assert!(page.contains(sub), "man page lacks {sub}");
     }
 }
+
+#[test]
+fn share_measures_running_processes_with_uss_and_totals() {
+    let libc = "/lib/x86_64-linux-gnu/libc.so.6";
+    let mut sleepers: Vec<std::process::Child> = (0..2)
+        .map(|_| Command::new("sleep").arg("600").spawn().expect("sleep"))
+        .collect();
+    // Until each has exec'd sleep and mapped libc.
+    for s in &sleepers {
+        while !std::fs::read_to_string(format!("/proc/{}/maps", s.id()))
+            .is_ok_and(|m| m.contains("libc.so.6"))
+        {
+            std::thread::yield_now();
+        }
+    }
+    let pids = format!("{},{}", sleepers[0].id(), sleepers[1].id());
+    let text = mmld(&["share", "--pid", &pids, libc]);
+    let json = mmld(&["share", "--json", "--pid", &pids, libc]);
+    for s in &mut sleepers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    assert!(text.status.success(), "{}", err(&text));
+    let t = out(&text);
+    assert!(
+        t.contains(&format!(
+            "2 processes (pid {} {})",
+            sleepers[0].id(),
+            sleepers[1].id()
+        )),
+        "{t}"
+    );
+    assert!(t.contains("USS KiB"), "{t}");
+    assert!(t.lines().any(|l| l.starts_with("total ")), "{t}");
+    let v: serde_json::Value = serde_json::from_str(&out(&json)).expect("JSON");
+    let segments = v["segments"].as_array().unwrap();
+    assert!(!segments.is_empty());
+    for s in segments {
+        for w in 0..2 {
+            let f = |k: &str| s[k][w].as_u64().unwrap();
+            // smem's USS: what only this process maps.
+            assert_eq!(
+                f("uss_kib"),
+                f("private_clean_kib") + f("private_dirty_kib"),
+                "{s}"
+            );
+        }
+        if s["role"] == "text" {
+            // Every process maps libc's text: none of it is unique to one.
+            assert_eq!(s["uss_kib"], serde_json::json!([0, 0]), "{s}");
+        }
+    }
+    let totals = &v["totals"];
+    for w in 0..2 {
+        let sum: u64 = segments
+            .iter()
+            .map(|s| s["uss_kib"][w].as_u64().unwrap())
+            .sum();
+        assert_eq!(totals["uss_kib"][w].as_u64(), Some(sum), "{totals}");
+    }
+    // A process that has not mapped the library is an error naming it.
+    let o = mmld(&[
+        "share",
+        "--pid",
+        &std::process::id().to_string(),
+        "testlibs/libcheckbad.so",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("has not mapped"), "{}", err(&o));
+}

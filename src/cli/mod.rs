@@ -140,6 +140,11 @@ pub enum Command {
         /// How many worker processes.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
         procs: u32,
+        /// Measure these running processes instead of starting workers
+        /// (`--pid 1234,5678` or `--pid 1234 --pid 5678`): LIBRARY as each
+        /// has it mapped, whoever loaded it.
+        #[arg(long = "pid", value_name = "PID", value_delimiter = ',', conflicts_with_all = ["procs", "call", "hold", "strategy"])]
+        pids: Vec<i32>,
         /// mmap: map segments from the file (shared page cache); read: copy
         /// them into anonymous memory.
         #[arg(long, value_enum, default_value = "mmap")]

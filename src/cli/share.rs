@@ -65,6 +65,8 @@ pub struct Options {
     pub trace: super::trace::TraceArgs,
     pub library: PathBuf,
     pub procs: u32,
+    /// Measure these running processes instead of starting workers.
+    pub pids: Vec<i32>,
     pub strategy: StrategyArg,
     pub call: Option<Vec<String>>,
     pub ret: call::Ret,
@@ -86,6 +88,9 @@ pub fn run(opts: Options) -> Result<ExitCode> {
     // A missing file is one clear error, not one per worker.
     std::fs::File::open(&opts.library)
         .with_context(|| format!("{}: cannot open", opts.library.display()))?;
+    if !opts.pids.is_empty() {
+        return running(&opts);
+    }
     sys::catch_termination_signals()?;
     match run_workers(&opts) {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -188,6 +193,36 @@ fn run_workers(opts: &Options) -> Result<()> {
     workers.release()?;
     // A signal that came with the end of input still counts.
     check_interrupt()
+}
+
+/// `share --pid`: the library as other processes (whoever loaded it) have
+/// it mapped, measured the same way as the workers.
+fn running(opts: &Options) -> Result<ExitCode> {
+    let target = std::fs::canonicalize(&opts.library)
+        .with_context(|| format!("{}: cannot resolve", opts.library.display()))?;
+    let mut measured = Vec::new();
+    for &pid in &opts.pids {
+        let p = inspect::Pid::Other(pid);
+        let vmas = inspect::read_vmas(p, false)?;
+        let (found, _) = inspect::objects_in_process(p, &vmas)?;
+        let objects: Vec<ObjectLayout> = found
+            .into_iter()
+            .map(|f| f.layout)
+            .filter(|l| std::fs::canonicalize(&l.path).ok().as_ref() == Some(&target))
+            .collect();
+        if objects.is_empty() {
+            bail!("process {pid} has not mapped {}", opts.library.display());
+        }
+        measured.push(inspect::share::Worker { pid, objects });
+    }
+    let report = inspect::share::measure(
+        &opts.library.display().to_string(),
+        "as found",
+        None,
+        &measured,
+    )?;
+    show(opts, &report)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Write the pictures asked for, then print the report.

@@ -49,6 +49,13 @@ impl Smaps {
         }
     }
 
+    /// Unique set size, as smem counts it: the pages only this process
+    /// maps (`Private_Clean` + `Private_Dirty`), KiB. What unloading the
+    /// object from this one process would give back.
+    pub fn uss(&self) -> u64 {
+        self.private_clean + self.private_dirty
+    }
+
     /// Add another mapping's figures.
     pub fn add(&mut self, o: &Smaps) {
         self.rss += o.rss;
