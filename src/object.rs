@@ -68,6 +68,8 @@ pub struct LoadedObject {
     pub tls: Option<TlsModule>,
     /// Records its TLS descriptors point to: they die with the object.
     pub _descriptors: crate::runtime::tlsdesc::Descriptors,
+    /// Host objects its relocations bound to, kept loaded while it lives.
+    pub host_holds: Vec<Arc<crate::link::hostref::HostRef>>,
     /// Unwind tables registered with libgcc; deregistered before unmapping.
     pub frames: Option<FrameRegistration>,
     /// Kept last: dropped after everything that points into it.

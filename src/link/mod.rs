@@ -16,6 +16,7 @@
 // Host objects sit at the crate root so `runtime` can ask glibc without
 // importing `link`; re-exported at this path for callers outside the crate.
 pub use crate::host;
+pub mod hostref;
 pub mod hostscope;
 pub mod index;
 mod lookup;
@@ -30,7 +31,7 @@ use crate::map::Mapping;
 use symbols::SymbolTable;
 
 pub use lookup::resolve_in_scope;
-pub use reloc::relocate;
+pub use reloc::{check_relocation_count, relocate};
 
 /// Whether LINK may run code of the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use super::relative::{apply_relative, apply_relr};
 use super::symbols::{self, Request, Sym, VersionRequest};
 use super::{Binding, LinkMode, LinkReport, LinkTarget, Provider};
 use crate::arch::{RelocKind, current as arch};
+use crate::elf::{DynamicInfo, VRange};
 use crate::error::{ErrorKind, KindResult};
 use crate::map::{Mapping, RoBytes};
 
@@ -119,6 +120,21 @@ struct RelocationContext<'c, 'a, 'p, F> {
     on_bind: F,
 }
 
+/// A sparse file can back relocation tables gigabytes long with a few
+/// kilobytes on disk: refuse counts no library has before walking them.
+pub fn check_relocation_count(dynamic: &DynamicInfo) -> KindResult<()> {
+    let limit = crate::elf::limits::MAX_RELOCATIONS;
+    let size = |r: Option<VRange>| r.map_or(0, |r| r.size);
+    let rela = (size(dynamic.rela) / 24).saturating_add(size(dynamic.jmprel) / 24);
+    let relr = size(dynamic.relr) / 8;
+    for (what, count) in [("DT_RELA and DT_JMPREL", rela), ("DT_RELR", relr)] {
+        if count > limit {
+            return Err(ErrorKind::LimitExceeded { what, count, limit });
+        }
+    }
+    Ok(())
+}
+
 /// Apply every relocation of `target`, binding symbols in `scope`; `host`
 /// answers for the host's objects (one snapshot per load).
 pub fn relocate(
@@ -128,6 +144,7 @@ pub fn relocate(
     mode: LinkMode,
     on_bind: impl FnMut(&[u8], Option<&[u8]>, &Binding),
 ) -> KindResult<LinkReport> {
+    check_relocation_count(target.dynamic)?;
     let bias = target.mapping.bias();
     let mut report = LinkReport::default();
     if let Some(relr) = target.dynamic.relr {

@@ -80,9 +80,13 @@ impl Batch {
         {
             target.mapping.prefault_for_relocation(relro);
         }
+        let mut host_holds = crate::link::hostscope::HoldSet::default();
         let report = link::relocate(&mut target, &scope, host, mode, |sym, ver, b: &Binding| {
             if let Some(slot) = bound.get_mut(b.provider) {
                 *slot = true;
+            }
+            if matches!(scope.get(b.provider), Some(Provider::HostGlobal)) {
+                host_holds.add(host, b.addr, sym, ver);
             }
             if tracing::enabled!(target: "mmld::bindings", tracing::Level::DEBUG) {
                 let to = names
@@ -111,6 +115,7 @@ impl Batch {
             p.report = report;
             p.reldeps = reldeps;
             p.descriptors = descriptors;
+            p.host_holds = host_holds.into_vec();
         }
         Ok(())
     }

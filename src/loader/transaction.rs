@@ -25,7 +25,7 @@ use crate::host::HostLibrary;
 use crate::link::hostscope::HostScope;
 use crate::link::symbols::SymbolTable;
 use crate::link::{LinkReport, Provider};
-use crate::map::{Mapping, Protection};
+use crate::map::{Mapping, Protection, Strategy};
 use crate::object::{Dep, LoadedObject, ScopeItem};
 use crate::registry::{self, Entry, LOADER_LOCK};
 use crate::runtime::tls::TlsModule;
@@ -74,6 +74,9 @@ pub(super) struct Pending {
     /// A relocation made one of its `STB_GNU_UNIQUE` definitions the
     /// process's: it stays loaded (glibc marks it nodelete).
     pub(super) unique_bound: bool,
+    /// Host objects its relocations bound to (glibc's relocation
+    /// dependencies on them): held as long as the object lives.
+    pub(super) host_holds: Vec<Arc<crate::link::hostref::HostRef>>,
 }
 
 impl Pending {
@@ -179,12 +182,14 @@ impl Batch {
         provenance: Provenance,
     ) -> Result<usize> {
         self.check_policy(path, &elf)?;
-        let protection = match self.mode {
-            Mode::Run => Protection::Exact,
-            Mode::Check => Protection::Inert,
+        // A check copies the file into memory it owns: a file mapping
+        // would fault if the file were truncated while it is read.
+        let (protection, strategy) = match self.mode {
+            Mode::Run => (Protection::Exact, self.settings.strategy),
+            Mode::Check => (Protection::Inert, Strategy::Read),
         };
-        let mapping = Mapping::map(&elf.file, &elf.plan, self.settings.strategy, protection)
-            .at(path, Stage::Map)?;
+        let mapping =
+            Mapping::map(&elf.file, &elf.plan, strategy, protection).at(path, Stage::Map)?;
         // The descriptor is closed here: mappings keep the file alive.
         let ElfFile {
             file,
@@ -251,6 +256,7 @@ impl Batch {
             descriptors: Default::default(),
             report: LinkReport::default(),
             unique_bound: false,
+            host_holds: Vec::new(),
         });
         self.mappings.push(mapping);
         Ok(self.pending.len() - 1)
@@ -331,7 +337,7 @@ impl Batch {
 /// change to the environment applies to the next load. `$ORIGIN` in it is
 /// the executable's directory.
 pub(super) fn ld_library_path() -> Vec<PathBuf> {
-    if std::env::var_os("LD_LIBRARY_PATH").is_some() {
+    if search::secure::env_var_os("LD_LIBRARY_PATH").is_some() {
         search::ld_library_path_from_env(
             std::env::current_exe()
                 .ok()
@@ -416,6 +422,7 @@ fn make_object(
         id,
         tls: p.tls,
         _descriptors: p.descriptors,
+        host_holds: p.host_holds,
         frames,
         path: p.path,
         name: p.name,
