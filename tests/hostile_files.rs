@@ -140,15 +140,45 @@ fn sparse_file_with_an_endless_chain_is_refused() {
     let e = unsafe { Library::open(&path) }.expect_err("open refuses it");
     assert!(endless(e.kind()), "open: {e}");
     for command in ["check", "info"] {
-        let out = Command::new(mmld_bin())
-            .arg(command)
-            .arg(&path)
-            .output()
-            .expect("run mmld");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "mmld {command}: {stderr}");
+        let (status, stderr, max_rss_kib) =
+            run_measured(Command::new(mmld_bin()).arg(command).arg(&path));
+        assert_eq!(status, Some(1), "mmld {command}: {stderr}");
         assert!(stderr.contains("never ends"), "mmld {command}: {stderr}");
+        // Walking the holes (or copying them) costs gigabytes; refusing
+        // the file costs what starting mmld does.
+        assert!(
+            max_rss_kib < 50 * 1024,
+            "mmld {command} peaked at {max_rss_kib} KiB"
+        );
     }
+}
+
+/// Run `cmd` to its end; its exit code, its stderr and its peak resident
+/// memory in KiB (from `wait4`, for this child alone).
+fn run_measured(cmd: &mut Command) -> (Option<i32>, String, i64) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mmld");
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value to be overwritten.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, which nothing else reaps.
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4");
+    // Already reaped by wait4: this only tells `Child` so (it gets ECHILD).
+    let _ = child.wait();
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, stderr, usage.ru_maxrss)
 }
 
 // ---------------------------------------------------------------------------
