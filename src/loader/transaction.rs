@@ -25,7 +25,7 @@ use crate::host::HostLibrary;
 use crate::link::hostscope::HostScope;
 use crate::link::symbols::SymbolTable;
 use crate::link::{LinkReport, Provider};
-use crate::map::{Mapping, Protection, Strategy};
+use crate::map::{Mapping, Protection};
 use crate::object::{Dep, LoadedObject, ScopeItem};
 use crate::registry::{self, Entry, LOADER_LOCK};
 use crate::runtime::tls::TlsModule;
@@ -182,14 +182,18 @@ impl Batch {
         provenance: Provenance,
     ) -> Result<usize> {
         self.check_policy(path, &elf)?;
-        // A check copies the file into memory it owns: a file mapping
-        // would fault if the file were truncated while it is read.
-        let (protection, strategy) = match self.mode {
-            Mode::Run => (Protection::Exact, self.settings.strategy),
-            Mode::Check => (Protection::Inert, Strategy::Read),
-        };
-        let mapping =
-            Mapping::map(&elf.file, &elf.plan, strategy, protection).at(path, Stage::Map)?;
+        // A check copies what it reads into memory it owns: a file
+        // mapping would fault if the file were truncated meanwhile.
+        let mapping = match self.mode {
+            Mode::Run => Mapping::map(
+                &elf.file,
+                &elf.plan,
+                self.settings.strategy,
+                Protection::Exact,
+            ),
+            Mode::Check => Mapping::copy_for_inspection(&elf.file, &elf.plan, &elf.dynamic),
+        }
+        .at(path, Stage::Map)?;
         // The descriptor is closed here: mappings keep the file alive.
         let ElfFile {
             file,

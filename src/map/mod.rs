@@ -6,6 +6,7 @@
 //! (that is LINK), or hand out a reference into memory that can change while
 //! the reference lives.
 
+mod inspect;
 mod sys;
 
 use std::fs::File;
