@@ -653,6 +653,15 @@ fn ten_threads_with_the_host_loader_and_tls() {
     // Warm-up: libraries that stay for the life of the process once
     // loaded (libstdc++'s unique symbols, the glibc family), cached thread
     // stacks, the ld.so.cache view.
+    let all: Vec<Library> = WIDE_SET
+        .iter()
+        // SAFETY: system libraries.
+        .map(|p| unsafe { Library::open(p) }.unwrap_or_else(|e| panic!("{p}: {e}")))
+        .collect();
+    for (which, lib) in all.iter().enumerate() {
+        verify_wide(which, lib);
+    }
+    drop(all);
     run_ten_threads(Duration::from_millis(500));
     let maps_before = common::maps_snapshot();
     let fds_before = common::fds_snapshot();
