@@ -81,6 +81,7 @@ pub fn check_image(bytes: &[u8]) -> Result<CheckSummary> {
         dynamic: &dynamic,
         symbols: &symbols,
         tls_module,
+        lazy: None,
     };
     let host = crate::link::hostscope::host_scope();
     let report = link::relocate(&mut target, &scope, &host, LinkMode::DryRun, |_, _, _| {})

@@ -125,6 +125,8 @@ pub struct LinkReport {
     pub ifunc_calls: usize,
     pub host_bindings: usize,
     pub unique_bindings: usize,
+    /// PLT slots left to bind on first call (lazy loads only).
+    pub lazy_slots: usize,
     pub unresolved: Vec<String>,
 }
 
@@ -135,4 +137,15 @@ pub struct LinkTarget<'a> {
     pub dynamic: &'a DynamicInfo,
     pub symbols: &'a SymbolTable,
     pub tls_module: Option<u64>,
+    /// Set for a lazy load: PLT slots whose function has no definition yet
+    /// get a stub that binds them on first call, instead of failing.
+    pub lazy: Option<LazyTarget<'a>>,
+}
+
+/// Where a lazy load's unbound PLT slots go, and which slots may not be
+/// left unbound.
+pub struct LazyTarget<'a> {
+    pub stubs: &'a mut crate::runtime::lazy::LazyStubs,
+    /// Made read-only after relocation: a slot in it could never be bound.
+    pub relro: Option<crate::elf::VRange>,
 }

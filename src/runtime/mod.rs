@@ -8,6 +8,7 @@
 pub mod call;
 pub mod cxa;
 pub mod debugger;
+pub mod lazy;
 pub mod tls;
 pub mod unwind;
 
