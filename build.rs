@@ -115,6 +115,13 @@ const TEST_LIBS: &[TestLib] = &[
         extra_inputs: &[],
         extra_flags: &["-Wl,-z,lazy", "-Wl,-z,undefs"],
     },
+    // Exit order and the exit race (tests/exit.rs).
+    TestLib {
+        output: "exit/libexitplugin.so",
+        sources: &["exit/exitplugin.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
     // Hostile-input issue: a constructor that calls back into the host
     // (address in MMLD_REENTRANT_CALLBACK), which loads another library.
     TestLib {

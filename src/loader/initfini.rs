@@ -121,10 +121,10 @@ pub(super) fn run_constructors(order: &[u64], scope: &[ScopeItem]) {
 /// the same for libraries opened with `dlopen`). Nothing is unmapped: exit
 /// handlers registered by those objects may still run after this.
 extern "C" fn finalize_at_exit() {
-    // A thread stuck inside a load at exit must not make exit hang.
-    let Some(_guard) = LOADER_LOCK.try_lock() else {
-        return;
-    };
+    // Another thread inside a load or an unload finishes it first, as
+    // glibc's `_dl_fini` waits for its load lock (test-dlclose-exit-race):
+    // a destructor running in that thread is never cut off by exit.
+    let _guard = LOADER_LOCK.lock();
     // glibc's _dl_fini sorts every loaded object the same way as dlclose.
     let live: Vec<Arc<LoadedObject>> = {
         let reg = registry::registry();
