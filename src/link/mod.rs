@@ -3,9 +3,9 @@
 //! Owns: the scope an object's references are resolved in, applying the
 //! relocation kinds `arch` classifies (in one architecture-neutral loop),
 //! IFUNC handling, and the report of what was bound. Must never: map or
-//! unmap memory, name an architecture's relocation numbers (ask `arch`),
-//! or run any code of the object other than IFUNC resolvers (and none at
-//! all in a dry run).
+//! unmap memory itself (a lazy load's call stubs are `runtime::lazy`'s),
+//! name an architecture's relocation numbers (ask `arch`), or run any code
+//! of the object other than IFUNC resolvers (and none at all in a dry run).
 //!
 //! Files: `reloc` (the relocation loop and each kind's formula), `relative`
 //! (the fast paths: `RELATIVE` runs and `DT_RELR`), `tls` (values of TLS

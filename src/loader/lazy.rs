@@ -112,6 +112,13 @@ impl LazyScope {
         {
             return Bound::Vanished;
         }
+        tracing::debug!(
+            target: "mmld::bindings",
+            "{}: {} -> {:#x}, bound on first call",
+            obj.name,
+            String::from_utf8_lossy(req.name),
+            b.addr
+        );
         if !b.ifunc {
             return Bound::To(b.addr);
         }
