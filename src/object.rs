@@ -72,6 +72,8 @@ pub struct LoadedObject {
     pub tls: Option<TlsModule>,
     /// Stubs of PLT slots bound on first call; freed with the object.
     pub lazy: LazyStubs,
+    /// Records its TLS descriptors point to: they die with the object.
+    pub _descriptors: crate::runtime::tlsdesc::Descriptors,
     /// Unwind tables registered with libgcc; deregistered before unmapping.
     pub frames: Option<FrameRegistration>,
     /// Kept last: dropped after everything that points into it.

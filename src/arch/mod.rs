@@ -60,6 +60,7 @@ impl RelocKind {
                 | RelocKind::TlsModule
                 | RelocKind::TlsOffset
                 | RelocKind::TlsStaticOffset
+                | RelocKind::TlsDescriptor
         )
     }
 
@@ -67,7 +68,10 @@ impl RelocKind {
     pub fn is_tls(self) -> bool {
         matches!(
             self,
-            RelocKind::TlsModule | RelocKind::TlsOffset | RelocKind::TlsStaticOffset
+            RelocKind::TlsModule
+                | RelocKind::TlsOffset
+                | RelocKind::TlsStaticOffset
+                | RelocKind::TlsDescriptor
         )
     }
 }

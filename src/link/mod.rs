@@ -22,7 +22,7 @@ mod lookup;
 mod relative;
 mod reloc;
 pub mod symbols;
-mod tls;
+pub mod tls;
 
 use crate::arch::current as arch;
 use crate::elf::DynamicInfo;
@@ -140,6 +140,8 @@ pub struct LinkTarget<'a> {
     /// Set for a lazy load: PLT slots whose function has no definition yet
     /// get a stub that binds them on first call, instead of failing.
     pub lazy: Option<LazyTarget<'a>>,
+    /// The object's TLS module, segment and descriptor records.
+    pub tls: tls::TlsLink<'a>,
 }
 
 /// Where a lazy load's unbound PLT slots go, and which slots may not be

@@ -72,6 +72,7 @@ impl Batch {
         let names: Vec<String> = scope.iter().map(provider_name).collect();
         // Which scope entries received a binding (indexed by position).
         let mut bound = vec![false; scope.len()];
+        let mut descriptors = crate::runtime::tlsdesc::Descriptors::default();
         let mut target = LinkTarget {
             name: &p.name,
             mapping,
@@ -82,6 +83,11 @@ impl Batch {
                 stubs: &mut stubs,
                 relro: p.plan.relro,
             }),
+            tls: link::tls::TlsLink::new(
+                p.tls.as_ref().filter(|_| mode == LinkMode::Run),
+                p.plan.tls,
+                &mut descriptors,
+            ),
         };
         let from = p.name.clone();
         if let (Some(relro), LinkMode::Run, true) =
@@ -119,6 +125,7 @@ impl Batch {
             p.report = report;
             p.reldeps = reldeps;
             p.lazy = stubs;
+            p.descriptors = descriptors;
         }
         Ok(())
     }
@@ -202,9 +209,13 @@ impl Batch {
 }
 
 /// Hand a new object's TLS initialisation image to its module. Taken after
-/// relocation: `.tdata` can hold relocated pointers.
+/// relocation: `.tdata` can hold relocated pointers. A module with a static
+/// block got its image during linking.
 fn publish_tls(p: &Pending, mapping: &Mapping) -> Result<()> {
-    let (Some(t), Some(module)) = (p.plan.tls, p.tls.as_ref()) else {
+    let (Some(t), Some(module)) = (
+        p.plan.tls,
+        p.tls.as_ref().filter(|m| m.static_offset().is_none()),
+    ) else {
         return Ok(());
     };
     let image = mapping

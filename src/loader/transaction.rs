@@ -73,6 +73,8 @@ pub(super) struct Pending {
     pub(super) tls: Option<TlsModule>,
     /// PLT slots bound on first call (lazy loads).
     pub(super) lazy: LazyStubs,
+    /// Records of its dynamic TLS descriptors (kept as long as the object).
+    pub(super) descriptors: crate::runtime::tlsdesc::Descriptors,
     pub(super) report: LinkReport,
 }
 
@@ -255,6 +257,7 @@ impl Batch {
             bias: mapping.bias(),
             tls: plan_tls.map(|_| TlsModule::reserve()),
             lazy: LazyStubs::default(),
+            descriptors: Default::default(),
             report: LinkReport::default(),
         });
         self.mappings.push(mapping);
@@ -398,6 +401,7 @@ fn make_object(
         id,
         tls: p.tls,
         lazy: p.lazy,
+        _descriptors: p.descriptors,
         frames,
         path: p.path,
         opened_as: p.opened_as,

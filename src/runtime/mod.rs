@@ -9,7 +9,10 @@ pub mod call;
 pub mod cxa;
 pub mod debugger;
 pub mod lazy;
+pub mod static_tls;
 pub mod tls;
+pub mod tls_object;
+pub mod tlsdesc;
 pub mod unwind;
 
 use crate::elf::DynamicInfo;
