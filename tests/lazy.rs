@@ -55,9 +55,10 @@ struct Outcome {
     status: Option<i32>,
 }
 
-fn glibc(steps: &[String]) -> Outcome {
+fn glibc(steps: &[String], env: &[(&str, &str)]) -> Outcome {
     let exe = oracle();
     let out = Command::new(exe)
+        .envs(env.iter().copied())
         .args(steps)
         .output()
         .expect("run the lazy oracle");
@@ -71,7 +72,7 @@ fn glibc(steps: &[String]) -> Outcome {
     }
 }
 
-fn mmld(steps: &[String]) -> Outcome {
+fn mmld(steps: &[String], env: &[(&str, &str)]) -> Outcome {
     let exe = std::env::current_exe().expect("path of the test binary");
     let dir = tempfile::tempdir().expect("temporary directory");
     let results = dir.path().join("results");
@@ -84,6 +85,7 @@ fn mmld(steps: &[String]) -> Outcome {
         ])
         .env(STEPS_VAR, steps.join("\n"))
         .env(OUT_VAR, &results)
+        .envs(env.iter().copied())
         .output()
         .expect("re-run the test binary");
     Outcome {
@@ -100,8 +102,12 @@ fn mmld(steps: &[String]) -> Outcome {
 /// Replay `steps` with both loaders and require the same outcome; returns
 /// mmld's.
 fn compare(steps: &[String]) -> Outcome {
-    let g = glibc(steps);
-    let m = mmld(steps);
+    compare_with_env(steps, &[])
+}
+
+fn compare_with_env(steps: &[String], env: &[(&str, &str)]) -> Outcome {
+    let g = glibc(steps, env);
+    let m = mmld(steps, env);
     assert_eq!(
         m.lines, g.lines,
         "results differ\nmmld: {m:#?}\nglibc: {g:#?}"
@@ -259,11 +265,18 @@ fn a_lazy_call_nothing_defines_ends_the_process_with_glibcs_message() {
 }
 
 #[test]
-fn data_references_and_bind_now_objects_stay_eager_under_lazy() {
+fn data_references_bind_now_objects_and_ld_bind_now_stay_eager_under_lazy() {
     let m = compare(&steps(&[&format!("open:{}:lazy", lib("liblazydata.so"))]));
     assert_eq!(m.lines, ["open=error"]);
     let missing = Path::new(ROOT).join("testlibs/libmissing.so");
     let m = compare(&steps(&[&format!("open:{}:lazy", missing.display())]));
+    assert_eq!(m.lines, ["open=error"]);
+    // LD_BIND_NOW makes every load eager, lazy or not.
+    let lazy = lib("liblazy.so");
+    let m = compare_with_env(
+        &steps(&[&format!("open:{lazy}:lazy")]),
+        &[("LD_BIND_NOW", "1")],
+    );
     assert_eq!(m.lines, ["open=error"]);
 }
 
