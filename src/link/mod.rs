@@ -127,6 +127,10 @@ pub struct LinkReport {
     pub unique_bindings: usize,
     /// PLT slots left to bind on first call (lazy loads only).
     pub lazy_slots: usize,
+    /// Scope positions whose `STB_GNU_UNIQUE` definitions this object's
+    /// relocations made the process-wide one (the first bound): those
+    /// objects must stay loaded, as glibc makes them nodelete.
+    pub unique_providers: Vec<usize>,
     pub unresolved: Vec<String>,
 }
 
