@@ -112,6 +112,20 @@ impl OpenOptions {
         self.settings.nodelete = yes;
         self
     }
+    /// Let a call through the PLT to a function that has no definition yet
+    /// bind on its first call instead of failing the load (like
+    /// `RTLD_LAZY`; eager binding stays the default). The call is looked
+    /// up in the library's scope as it is then, so a definition loaded
+    /// later with [`global`](Self::global) is found; if nothing defines
+    /// it, the process ends as under glibc, with `PROGRAM: symbol lookup
+    /// error: LIB: undefined symbol: NAME` on standard error and exit
+    /// status 127. Data references and objects linked with `-z now`
+    /// (`DF_BIND_NOW`) are still bound at load, as is everything when
+    /// `LD_BIND_NOW` is set.
+    pub fn lazy(&mut self, yes: bool) -> &mut Self {
+        self.settings.lazy = yes;
+        self
+    }
     /// Copy segments into anonymous memory instead of mapping the file
     /// (`read`), to compare with the normal `mmap` strategy.
     pub fn copy_segments(&mut self, yes: bool) -> &mut Self {

@@ -28,6 +28,7 @@ use crate::link::{LinkReport, Provider};
 use crate::map::{Mapping, Protection};
 use crate::object::{Dep, LoadedObject, ScopeItem};
 use crate::registry::{self, Entry, LOADER_LOCK};
+use crate::runtime::lazy::LazyStubs;
 use crate::runtime::tls::TlsModule;
 use crate::search::{self, Provenance};
 
@@ -43,6 +44,8 @@ pub(super) enum Resolved {
 /// An object mapped by this load, not yet published.
 pub(super) struct Pending {
     pub(super) path: PathBuf,
+    /// The path as the loader was given it (glibc's `l_name`).
+    pub(super) opened_as: PathBuf,
     pub(super) name: String,
     pub(super) soname: Option<String>,
     pub(super) dev: u64,
@@ -68,6 +71,8 @@ pub(super) struct Pending {
     pub(super) bias: u64,
     /// TLS module id, reserved at mapping when the object has `PT_TLS`.
     pub(super) tls: Option<TlsModule>,
+    /// PLT slots bound on first call (lazy loads).
+    pub(super) lazy: LazyStubs,
     /// Records of its dynamic TLS descriptors (kept as long as the object).
     pub(super) descriptors: crate::runtime::tlsdesc::Descriptors,
     pub(super) report: LinkReport,
@@ -239,6 +244,7 @@ impl Batch {
         let plan_tls = plan.tls;
         self.pending.push(Pending {
             path: abs,
+            opened_as: path.to_path_buf(),
             name,
             soname,
             dev,
@@ -257,6 +263,7 @@ impl Batch {
             code_ranges,
             bias: mapping.bias(),
             tls: plan_tls.map(|_| TlsModule::reserve()),
+            lazy: LazyStubs::default(),
             descriptors: Default::default(),
             report: LinkReport::default(),
             unique_bound: false,
@@ -425,10 +432,12 @@ fn make_object(
     LoadedObject {
         id,
         tls: p.tls,
+        lazy: p.lazy,
         _descriptors: p.descriptors,
         host_holds: p.host_holds,
         frames,
         path: p.path,
+        opened_as: p.opened_as,
         name: p.name,
         soname: p.soname,
         dev: p.dev,

@@ -6,8 +6,11 @@
 //! (that is LINK), or hand out a reference into memory that can change while
 //! the reference lives.
 
+mod code;
 mod inspect;
 mod sys;
+
+pub use code::CodePages;
 
 use std::fs::File;
 use std::io;

@@ -8,6 +8,9 @@
 pub mod call;
 pub mod cxa;
 pub mod debugger;
+mod elf_writer;
+pub mod exit_hook;
+pub mod lazy;
 pub mod static_tls;
 pub mod tls;
 pub mod tls_object;
