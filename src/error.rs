@@ -516,6 +516,26 @@ pub enum ErrorKind {
     /// The object has neither `DT_GNU_HASH` nor `DT_HASH`, so its symbols cannot be looked up.
     #[error("no symbol hash table (neither DT_GNU_HASH nor DT_HASH)")]
     NoHashTable,
+    /// A symbol's value lies outside every `PT_LOAD` of its object.
+    #[error("symbol {name} is defined at {value:#x}, outside every PT_LOAD segment of its object")]
+    SymbolOutsideObject {
+        /// The symbol's name.
+        name: String,
+        /// Its `st_value`.
+        value: u64,
+    },
+    /// A table has more entries than mmld accepts.
+    #[error(
+        "{what} has {count} entries, more than the {limit} mmld accepts (no real library comes near)"
+    )]
+    LimitExceeded {
+        /// The table.
+        what: &'static str,
+        /// Its entries.
+        count: u64,
+        /// The most mmld accepts.
+        limit: u64,
+    },
     /// A relocation refers to a symbol index past the end of `.dynsym`.
     #[error(
         "relocation {index} in {table} at offset {offset:#x} refers to symbol index {symbol}, but .dynsym has {count} entries"

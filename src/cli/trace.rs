@@ -70,7 +70,9 @@ pub fn colour_stderr() -> bool {
 
 /// Install the subscriber `args` and `MMLD_TRACE` ask for, if any.
 pub fn init(args: &TraceArgs) {
-    let spec = std::env::var("MMLD_TRACE").ok();
+    // Nothing from the environment in a setuid or setgid process.
+    let spec =
+        mmld::search::secure::env_var_os("MMLD_TRACE").map(|v| v.to_string_lossy().into_owned());
     let (filter, unknown) = filter(args.flag || args.file.is_some(), spec.as_deref());
     if !unknown.is_empty() {
         eprintln!(
