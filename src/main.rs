@@ -58,25 +58,7 @@ fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> 
             json,
             dyn_syms,
             dynamic,
-        } => {
-            let d = mmld::describe(&library)?;
-            if json {
-                println!("{}", cli::info::to_json(&library, &d));
-            } else if dyn_syms || dynamic {
-                if dynamic {
-                    print!("{}", tools::dynamic_text(&d));
-                }
-                if dyn_syms {
-                    if dynamic {
-                        println!();
-                    }
-                    print!("{}", tools::dyn_syms_text(&d));
-                }
-            } else {
-                print!("{}", cli::info::to_text(&library, &d));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => info(&library, json, dyn_syms, dynamic),
         Command::Deps {
             library,
             json,
@@ -145,6 +127,27 @@ fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> 
         Command::Completions { shell } => tools::completions(shell).map(|()| ExitCode::SUCCESS),
         Command::Man => tools::man().map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// `mmld info`: the summary, JSON, or readelf's tables.
+fn info(library: &std::path::Path, json: bool, dyn_syms: bool, dynamic: bool) -> Result<ExitCode> {
+    let d = mmld::describe(library)?;
+    if json {
+        println!("{}", cli::info::to_json(library, &d));
+    } else if dyn_syms || dynamic {
+        if dynamic {
+            print!("{}", tools::dynamic_text(&d));
+        }
+        if dyn_syms {
+            if dynamic {
+                println!();
+            }
+            print!("{}", tools::dyn_syms_text(&d));
+        }
+    } else {
+        print!("{}", cli::info::to_text(library, &d));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `mmld deps`: the tree (or ldd's flat list, which links in a dry run to
