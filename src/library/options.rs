@@ -95,7 +95,7 @@ impl OpenOptions {
 
     /// Open the library only if it is already loaded, by mmld or by the
     /// host (like `RTLD_NOLOAD`); otherwise fail with
-    /// [`ErrorKind::NotLoaded`]. The other options still apply to it, as
+    /// [`ErrorKind::NotLoaded`](crate::ErrorKind::NotLoaded). The other options still apply to it, as
     /// `dlopen` applies `RTLD_GLOBAL` or `RTLD_NODELETE` with `RTLD_NOLOAD`.
     pub fn no_load(&mut self, yes: bool) -> &mut Self {
         self.settings.no_load = yes;
