@@ -1,5 +1,5 @@
-//! The shape of `src/` that keeps mmld easy to change (see the README,
-//! "How it is built"): no import cycles between the top-level modules, no
+//! The shape of `src/` that keeps mmld easy to change (see
+//! docs/ARCHITECTURE.md): no import cycles between the top-level modules, no
 //! file over 700 lines, no function over 100, no `too_many_arguments`
 //! allowance, and no architecture's relocation names in `link/` or
 //! `loader/` (they ask `arch/`).
