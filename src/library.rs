@@ -603,6 +603,8 @@ pub struct ObjectView {
     pub ifunc_calls: usize,
     /// Its `.eh_frame` is registered with the host's unwinder.
     pub unwind_registered: bool,
+    /// How the library search found it ("ld.so.cache", "DT_RUNPATH", ...).
+    pub found_by: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -649,6 +651,7 @@ impl ObjectView {
             relr_addresses: o.link_report.relr_addresses,
             ifunc_calls: o.link_report.ifunc_calls,
             unwind_registered: o.has_unwind_tables(),
+            found_by: o.provenance.to_string(),
         }
     }
 }
