@@ -30,6 +30,9 @@ struct Entry {
     handle: Arc<Handle>,
     opens: usize,
     global: bool,
+    /// Nodelete: opened with `RTLD_NODELETE`, or pinned by an
+    /// `RTLD_DEFAULT` lookup from the host (`global`).
+    pinned: bool,
 }
 
 static TABLE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
@@ -62,17 +65,20 @@ impl Handle {
 
 /// What a handle argument means.
 enum Target {
-    /// `RTLD_DEFAULT`, or the program's own handle (`dlopen(NULL)`): the
-    /// global scope.
-    Global,
+    /// `RTLD_DEFAULT`: the global scope, as seen by the caller.
+    Default,
+    /// The program's own handle (`dlopen(NULL)`): the global scope.
+    Program,
     Next,
     Mmld(Arc<Handle>),
     Glibc,
 }
 
 fn classify(value: *mut c_void) -> Target {
-    if value == libc::RTLD_DEFAULT || value == program_handle() {
-        Target::Global
+    if value == libc::RTLD_DEFAULT {
+        Target::Default
+    } else if value == program_handle() {
+        Target::Program
     } else if value == libc::RTLD_NEXT {
         Target::Next
     } else if let Some(h) = mmld_handle(value) {
@@ -208,6 +214,7 @@ fn open_with_mmld(path: &Path, flags: c_int) -> Result<Option<Arc<Handle>>, mmld
     {
         e.opens += 1;
         e.global |= global;
+        e.pinned |= flags & libc::RTLD_NODELETE != 0;
         let h = Arc::clone(&e.handle);
         drop(t);
         drop(lib);
@@ -223,6 +230,7 @@ fn open_with_mmld(path: &Path, flags: c_int) -> Result<Option<Arc<Handle>>, mmld
         handle: Arc::clone(&handle),
         opens: 1,
         global,
+        pinned: flags & libc::RTLD_NODELETE != 0,
     });
     Ok(Some(handle))
 }
@@ -236,8 +244,10 @@ pub fn dlclose_impl(value: *mut c_void) -> c_int {
             None => None,
             Some(i) => {
                 let e = &mut t[i];
-                e.opens -= 1;
-                Some((e.opens == 0).then(|| t.remove(i)))
+                // A nodelete library keeps its handle (glibc's stays valid:
+                // a later `RTLD_NOLOAD` open finds it).
+                e.opens = e.opens.saturating_sub(1);
+                Some((e.opens == 0 && !e.pinned).then(|| t.remove(i)))
             }
         }
     };
@@ -349,13 +359,18 @@ fn lookup(
             errors::begin(true);
             next_after(caller as u64, name, version)
         }
-        Target::Global => {
+        Target::Default => {
             errors::begin(true);
-            global(name, version)
+            let from_host = objects::containing(caller as u64, |_| ()).is_none();
+            global(name, version, from_host)
+        }
+        Target::Program => {
+            errors::begin(true);
+            global(name, version, false)
         }
         Target::Mmld(h) => {
             errors::begin(true);
-            in_handle(&h, name, version).map_err(|e| e.to_string())
+            in_handle(&h, name, version).map_err(|_| undefined(Some(h.path()), name, version))
         }
     };
     match found {
@@ -382,19 +397,40 @@ fn in_handle(h: &Handle, name: &CStr, version: Option<&CStr>) -> mmld_core::Resu
 
 /// The global scope: the host's (the program, its libraries, libraries
 /// glibc opened global), then the libraries mmld opened global, in order.
-fn global(name: &CStr, version: Option<&CStr>) -> Result<u64, String> {
+/// `pin`: an `RTLD_DEFAULT` lookup from an object glibc loaded; glibc then
+/// records the defining library as a dependency of the caller, and as the
+/// caller (the program, say) never unloads, the library never does either.
+fn global(name: &CStr, version: Option<&CStr>, pin: bool) -> Result<u64, String> {
     if let Some(a) = host::global_symbol(name, version) {
         return Ok(a);
     }
-    let globals: Vec<Arc<Handle>> = table()
+    let globals: Vec<(Arc<Handle>, bool)> = table()
         .iter()
         .filter(|e| e.global)
-        .map(|e| Arc::clone(&e.handle))
+        .map(|e| (Arc::clone(&e.handle), e.pinned))
         .collect();
-    globals
+    let (h, pinned, address) = globals
         .iter()
-        .find_map(|h| in_handle(h, name, version).ok())
-        .ok_or_else(|| format!("undefined symbol: {}", name.to_string_lossy()))
+        .find_map(|(h, pinned)| in_handle(h, name, version).ok().map(|a| (h, *pinned, a)))
+        .ok_or_else(|| undefined(None, name, version))?;
+    if pin && !pinned {
+        keep_loaded(h);
+    }
+    Ok(address)
+}
+
+/// Make `h`'s library nodelete, as glibc does for a library an object that
+/// is never unloaded depends on.
+fn keep_loaded(h: &Arc<Handle>) {
+    // SAFETY: the library is loaded already; reopening runs no code.
+    match unsafe { OpenOptions::new().nodelete(true).open(h.path()) } {
+        // The extra reference goes; the nodelete mark stays.
+        Ok(again) => drop(again),
+        Err(e) => tracing::debug!(target: "mmld::capi", error = %e, "could not mark nodelete"),
+    }
+    if let Some(e) = table().iter_mut().find(|e| Arc::ptr_eq(&e.handle, h)) {
+        e.pinned = true;
+    }
 }
 
 /// `RTLD_NEXT` from code mmld mapped: the libraries mmld opened global
@@ -419,5 +455,17 @@ fn next_after(caller: u64, name: &CStr, version: Option<&CStr>) -> Result<u64, S
         .skip(after)
         .filter(|(_, global)| *global)
         .find_map(|(h, _)| in_handle(h, name, version).ok())
-        .ok_or_else(|| format!("undefined symbol: {}", name.to_string_lossy()))
+        .ok_or_else(|| undefined(None, name, version))
+}
+
+/// glibc's message for a failed lookup.
+fn undefined(file: Option<&Path>, name: &CStr, version: Option<&CStr>) -> String {
+    let mut m = match file {
+        Some(f) => format!("{}: undefined symbol: {}", f.display(), name.to_string_lossy()),
+        None => format!("undefined symbol: {}", name.to_string_lossy()),
+    };
+    if let Some(v) = version {
+        m.push_str(&format!(", version {}", v.to_string_lossy()));
+    }
+    m
 }
