@@ -461,7 +461,11 @@ fn next_after(caller: u64, name: &CStr, version: Option<&CStr>) -> Result<u64, S
 /// glibc's message for a failed lookup.
 fn undefined(file: Option<&Path>, name: &CStr, version: Option<&CStr>) -> String {
     let mut m = match file {
-        Some(f) => format!("{}: undefined symbol: {}", f.display(), name.to_string_lossy()),
+        Some(f) => format!(
+            "{}: undefined symbol: {}",
+            f.display(),
+            name.to_string_lossy()
+        ),
         None => format!("undefined symbol: {}", name.to_string_lossy()),
     };
     if let Some(v) = version {

@@ -262,9 +262,7 @@ unsafe fn from_libc() -> Option<RealDl> {
             dlinfo: std::mem::transmute::<usize, DlInfo>(f(b"dlinfo")?),
             dlmopen: std::mem::transmute::<usize, DlMOpen>(f(b"dlmopen")?),
             dl_iterate_phdr: std::mem::transmute::<usize, DlIteratePhdr>(f(b"dl_iterate_phdr")?),
-            // ld.so, not libc, defines it.
-            dl_find_object: ld_tables
-                .lookup(b"_dl_find_object")
+            dl_find_object: f(b"_dl_find_object")
                 .map(|a| std::mem::transmute::<usize, DlFindObject>(a)),
             from_libc_tables: true,
         })
@@ -284,5 +282,9 @@ mod tests {
         assert_eq!(r.dlsym as usize, libc::dlsym as usize);
         assert_eq!(r.dl_iterate_phdr as usize, libc::dl_iterate_phdr as usize);
         assert_eq!(r.dlerror as usize, libc::dlerror as usize);
+        assert_eq!(
+            r.dl_find_object.map(|f| f as usize),
+            Some(_dl_find_object as usize)
+        );
     }
 }
