@@ -278,13 +278,16 @@ mod tests {
         let r = real();
         assert!(r.from_libc_tables);
         // Not preloaded here: the link-time bindings are glibc's own.
-        assert_eq!(r.dlopen as usize, libc::dlopen as usize);
-        assert_eq!(r.dlsym as usize, libc::dlsym as usize);
-        assert_eq!(r.dl_iterate_phdr as usize, libc::dl_iterate_phdr as usize);
-        assert_eq!(r.dlerror as usize, libc::dlerror as usize);
+        assert_eq!(r.dlopen as usize, libc::dlopen as *const () as usize);
+        assert_eq!(r.dlsym as usize, libc::dlsym as *const () as usize);
+        assert_eq!(
+            r.dl_iterate_phdr as usize,
+            libc::dl_iterate_phdr as *const () as usize
+        );
+        assert_eq!(r.dlerror as usize, libc::dlerror as *const () as usize);
         assert_eq!(
             r.dl_find_object.map(|f| f as usize),
-            Some(_dl_find_object as usize)
+            Some(_dl_find_object as *const () as usize)
         );
     }
 }
