@@ -362,6 +362,75 @@ const TEST_LIBS: &[TestLib] = &[
         extra_inputs: &[],
         extra_flags: &["-mtls-dialect=gnu2"],
     },
+    // The same with one initial-exec variable: DF_STATIC_TLS, so the
+    // descriptors resolve into a static block.
+    TestLib {
+        output: "libtls_desc_static.so",
+        sources: &["tls_desc.c"],
+        extra_inputs: &[],
+        extra_flags: &["-mtls-dialect=gnu2", "-DDESC_STATIC"],
+    },
+    // Descriptors against another library's variable, dynamic and static.
+    TestLib {
+        output: "libtls_desc_user.so",
+        sources: &["tls_desc_user.c", "libtls_desc.so"],
+        extra_inputs: &[],
+        extra_flags: &[
+            "-mtls-dialect=gnu2",
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    },
+    TestLib {
+        output: "libtls_desc_user_static.so",
+        sources: &["tls_desc_user.c", "libtls_desc_static.so"],
+        extra_inputs: &[],
+        extra_flags: &[
+            "-mtls-dialect=gnu2",
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    },
+    // A descriptor against a variable of a library glibc loaded.
+    TestLib {
+        output: "libtlsuser_desc.so",
+        sources: &["tlsuser.c"],
+        extra_inputs: &["libtlshost.so"],
+        extra_flags: &[
+            "-mtls-dialect=gnu2",
+            "-L.",
+            "-Wl,--no-as-needed",
+            "-ltlshost",
+        ],
+    },
+    // Initial-exec access into a library whose TLS is dynamic: the
+    // provider must move to static TLS when the user is linked.
+    TestLib {
+        output: "libtls_dyn_provider.so",
+        sources: &["tls_dyn_provider.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    TestLib {
+        output: "libtls_ie_user.so",
+        sources: &["tls_ie_user.c", "libtls_dyn_provider.so"],
+        extra_inputs: &[],
+        extra_flags: &["-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN"],
+    },
+    // Static TLS larger than glibc's default surplus.
+    TestLib {
+        output: "libtls_big.so",
+        sources: &["tls_big.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
+    // OpenMP through libgomp (itself DF_STATIC_TLS).
+    TestLib {
+        output: "libomp_sum.so",
+        sources: &["omp.c"],
+        extra_inputs: &[],
+        extra_flags: &["-fopenmp"],
+    },
     TestLib {
         output: "libtlshost.so",
         sources: &["tlshost.c"],

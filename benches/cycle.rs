@@ -1,13 +1,26 @@
 //! Load + get one symbol + unload, repeated: mmld against glibc's
-//! `dlopen(RTLD_NOW | RTLD_LOCAL)` + `dlsym` + `dlclose`, in the same run.
+//! `dlopen(RTLD_NOW | RTLD_LOCAL)` + `dlsym` + `dlclose`, in the same run,
+//! and then the three loaders (mmld, glibc, dlopen-rs 0.8) in fresh
+//! processes.
 //!
 //! ```sh
 //! cargo bench --bench cycle            # all three libraries
 //! cargo bench --bench cycle -- libz    # one
+//! MMLD_CYCLE_ROUNDS=9 MMLD_CYCLE_N=500 cargo bench --bench cycle
 //! ```
 //!
 //! Each group `cycle-<lib>` has an `mmld` and a `glibc` side; after the
 //! groups run, a markdown table with both medians and mmld/glibc is printed.
+//!
+//! dlopen-rs cannot share this process (it replaces glibc's `dlopen`; see
+//! `common/peers.rs`), so the three-loader table comes from whole
+//! processes: `MMLD_CYCLE_ROUNDS` rounds (default 7), each one process per
+//! loader in rotating order, each process running `MMLD_CYCLE_N` cycles
+//! (default 400) through the shared worker code (`common/proto.rs`) and
+//! printing the median cycle. Ratios to glibc are taken within each round.
+//! A process whose library is still mapped after its last cycle says so
+//! (then it measured a reference count, not a load). The table is saved to
+//! `target/mmld-bench/cycle3.md`.
 //!
 //! Fairness: both sides start from the same `&str` path and `&str` symbol
 //! name each iteration. mmld takes them as they are; glibc's side builds the
@@ -124,7 +137,62 @@ fn cycle(c: &mut Criterion) {
     }
 }
 
+/// The three loaders in fresh processes (markdown).
+fn three_loaders() -> String {
+    use common::peers::{Loader, Workers, cell_ns, cell_ratio, verdict};
+    use std::fmt::Write as _;
+    let rounds = common::env_usize("MMLD_CYCLE_ROUNDS", 7);
+    let n = common::env_usize("MMLD_CYCLE_N", 400).to_string();
+    let filters = common::filters();
+    let w = Workers::new();
+    let mut md = format!(
+        "Machine: {}\n\nCommand: `cargo bench --bench cycle` ({rounds} rounds, one fresh process per loader \
+         each, order rotating; each process runs {n} cycles of open + get + close and reports its median cycle; \
+         ratios to glibc within each round)\n\n",
+        common::machine_line()
+    );
+    if let Some(e) = w.dlopen_rs_error() {
+        let _ = writeln!(md, "dlopen-rs was not measured: {e}\n");
+    }
+    md.push_str(
+        "| library | mmld | glibc | dlopen-rs | mmld/glibc (p25–p75) | dlopen-rs/glibc (p25–p75) | target | |\n\
+         |---|---:|---:|---:|---:|---:|---|---|\n",
+    );
+    for (label, path, sym) in libraries() {
+        if !filters.is_empty() && !filters.iter().any(|f| label.contains(f.as_str())) {
+            continue;
+        }
+        let p = path.to_str().expect("UTF-8 path");
+        let r = w.rounds(rounds, &["cycle", &n, p, sym], None);
+        let kept: Vec<&str> = w
+            .loaders()
+            .into_iter()
+            .filter(|l| r.any_nonzero(*l, "still_loaded"))
+            .map(Loader::label)
+            .collect();
+        let t = common::cycle_target(label);
+        let _ = writeln!(
+            md,
+            "| {label}{} | {} | {} | {} | {} | {} | {} | {} |",
+            if kept.is_empty() {
+                String::new()
+            } else {
+                format!(" (still mapped after close: {})", kept.join(", "))
+            },
+            cell_ns(&r, Loader::Mmld, "median_ns"),
+            cell_ns(&r, Loader::Glibc, "median_ns"),
+            cell_ns(&r, Loader::DlopenRs, "median_ns"),
+            cell_ratio(&r, Loader::Mmld, "median_ns"),
+            cell_ratio(&r, Loader::DlopenRs, "median_ns"),
+            t.map(|t| format!("≤ {t}")).unwrap_or_else(|| "—".into()),
+            verdict(&r, "median_ns", t),
+        );
+    }
+    md
+}
+
 fn main() {
+    common::workers::dispatch();
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4))
@@ -133,5 +201,8 @@ fn main() {
     c.final_summary();
     if common::bench_mode() {
         common::table::print("load + get + unload cycle", &["cycle-"]);
+        let md = three_loaders();
+        println!("\n### load + get + unload cycle, three loaders in fresh processes\n\n{md}");
+        common::save_markdown("cycle3.md", &md);
     }
 }

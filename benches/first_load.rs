@@ -1,38 +1,44 @@
-//! First load in fresh processes, memory left behind, and syscalls per load:
-//! mmld against glibc's `dlopen(RTLD_NOW)` + `dlsym`.
+//! First load in fresh processes, memory left behind, page faults and
+//! syscalls per load: mmld, glibc's `dlopen(RTLD_NOW | RTLD_LOCAL)` +
+//! `dlsym`, and dlopen-rs 0.8, interleaved.
 //!
 //! ```sh
-//! cargo bench --bench first_load                 # all libraries, 21 pairs each
+//! cargo bench --bench first_load                 # all libraries, 21 rounds each
 //! cargo bench --bench first_load -- libz         # only names containing "libz"
 //! MMLD_BENCH_PAIRS=41 cargo bench --bench first_load
 //! ```
 //!
-//! The bench re-executes itself as a worker (`--worker <mmld|glibc|none>
-//! <path> <symbol>`), one fresh process per measurement. For each library it
-//! runs one discarded warm-up pair (page cache), then `MMLD_BENCH_PAIRS`
-//! pairs (default 21), alternating which loader goes first. Each worker
-//! times only its own open + one symbol lookup with an `Instant` around them,
-//! measures memory after the load, and prints one line:
+//! Each measurement is one fresh process running one loader's worker
+//! (`benches/common/proto.rs`): mmld's and glibc's are this binary
+//! re-executed with `--worker`, dlopen-rs's is
+//! `benches/peers/dlopen_rs_runner`, built by the bench (see
+//! `common/peers.rs` for why dlopen-rs cannot be linked here). For each
+//! library: one discarded warm-up round (page cache), then
+//! `MMLD_BENCH_PAIRS` rounds (default 21) of one process per loader, the
+//! order rotating. Each worker times only its own open + one symbol lookup
+//! (names prepared before the timer, in the form each API takes), counts
+//! the page faults of that region (`getrusage`), measures memory after the
+//! load, and prints one `MMLD_RUN` line. Ratios to glibc are taken within
+//! each round; the table gives their median and quartiles.
 //!
-//! ```text
-//! MMLD_FIRST_LOAD loader=mmld lib=libz.so.1 ns=... objects=... mappings=... rss_kb=... private_dirty_kb=... anon_kb=... heap_bytes=... proc_private_dirty_kb=... proc_anon_kb=... preloaded=0
-//! ```
-//!
-//! Both workers get the same absolute path and symbol name as `&str`
-//! (command-line arguments); glibc's side builds its two `CString`s inside
-//! the timed region. The worker binary links no C++ runtime, so
-//! libstdc++.so.6 is not in the process before the load (`preloaded=0`
-//! says so; with `preloaded=1` both sides would measure a reference bump).
+//! The workers link no C++ runtime, so libstdc++.so.6 is not in the process
+//! before the load (`preloaded=0` says so). Every worker links libm
+//! (`proto.rs` says why), so the libm that libsqlite3 and libstdc++ need is
+//! the host's for all three loaders. libLLVM-15 runs with
+//! `LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu` for all three loaders:
+//! dlopen-rs does not search Debian's multiarch directory and otherwise
+//! fails on `libz3.so.4`. Other rows run without `LD_LIBRARY_PATH`
+//! (`cargo bench` sets one into `target/` and the toolchain, which would add
+//! failed `openat` calls to every dependency search).
 //!
 //! Memory ("what each loader leaves behind after load"): the objects the
-//! load brought in are the library and its new dependencies (mmld: those it
-//! mapped, from `Library::objects()`, plus anything it asked glibc to load;
-//! glibc: the new entries of `dl_iterate_phdr`). From `/proc/self/smaps`,
-//! every mapping inside one of their address spans (file pages, `.bss`,
-//! gaps) or backed by one of their files is summed: `Private_Dirty` and
-//! `Anonymous`. Heap growth is `mallinfo2()` (`uordblks + hblkhd`) after
-//! minus before: both loaders allocate their bookkeeping with glibc's
-//! malloc. The process-wide change of `smaps_rollup` is reported too.
+//! load brought in are the new entries of `dl_iterate_phdr` (glibc's, or
+//! dlopen-rs's in its runner) plus, for mmld, those it mapped itself. From
+//! `/proc/self/smaps`, every mapping inside one of their address spans
+//! (file pages, `.bss`, gaps) or backed by one of their files is summed:
+//! `Private_Dirty` and `Anonymous`. Heap growth is `mallinfo2()`
+//! (`uordblks + hblkhd`) after minus before: all three allocate with
+//! glibc's malloc.
 //!
 //! Syscalls: when `strace` is installed, each loader runs once more under
 //! `strace -f`; the worker writes a marker (`write(-1, "MMLD_BENCH_BEGIN")`)
@@ -40,198 +46,60 @@
 //! markers are counted. The whole-process total from `strace -c -f` is
 //! shown next to it, with a worker that loads nothing (`none`) as baseline.
 //!
-//! Workers run without `LD_LIBRARY_PATH`: `cargo bench` sets one (into
-//! `target/` and the toolchain) that would add failed `openat` calls to
-//! every dependency search of both loaders.
-//!
 //! Results are printed as markdown tables and saved to
 //! `target/mmld-bench/first_load.md` (read by `cargo bench --bench report`).
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
-use std::ffi::{CString, c_void};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
+use common::peers::{Loader, Rounds, Workers, cell_ns, cell_ratio, ld_library_path, verdict};
+use common::proto::{BEGIN, END};
 use common::{
-    FIRST_LOAD_LIBS, ObjectSpan, env_usize, fmt_ns, fmt_ratio, glibc_objects, heap_in_use,
-    mapped_in_process, median, mmld_objects, object_memory, read_smaps, rollup, system_lib,
+    FIRST_LOAD_LIBS, env_usize, first_load_target, fmt_ratio, mapped_in_process, system_lib,
 };
 
-const LINE_TAG: &str = "MMLD_FIRST_LOAD";
-const BEGIN: &[u8] = b"MMLD_BENCH_BEGIN";
-const END: &[u8] = b"MMLD_BENCH_END";
-
-fn marker(m: &[u8]) {
-    // SAFETY: writing to an invalid descriptor fails with EBADF and has no
-    // effect; strace shows the call and its buffer.
-    unsafe { libc::write(-1, m.as_ptr().cast(), m.len()) };
-}
-
-// ---------------------------------------------------------------------------
-// Worker (one fresh process, one load)
-// ---------------------------------------------------------------------------
-
-fn worker(loader: &str, path: &str, symbol: &str) -> ! {
-    let preloaded = mapped_in_process(Path::new(path));
-    let before_objects: HashSet<ObjectSpan> = glibc_objects().into_iter().collect();
-    let (pd0, an0) = rollup();
-    let heap0 = heap_in_use();
-
-    let mut mmld_lib = None;
-    marker(BEGIN);
-    let t = Instant::now();
-    match loader {
-        "mmld" => {
-            // SAFETY: loading runs the library's constructors.
-            let lib = unsafe { mmld::Library::open(path) }.unwrap_or_else(|e| panic!("mmld: {e}"));
-            // SAFETY: only the address is used.
-            let s =
-                unsafe { lib.get::<*const c_void>(symbol) }.unwrap_or_else(|e| panic!("mmld: {e}"));
-            std::hint::black_box(*s);
-            mmld_lib = Some(lib);
-        }
-        "glibc" => {
-            let p = CString::new(path).unwrap();
-            let h = common::glibc_open(&p, libc::RTLD_NOW);
-            let n = CString::new(symbol).unwrap();
-            // SAFETY: live handle, NUL-terminated name.
-            let s = unsafe { libc::dlsym(h, n.as_ptr()) };
-            assert!(!s.is_null(), "dlsym {symbol}: {}", common::dlerror());
-            std::hint::black_box(s);
-        }
-        _ => {}
-    }
-    let ns = t.elapsed().as_nanos();
-    marker(END);
-    let heap1 = heap_in_use();
-
-    let mut objects: Vec<ObjectSpan> = glibc_objects()
-        .into_iter()
-        .filter(|o| !before_objects.contains(o))
-        .collect();
-    if let Some(lib) = &mmld_lib {
-        objects.extend(mmld_objects(lib));
-    }
-    let mem = object_memory(&objects, &read_smaps());
-    let (pd1, an1) = rollup();
-    let lib_name = Path::new(path)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    println!(
-        "{LINE_TAG} loader={loader} lib={lib_name} ns={ns} objects={} mappings={} rss_kb={} \
-         private_dirty_kb={} anon_kb={} heap_bytes={} proc_private_dirty_kb={} proc_anon_kb={} preloaded={}",
-        objects.len(),
-        mem.mappings,
-        mem.rss,
-        mem.private_dirty,
-        mem.anonymous,
-        heap1 as i64 - heap0 as i64,
-        pd1 as i64 - pd0 as i64,
-        an1 as i64 - an0 as i64,
-        u8::from(preloaded),
-    );
-    // Leave without unloading: only the load is measured.
-    std::mem::forget(mmld_lib);
-    std::process::exit(0)
-}
-
-// ---------------------------------------------------------------------------
-// Parent
-// ---------------------------------------------------------------------------
-
-type Fields = BTreeMap<String, String>;
-
-fn run_worker(loader: &str, path: &Path, symbol: &str) -> Fields {
-    let exe = std::env::current_exe().expect("current_exe");
-    let out = common::worker_command(&exe)
-        .arg("--worker")
-        .arg(loader)
-        .arg(path)
-        .arg(symbol)
-        .output()
-        .expect("spawn worker");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let Some(line) = stdout.lines().find(|l| l.starts_with(LINE_TAG)) else {
-        panic!(
-            "worker {loader} {} failed ({}):\n{stdout}\n{}",
-            path.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    line.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn num(f: &Fields, key: &str) -> f64 {
-    f.get(key).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
-}
-
+/// One library: its file name, path, symbol, and the rounds measured.
 struct LibResult {
     name: String,
-    pairs: usize,
-    mmld_ns: Vec<f64>,
-    glibc_ns: Vec<f64>,
-    ratios: Vec<f64>,
-    mmld_runs: Vec<Fields>,
-    glibc_runs: Vec<Fields>,
+    path: PathBuf,
+    symbol: String,
+    rounds: Rounds,
 }
 
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    if s.is_empty() {
-        return f64::NAN;
+impl LibResult {
+    fn ld_path(&self) -> Option<&'static str> {
+        ld_library_path(&self.name)
     }
-    let i = ((s.len() - 1) as f64 * p).round() as usize;
-    s[i]
 }
 
-fn measure(name: &str, path: &Path, symbol: &str, pairs: usize) -> LibResult {
-    // One discarded pair: page cache and dentry cache warm for both.
-    run_worker("mmld", path, symbol);
-    run_worker("glibc", path, symbol);
-    let mut r = LibResult {
+fn measure(w: &Workers, name: &str, path: &Path, symbol: &str, rounds: usize) -> LibResult {
+    let p = path.to_str().expect("UTF-8 path");
+    let args = ["first", p, symbol];
+    let ld = ld_library_path(name);
+    // One discarded round: page cache and dentry cache warm for all.
+    w.rounds(1, &args, ld);
+    let r = w.rounds(rounds, &args, ld);
+    let mut line = format!("first_load {name}:");
+    for l in w.loaders() {
+        let _ = write!(
+            line,
+            " {} {} ({})",
+            l.label(),
+            cell_ns(&r, l, "ns"),
+            fmt_ratio(r.ratio(l, "ns"))
+        );
+    }
+    eprintln!("{line} ({rounds} rounds)");
+    LibResult {
         name: name.to_string(),
-        pairs,
-        mmld_ns: Vec::new(),
-        glibc_ns: Vec::new(),
-        ratios: Vec::new(),
-        mmld_runs: Vec::new(),
-        glibc_runs: Vec::new(),
-    };
-    for i in 0..pairs {
-        let (m, g) = if i % 2 == 0 {
-            let m = run_worker("mmld", path, symbol);
-            (m, run_worker("glibc", path, symbol))
-        } else {
-            let g = run_worker("glibc", path, symbol);
-            (run_worker("mmld", path, symbol), g)
-        };
-        let (mn, gn) = (num(&m, "ns"), num(&g, "ns"));
-        r.mmld_ns.push(mn);
-        r.glibc_ns.push(gn);
-        r.ratios.push(mn / gn);
-        r.mmld_runs.push(m);
-        r.glibc_runs.push(g);
+        path: path.to_path_buf(),
+        symbol: symbol.to_string(),
+        rounds: r,
     }
-    eprintln!(
-        "first_load {name}: mmld {} glibc {} ratio {} ({pairs} pairs)",
-        fmt_ns(median(&r.mmld_ns)),
-        fmt_ns(median(&r.glibc_ns)),
-        fmt_ratio(median(&r.ratios))
-    );
-    r
-}
-
-fn med_field(runs: &[Fields], key: &str) -> f64 {
-    median(&runs.iter().map(|f| num(f, key)).collect::<Vec<_>>())
 }
 
 fn kib(v: f64) -> String {
@@ -245,28 +113,37 @@ fn kib(v: f64) -> String {
 fn time_table(results: &[LibResult]) -> String {
     let mut s = String::new();
     s.push_str(
-        "| library | pairs | mmld (median) | glibc (median) | median of pairwise mmld/glibc | ratio p25–p75 | target ≤ 0.5× |\n\
-         |---|---:|---:|---:|---:|---:|---|\n",
+        "| library | rounds | mmld | glibc | dlopen-rs | mmld/glibc (p25–p75) | dlopen-rs/glibc (p25–p75) | target | |\n\
+         |---|---:|---:|---:|---:|---:|---:|---|---|\n",
     );
     for r in results {
-        let ratio = median(&r.ratios);
-        let pre = r
-            .mmld_runs
+        let rr = &r.rounds;
+        let pre = [Loader::Mmld, Loader::Glibc, Loader::DlopenRs]
             .iter()
-            .chain(&r.glibc_runs)
-            .any(|f| num(f, "preloaded") != 0.0);
-        s.push_str(&format!(
-            "| {}{} | {} | {} | {} | {} | {}–{} | {} |\n",
+            .any(|l| rr.any_nonzero(*l, "preloaded"));
+        let t = first_load_target(&r.name);
+        let _ = writeln!(
+            s,
+            "| {}{}{} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.name,
+            if r.ld_path().is_some() { " ¹" } else { "" },
             if pre { " (already in process!)" } else { "" },
-            r.pairs,
-            fmt_ns(median(&r.mmld_ns)),
-            fmt_ns(median(&r.glibc_ns)),
-            fmt_ratio(ratio),
-            fmt_ratio(percentile(&r.ratios, 0.25)),
-            fmt_ratio(percentile(&r.ratios, 0.75)),
-            if ratio <= 0.5 { "met" } else { "not met" },
-        ));
+            rr.count(Loader::Glibc),
+            cell_ns(rr, Loader::Mmld, "ns"),
+            cell_ns(rr, Loader::Glibc, "ns"),
+            cell_ns(rr, Loader::DlopenRs, "ns"),
+            cell_ratio(rr, Loader::Mmld, "ns"),
+            cell_ratio(rr, Loader::DlopenRs, "ns"),
+            t.map(|t| format!("≤ {t}")).unwrap_or_else(|| "—".into()),
+            verdict(rr, "ns", t),
+        );
+    }
+    if results.iter().any(|r| r.ld_path().is_some()) {
+        s.push_str(
+            "\n¹ run with `LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu` for all three loaders: dlopen-rs \
+             does not search Debian's multiarch directory and cannot find libLLVM-15's dependencies \
+             (`libz3.so.4`) without it.\n",
+        );
     }
     s
 }
@@ -274,33 +151,40 @@ fn time_table(results: &[LibResult]) -> String {
 fn memory_table(results: &[LibResult]) -> String {
     let mut s = String::new();
     s.push_str(
-        "| library | objects mapped mmld / glibc | private dirty KiB mmld / glibc | anonymous KiB mmld / glibc | RSS KiB mmld / glibc | heap growth KiB mmld / glibc | process Δ private dirty KiB mmld / glibc | target private dirty ≤ glibc |\n\
-         |---|---:|---:|---:|---:|---:|---:|---|\n",
+        "| library | objects mapped mmld / glibc / dlopen-rs | private dirty KiB mmld / glibc / dlopen-rs | page faults in the load mmld / glibc / dlopen-rs | heap growth KiB mmld / glibc / dlopen-rs | process Δ private dirty KiB mmld / glibc / dlopen-rs | target private dirty ≤ glibc |\n\
+         |---|---:|---:|---:|---:|---:|---|\n",
     );
     for r in results {
-        let m = |k: &str| med_field(&r.mmld_runs, k);
-        let g = |k: &str| med_field(&r.glibc_runs, k);
-        s.push_str(&format!(
-            "| {} | {} / {} | {} / {} | {} / {} | {} / {} | {:.1} / {:.1} | {} / {} | {} |\n",
+        let rr = &r.rounds;
+        let three = |k: &str, scale: f64| {
+            [Loader::Mmld, Loader::Glibc, Loader::DlopenRs]
+                .iter()
+                .map(|l| {
+                    let v = rr.median(*l, k) / scale;
+                    if scale == 1.0 {
+                        kib(v)
+                    } else if v.is_finite() {
+                        format!("{v:.1}")
+                    } else {
+                        "—".into()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let met = rr.median(Loader::Mmld, "private_dirty_kb")
+            <= rr.median(Loader::Glibc, "private_dirty_kb");
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} |",
             r.name,
-            kib(m("objects")),
-            kib(g("objects")),
-            kib(m("private_dirty_kb")),
-            kib(g("private_dirty_kb")),
-            kib(m("anon_kb")),
-            kib(g("anon_kb")),
-            kib(m("rss_kb")),
-            kib(g("rss_kb")),
-            m("heap_bytes") / 1024.0,
-            g("heap_bytes") / 1024.0,
-            kib(m("proc_private_dirty_kb")),
-            kib(g("proc_private_dirty_kb")),
-            if m("private_dirty_kb") <= g("private_dirty_kb") {
-                "met"
-            } else {
-                "not met"
-            },
-        ));
+            three("objects", 1.0),
+            three("private_dirty_kb", 1.0),
+            three("minflt", 1.0),
+            three("heap_bytes", 1024.0),
+            three("proc_private_dirty_kb", 1.0),
+            if met { "met" } else { "not met" },
+        );
     }
     s
 }
@@ -316,29 +200,49 @@ fn strace_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// `strace` plus its options, then the worker's program and arguments.
+fn strace_command(
+    w: &Workers,
+    label: &str,
+    strace_opts: &[&str],
+    out: &Path,
+    r: &LibResult,
+) -> Result<Command, String> {
+    let (exe, lead) = w
+        .program(label)
+        .ok_or_else(|| format!("{label} worker unavailable"))?;
+    let mut c = common::worker_command("strace");
+    if let Some(p) = r.ld_path() {
+        c.env("LD_LIBRARY_PATH", p);
+    }
+    c.args(strace_opts)
+        .arg("-o")
+        .arg(out)
+        .arg("--")
+        .arg(exe)
+        .args(lead);
+    c.arg("first").arg(&r.path).arg(&r.symbol);
+    Ok(c)
+}
+
+fn run_strace(mut c: Command) -> Result<(), String> {
+    let out = c.output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
 /// Syscalls between the markers, by name, from a `strace -f -o` trace.
 fn strace_between_markers(
-    loader: &str,
-    path: &Path,
-    symbol: &str,
+    w: &Workers,
+    label: &str,
+    r: &LibResult,
 ) -> Result<BTreeMap<String, u64>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let trace = dir.path().join("trace");
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = common::worker_command("strace")
-        .arg("-f")
-        .arg("-o")
-        .arg(&trace)
-        .arg("--")
-        .arg(exe)
-        .args(["--worker", loader])
-        .arg(path)
-        .arg(symbol)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
+    run_strace(strace_command(w, label, &["-f"], &trace, r)?)?;
     let text = std::fs::read_to_string(&trace).map_err(|e| e.to_string())?;
     let begin = String::from_utf8_lossy(BEGIN).into_owned();
     let end = String::from_utf8_lossy(END).into_owned();
@@ -375,23 +279,10 @@ fn strace_between_markers(
 }
 
 /// Whole-process total from `strace -c -f`.
-fn strace_c_total(loader: &str, path: &Path, symbol: &str) -> Result<u64, String> {
+fn strace_c_total(w: &Workers, label: &str, r: &LibResult) -> Result<u64, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let summary = dir.path().join("summary");
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = common::worker_command("strace")
-        .args(["-c", "-f", "-o"])
-        .arg(&summary)
-        .arg("--")
-        .arg(exe)
-        .args(["--worker", loader])
-        .arg(path)
-        .arg(symbol)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
+    run_strace(strace_command(w, label, &["-c", "-f"], &summary, r)?)?;
     let text = std::fs::read_to_string(&summary).map_err(|e| e.to_string())?;
     // "100.00    0.000123           1       123         4 total"
     text.lines()
@@ -401,19 +292,26 @@ fn strace_c_total(loader: &str, path: &Path, symbol: &str) -> Result<u64, String
         .ok_or_else(|| "no total line in strace -c output".into())
 }
 
-fn syscall_table(libs: &[(String, PathBuf, String)]) -> String {
+fn syscall_table(w: &Workers, results: &[LibResult]) -> String {
     if !strace_available() {
         return "(strace is not installed: no syscall counts)\n".into();
     }
     let mut s = String::new();
     s.push_str(
-        "| library | loader | syscalls in open + lookup | of which | whole process (`strace -c -f`), `none` = loads nothing |\n\
+        "| library | loader | syscalls in open + lookup | of which | whole process (`strace -c -f`); none: the same binary loading nothing |\n\
          |---|---|---:|---|---:|\n",
     );
-    for (name, path, symbol) in libs {
-        let base = strace_c_total("none", path, symbol);
-        for loader in ["mmld", "glibc"] {
-            match strace_between_markers(loader, path, symbol) {
+    for r in results {
+        let base_bench = strace_c_total(w, "none", r);
+        let base_runner = strace_c_total(w, common::peers::NONE_DLOPEN_RS, r);
+        for loader in w.loaders() {
+            let label = loader.label();
+            let base = if loader == Loader::DlopenRs {
+                &base_runner
+            } else {
+                &base_bench
+            };
+            match strace_between_markers(w, label, r) {
                 Ok(counts) => {
                     let total: u64 = counts.values().sum();
                     let mut by: Vec<(&String, &u64)> = counts.iter().collect();
@@ -423,19 +321,15 @@ fn syscall_table(libs: &[(String, PathBuf, String)]) -> String {
                         .map(|(k, v)| format!("{k} {v}"))
                         .collect::<Vec<_>>()
                         .join(", ");
-                    let whole = match (strace_c_total(loader, path, symbol), &base) {
+                    let whole = match (strace_c_total(w, label, r), base) {
                         (Ok(t), Ok(b)) => format!("{t} (none: {b})"),
                         (Err(e), _) => format!("? ({e})"),
                         (_, Err(e)) => format!("? ({e})"),
                     };
-                    s.push_str(&format!(
-                        "| {name} | {loader} | {total} | {detail} | {whole} |\n"
-                    ));
+                    let _ = writeln!(s, "| {} | {label} | {total} | {detail} | {whole} |", r.name);
                 }
                 Err(e) => {
-                    s.push_str(&format!(
-                        "| {name} | {loader} | ? | strace failed: {e} | |\n"
-                    ));
+                    let _ = writeln!(s, "| {} | {label} | ? | strace failed: {e} | |", r.name);
                 }
             }
         }
@@ -444,19 +338,11 @@ fn syscall_table(libs: &[(String, PathBuf, String)]) -> String {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--worker") {
-        let [_, _, loader, path, symbol] = &args[..] else {
-            eprintln!("usage: first_load --worker <mmld|glibc|none> <path> <symbol>");
-            std::process::exit(2);
-        };
-        worker(loader, path, symbol);
-    }
-
+    common::workers::dispatch();
     let bench = common::bench_mode();
     let filters = common::filters();
-    // Without --bench (cargo test --benches): one pair of libz, a smoke test.
-    let pairs = if bench {
+    // Without --bench (cargo test --benches): one round of libz, a smoke test.
+    let rounds = if bench {
         env_usize("MMLD_BENCH_PAIRS", 21)
     } else {
         1
@@ -478,25 +364,31 @@ fn main() {
         eprintln!("first_load: warning: the bench process itself has one of the libraries mapped");
     }
 
+    let w = Workers::new();
     let results: Vec<LibResult> = libs
         .iter()
-        .map(|(name, path, sym)| measure(name, path, sym, pairs))
+        .map(|(name, path, sym)| measure(&w, name, path, sym, rounds))
         .collect();
 
     let mut md = String::new();
-    md.push_str(&format!(
-        "Machine: {}\n\nCommand: `cargo bench --bench first_load` ({pairs} process pairs per library, alternating order)\n\n",
+    let _ = write!(
+        md,
+        "Machine: {}\n\nCommand: `cargo bench --bench first_load` ({rounds} rounds per library, one fresh process \
+         per loader each, order rotating; ratios to glibc taken within each round)\n\n",
         common::machine_line()
-    ));
+    );
+    if let Some(e) = w.dlopen_rs_error() {
+        let _ = writeln!(md, "dlopen-rs was not measured: {e}\n");
+    }
     md.push_str("#### First load in a fresh process (open + one symbol lookup)\n\n");
     md.push_str(&time_table(&results));
-    md.push_str("\n#### Memory left behind after the load (medians over the runs)\n\n");
+    md.push_str("\n#### Memory and page faults (medians over the runs)\n\n");
     md.push_str(&memory_table(&results));
     if bench {
         md.push_str(
             "\n#### Syscalls per load (`strace -f`, between markers around open + lookup)\n\n",
         );
-        md.push_str(&syscall_table(&libs));
+        md.push_str(&syscall_table(&w, &results));
     }
     println!("\n{md}");
     if bench {

@@ -26,6 +26,17 @@
 //! many. The lookups before that walk the scope object by object, as
 //! `dlsym` does (about 35 ns for a hit, 90 ns for a miss here).
 //!
+//! Then the three loaders (mmld, glibc, dlopen-rs 0.8) in fresh processes
+//! (dlopen-rs cannot share this process, see `common/peers.rs`):
+//! `MMLD_LOOKUP_ROUNDS` rounds (default 7) of one process per loader in
+//! rotating order; each loads the library, does 20,000 hits and 20,000
+//! misses as warm-up (mmld's scope index is built by then), then 101 rounds
+//! of 1,000 hits and 1,000 misses and reports the median ns per lookup.
+//! Each loader gets the name in the form its API takes, prepared outside
+//! the loop (mmld and dlopen-rs `&str`, glibc `&CStr`). Ratios to glibc are
+//! taken within each round; the table is saved to
+//! `target/mmld-bench/lookup3.md`.
+//!
 //! mmld loads each library first, then glibc loads its own copy (mmld would
 //! otherwise reuse the host's copy and measure `dlsym`); the bench checks
 //! that mmld mapped it.
@@ -167,7 +178,58 @@ fn lookup(c: &mut Criterion) {
     }
 }
 
+/// The three loaders in fresh processes (markdown).
+fn three_loaders() -> String {
+    use common::peers::{Loader, Workers, cell_ns, cell_ratio, verdict};
+    use std::fmt::Write as _;
+    let rounds = common::env_usize("MMLD_LOOKUP_ROUNDS", 7);
+    let w = Workers::new();
+    let mut md = format!(
+        "Machine: {}\n\nCommand: `cargo bench --bench lookup` ({rounds} rounds, one fresh process per loader \
+         each, order rotating; each process: 20,000 + 20,000 warm-up lookups, then the median of 101 rounds \
+         of 1,000; ratios to glibc within each round)\n\n",
+        common::machine_line()
+    );
+    if let Some(e) = w.dlopen_rs_error() {
+        let _ = writeln!(md, "dlopen-rs was not measured: {e}\n");
+    }
+    md.push_str(
+        "| lookup | mmld | glibc | dlopen-rs | mmld/glibc (p25–p75) | dlopen-rs/glibc (p25–p75) | target | |\n\
+         |---|---:|---:|---:|---:|---:|---|---|\n",
+    );
+    for case in cases() {
+        let p = case.path.to_str().expect("UTF-8 path");
+        let r = w.rounds(rounds, &["lookup", "101", p, case.hit, MISS], None);
+        if r.rounds
+            .iter()
+            .filter_map(|x| x.get(&Loader::Mmld))
+            .any(|f| f.get("indexed").map(String::as_str) != Some("1"))
+        {
+            eprintln!(
+                "lookup: {}: mmld's scope index was not built after the warm-up",
+                case.label
+            );
+        }
+        for (kind, key) in [("hit", "hit_ns"), ("miss", "miss_ns")] {
+            let _ = writeln!(
+                md,
+                "| {} {kind} | {} | {} | {} | {} | {} | ≤ {} | {} |",
+                case.label,
+                cell_ns(&r, Loader::Mmld, key),
+                cell_ns(&r, Loader::Glibc, key),
+                cell_ns(&r, Loader::DlopenRs, key),
+                cell_ratio(&r, Loader::Mmld, key),
+                cell_ratio(&r, Loader::DlopenRs, key),
+                common::LOOKUP_TARGET,
+                verdict(&r, key, Some(common::LOOKUP_TARGET)),
+            );
+        }
+    }
+    md
+}
+
 fn main() {
+    common::workers::dispatch();
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
@@ -176,5 +238,8 @@ fn main() {
     c.final_summary();
     if common::bench_mode() {
         common::table::print("symbol lookup", &["lookup-"]);
+        let md = three_loaders();
+        println!("\n### symbol lookup, three loaders in fresh processes\n\n{md}");
+        common::save_markdown("lookup3.md", &md);
     }
 }

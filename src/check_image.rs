@@ -75,12 +75,14 @@ pub fn check_image(bytes: &[u8]) -> Result<CheckSummary> {
             code: &code,
         },
     ];
+    let mut descriptors = crate::runtime::tlsdesc::Descriptors::default();
     let mut target = LinkTarget {
         name: IMAGE_NAME,
         mapping: &mut mapping,
         dynamic: &dynamic,
         symbols: &symbols,
         tls_module,
+        tls: crate::link::tls::TlsLink::new(None, plan.tls, &mut descriptors),
     };
     let host = crate::link::hostscope::host_scope();
     let report = link::relocate(&mut target, &scope, &host, LinkMode::DryRun, |_, _, _| {})

@@ -408,6 +408,14 @@ pub enum ErrorKind {
     BadCodePointer { what: String, addr: u64 },
     #[error("unsupported thread-local storage: {detail}")]
     TlsUnsupported { detail: String },
+    #[error(
+        "cannot allocate memory in static TLS block: {size} bytes aligned to {align} do not fit in what is left of glibc's static TLS surplus (glibc: {glibc}); start the program with GLIBC_TUNABLES=glibc.rtld.optional_static_tls=N to reserve N bytes instead of the default 512 (for this block alone, N={})", (size + align + 1024).next_multiple_of(1024)
+    )]
+    StaticTlsExhausted {
+        size: u64,
+        align: u64,
+        glibc: String,
+    },
     #[error("{what}: {source}")]
     Mmap {
         what: &'static str,

@@ -89,7 +89,16 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             call,
             ret,
             json,
-        } => cli::maps::run(library.as_deref(), pid, copy, call.as_deref(), ret, json),
+            pictures,
+        } => cli::maps::run(cli::maps::Options {
+            library: library.as_deref(),
+            pid,
+            copy,
+            call: call.as_deref(),
+            ret,
+            json,
+            pictures,
+        }),
         Command::Share {
             library,
             procs,
@@ -99,6 +108,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             json,
             hold,
             timeout,
+            pictures,
         } => cli::share::run(cli::share::Options {
             library,
             procs,
@@ -108,6 +118,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             json,
             hold,
             timeout: std::time::Duration::from_secs(timeout),
+            pictures,
         }),
         Command::ShareWorker {
             library,

@@ -66,6 +66,8 @@ pub struct LoadedObject {
     /// The object's TLS module, unregistered (and every thread's block
     /// freed) when the object is dropped.
     pub tls: Option<TlsModule>,
+    /// Records its TLS descriptors point to: they die with the object.
+    pub _descriptors: crate::runtime::tlsdesc::Descriptors,
     /// Unwind tables registered with libgcc; deregistered before unmapping.
     pub frames: Option<FrameRegistration>,
     /// Kept last: dropped after everything that points into it.

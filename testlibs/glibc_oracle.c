@@ -17,6 +17,10 @@
  *                 (malloc may grow the heap; nothing else may change)
  *   unchanged     print "unchanged=yes" if /proc/self/maps is what
  *                 snapshot saw, else "unchanged=no" and the new maps
+ *   spawn         start the worker thread (before an open: a thread that
+ *                 existed before the load)
+ *   tstr:N:SYM    as str, called in the worker: prints "old:SYM=<string>"
+ *   nstr:N:SYM    as str, called in a new thread: prints "new:SYM=<string>"
  *
  * Handles are numbered from 0 in open order. A failed open prints
  * "error:open:<dlerror()>" and leaves an empty handle; any other failing
@@ -24,6 +28,7 @@
  */
 #include <dlfcn.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +57,54 @@ static void *symbol(const char *text, const char *name)
     if (!p)
         fail(name);
     return p;
+}
+
+typedef const char *(*str_fn)(void);
+
+/* The worker thread: runs one str_fn at a time, copying its result. */
+static pthread_t worker;
+static int have_worker;
+static pthread_mutex_t worker_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t worker_cv = PTHREAD_COND_INITIALIZER;
+static str_fn worker_job;
+static int worker_state; /* 0 idle, 1 job pending, 2 job done, 3 quit */
+static char worker_out[512];
+
+static void *worker_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&worker_mu);
+    for (;;) {
+        while (worker_state != 1 && worker_state != 3)
+            pthread_cond_wait(&worker_cv, &worker_mu);
+        if (worker_state == 3)
+            break;
+        snprintf(worker_out, sizeof worker_out, "%s", worker_job());
+        worker_state = 2;
+        pthread_cond_broadcast(&worker_cv);
+    }
+    pthread_mutex_unlock(&worker_mu);
+    return NULL;
+}
+
+static void run_in_worker(str_fn f, char *out, size_t len)
+{
+    pthread_mutex_lock(&worker_mu);
+    worker_job = f;
+    worker_state = 1;
+    pthread_cond_broadcast(&worker_cv);
+    while (worker_state != 2)
+        pthread_cond_wait(&worker_cv, &worker_mu);
+    worker_state = 0;
+    snprintf(out, len, "%s", worker_out);
+    pthread_mutex_unlock(&worker_mu);
+}
+
+static void *new_thread_main(void *arg)
+{
+    str_fn f = *(str_fn *)arg;
+    snprintf(worker_out, sizeof worker_out, "%s", f());
+    return NULL;
 }
 
 static char *read_maps(void)
@@ -146,6 +199,28 @@ int main(int argc, char **argv)
             char *n = strtok(NULL, ":");
             char *m = strtok(NULL, ":");
             printf("same:%s:%s=%s\n", n, m, handle(n) == handle(m) ? "yes" : "no");
+        } else if (strcmp(verb, "spawn") == 0) {
+            if (have_worker || pthread_create(&worker, NULL, worker_main, NULL) != 0)
+                fail("spawn");
+            have_worker = 1;
+        } else if (strcmp(verb, "tstr") == 0 || strcmp(verb, "nstr") == 0) {
+            int old = verb[0] == 't';
+            char *n = strtok(NULL, ":");
+            char *name = strtok(NULL, ":");
+            str_fn f = (str_fn)symbol(n, name);
+            char out[512];
+            if (old) {
+                if (!have_worker)
+                    fail("tstr without spawn");
+                run_in_worker(f, out, sizeof out);
+            } else {
+                pthread_t t;
+                if (pthread_create(&t, NULL, new_thread_main, &f) != 0)
+                    fail("pthread_create");
+                pthread_join(t, NULL);
+                snprintf(out, sizeof out, "%s", worker_out);
+            }
+            printf("%s:%s=%s\n", old ? "old" : "new", name, out);
         } else if (strcmp(verb, "snapshot") == 0) {
             free(snapshot);
             snapshot = read_maps();
@@ -162,6 +237,13 @@ int main(int argc, char **argv)
             return 1;
         }
         fflush(stdout);
+    }
+    if (have_worker) {
+        pthread_mutex_lock(&worker_mu);
+        worker_state = 3;
+        pthread_cond_broadcast(&worker_cv);
+        pthread_mutex_unlock(&worker_mu);
+        pthread_join(worker, NULL);
     }
     return 0;
 }

@@ -1354,8 +1354,9 @@ fn system_libraries_pass_read_and_map() {
         checked += 1;
         match mmld::check_image(&bytes) {
             Ok(_) => {}
-            // TLS in the static model and TLS descriptors are refused on
-            // purpose (see the README); anything else is a false alarm.
+            // Thread-local storage mmld cannot place (see the README's
+            // limitations) is refused clearly; anything else is a false
+            // alarm.
             Err(e) if matches!(e.kind(), ErrorKind::TlsUnsupported { .. }) => {}
             Err(e) => failures.push(format!("{name}: {e}")),
         }

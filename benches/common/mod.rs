@@ -6,7 +6,6 @@
 //! different part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
-use std::collections::HashSet;
 use std::ffi::{CStr, CString, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -87,152 +86,13 @@ pub fn glibc_has_loaded(path: &Path) -> bool {
     }
 }
 
-/// Canonical form of a path as the kernel shows it in `/proc/self/maps`.
-pub fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
-/// Whether any mapping of this process is backed by `path`.
-pub fn mapped_in_process(path: &Path) -> bool {
-    let want = canonical(path);
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    maps.lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .any(|p| Path::new(p) == want)
-}
-
 // ---------------------------------------------------------------------------
-// Memory accounting
+// Memory accounting (the rest lives in `proto`, shared with the dlopen-rs runner)
 // ---------------------------------------------------------------------------
-
-/// One mapping of `/proc/self/smaps` with the fields the memory table uses
-/// (all in KiB, as the kernel reports them).
-#[derive(Debug, Clone, Default)]
-pub struct SmapsEntry {
-    pub start: u64,
-    pub end: u64,
-    pub path: Option<String>,
-    pub size: u64,
-    pub rss: u64,
-    pub private_dirty: u64,
-    pub private_clean: u64,
-    pub shared_clean: u64,
-    pub anonymous: u64,
-}
-
-pub fn read_smaps() -> Vec<SmapsEntry> {
-    let text = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
-    let mut out: Vec<SmapsEntry> = Vec::new();
-    for line in text.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
-            && !first.ends_with(':')
-        {
-            let path = line
-                .split_whitespace()
-                .nth(5)
-                .map(str::to_string)
-                .filter(|p| p.starts_with('/'));
-            out.push(SmapsEntry {
-                start,
-                end,
-                path,
-                ..Default::default()
-            });
-            continue;
-        }
-        let Some(e) = out.last_mut() else { continue };
-        let mut it = line.split_whitespace();
-        let (Some(key), Some(val)) = (it.next(), it.next()) else {
-            continue;
-        };
-        let Ok(v) = val.parse::<u64>() else { continue };
-        match key {
-            "Size:" => e.size = v,
-            "Rss:" => e.rss = v,
-            "Private_Dirty:" => e.private_dirty = v,
-            "Private_Clean:" => e.private_clean = v,
-            "Shared_Clean:" => e.shared_clean = v,
-            "Anonymous:" => e.anonymous = v,
-            _ => {}
-        }
-    }
-    out
-}
-
-/// `Private_Dirty` and `Anonymous` of the whole process, from
-/// `/proc/self/smaps_rollup` (KiB).
-pub fn rollup() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("Private_Dirty:"), field("Anonymous:"))
-}
-
-/// Bytes the C heap has handed out (`mallinfo2`: arena in use plus
-/// mmapped chunks). Rust's global allocator is glibc's malloc here, so this
-/// covers both loaders' own bookkeeping.
-pub fn heap_in_use() -> u64 {
-    // SAFETY: mallinfo2 only reads malloc's statistics.
-    let m = unsafe { libc::mallinfo2() };
-    (m.uordblks + m.hblkhd) as u64
-}
-
-/// An object a loader brought into the process: its file and its address
-/// span (first to last `PT_LOAD`, page-rounded).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ObjectSpan {
-    pub path: String,
-    pub start: u64,
-    pub end: u64,
-}
 
 /// Every object glibc knows about (`dl_iterate_phdr`), with its span.
 pub fn glibc_objects() -> Vec<ObjectSpan> {
-    unsafe extern "C" fn cb(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut c_void,
-    ) -> libc::c_int {
-        // SAFETY: glibc passes a valid info struct and our Vec as `data`.
-        unsafe {
-            let out = &mut *(data as *mut Vec<ObjectSpan>);
-            let info = &*info;
-            let name = if info.dlpi_name.is_null() {
-                String::new()
-            } else {
-                CStr::from_ptr(info.dlpi_name)
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            let phdrs = std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize);
-            let mut lo = u64::MAX;
-            let mut hi = 0u64;
-            for ph in phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD) {
-                lo = lo.min(ph.p_vaddr);
-                hi = hi.max(ph.p_vaddr + ph.p_memsz);
-            }
-            if lo < hi {
-                let page = 4096u64;
-                out.push(ObjectSpan {
-                    path: name,
-                    start: (info.dlpi_addr + lo) & !(page - 1),
-                    end: (info.dlpi_addr + hi).div_ceil(page) * page,
-                });
-            }
-        }
-        0
-    }
-    let mut v: Vec<ObjectSpan> = Vec::new();
-    // SAFETY: the callback matches the C signature and only writes to `v`.
-    unsafe { libc::dl_iterate_phdr(Some(cb), (&raw mut v).cast()) };
-    v
+    proto::dl_objects()
 }
 
 /// Every object of an mmld library's tree that mmld mapped itself.
@@ -245,39 +105,6 @@ pub fn mmld_objects(lib: &mmld::Library) -> Vec<ObjectSpan> {
             end: o.base + o.size,
         })
         .collect()
-}
-
-/// Memory that the given objects occupy: every mapping inside one of their
-/// spans (file-backed, `.bss` anonymous pages, `PROT_NONE` gaps) and every
-/// mapping of one of their files elsewhere. KiB.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ObjectMemory {
-    pub mappings: u64,
-    pub rss: u64,
-    pub private_dirty: u64,
-    pub anonymous: u64,
-}
-
-pub fn object_memory(objects: &[ObjectSpan], smaps: &[SmapsEntry]) -> ObjectMemory {
-    let paths: HashSet<PathBuf> = objects
-        .iter()
-        .map(|o| canonical(Path::new(&o.path)))
-        .collect();
-    let mut m = ObjectMemory::default();
-    for e in smaps {
-        let inside = objects.iter().any(|o| e.start < o.end && o.start < e.end);
-        let same_file = e
-            .path
-            .as_deref()
-            .is_some_and(|p| paths.contains(Path::new(p)));
-        if inside || same_file {
-            m.mappings += 1;
-            m.rss += e.rss;
-            m.private_dirty += e.private_dirty;
-            m.anonymous += e.anonymous;
-        }
-    }
-    m
 }
 
 // ---------------------------------------------------------------------------
@@ -311,6 +138,16 @@ pub fn fmt_ns(ns: f64) -> String {
     } else {
         format!("{ns:.1} ns")
     }
+}
+
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((s.len() - 1) as f64 * p).round() as usize;
+    s[i]
 }
 
 pub fn fmt_ratio(r: f64) -> String {
@@ -353,7 +190,7 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// One line about the machine, for the README.
+/// One line about the machine, for docs/BENCHMARKS.md.
 pub fn machine_line() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -386,7 +223,46 @@ unsafe extern "C" {
     fn gnu_get_libc_version() -> *const libc::c_char;
 }
 
+pub mod peers;
+pub mod proto;
 pub mod table;
+pub mod workers;
+
+#[allow(unused_imports)]
+pub use proto::{
+    ObjectMemory, ObjectSpan, SmapsEntry, canonical, heap_in_use, mapped_in_process, object_memory,
+    read_smaps, rollup,
+};
+
+// ---------------------------------------------------------------------------
+// The targets (median ratio to glibc in the same round)
+// ---------------------------------------------------------------------------
+
+/// First load in a fresh process, by library file name.
+pub fn first_load_target(lib_file: &str) -> Option<f64> {
+    [
+        ("libz.so", 0.9),
+        ("libsqlite3.so", 0.5),
+        ("libcrypto.so", 0.6),
+        ("libstdc++.so", 0.5),
+        ("libLLVM-15.so", 0.6),
+    ]
+    .into_iter()
+    .find(|(p, _)| lib_file.starts_with(p))
+    .map(|(_, t)| t)
+}
+
+/// Load + get + unload cycle, by label (`libdemo`, `libz`, `libsqlite3`)
+/// or file name.
+pub fn cycle_target(lib: &str) -> Option<f64> {
+    [("libdemo", 0.8), ("libz", 0.8), ("libsqlite3", 0.5)]
+        .into_iter()
+        .find(|(p, _)| lib.starts_with(p))
+        .map(|(_, t)| t)
+}
+
+/// Lookups, hits and misses.
+pub const LOOKUP_TARGET: f64 = 0.2;
 
 /// Where the harness=false benches leave their markdown (`target/mmld-bench/`).
 pub fn markdown_dir() -> PathBuf {

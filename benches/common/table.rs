@@ -40,10 +40,12 @@ fn group_id(dir: &Path) -> Option<String> {
 /// The target for a group and whether the numbers meet it.
 fn target(group: &str, mmld: f64, ratio: f64) -> (String, &'static str) {
     let yes_no = |b: bool| if b { "met" } else { "not met" };
-    if group.starts_with("cycle") {
-        ("≤ 0.5× glibc".into(), yes_no(ratio <= 0.5))
+    let _ = mmld;
+    if let Some(t) = group.strip_prefix("cycle-").and_then(super::cycle_target) {
+        (format!("≤ {t}× glibc"), yes_no(ratio <= t))
     } else if group.starts_with("lookup") {
-        ("≤ 10 ns".into(), yes_no(mmld <= 10.0))
+        let t = super::LOOKUP_TARGET;
+        (format!("≤ {t}× glibc"), yes_no(ratio <= t))
     } else {
         ("—".into(), "")
     }

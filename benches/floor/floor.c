@@ -1,23 +1,28 @@
 /* floor.c - the kernel floor of loading one shared library by mapping it.
  *
- * What it measures: the work that any loader which maps an ELF file into
- * memory cannot avoid, and nothing else:
- *   open, pread of the first 4 KiB (ELF and program headers), fstat,
- *   one PROT_NONE reservation of the whole span, one MAP_FIXED mmap per
- *   PT_LOAD, an anonymous mapping for .bss (and zeroing the partial page),
- *   reading the relocation tables (RELA, JMPREL, RELR) to find the pages
- *   they write, one 8-byte read + write-back into each such page (the
- *   copy-on-write fault every relocated page costs), mprotect of
- *   PT_GNU_RELRO, close.
- * No dependencies (DT_NEEDED), no symbol lookup, no relocation values, no
- * TLS, no constructors, no bookkeeping.
+ * What it measures: the kernel work glibc's loader does for the library's
+ * own file, and nothing else, done glibc's way (elf/dl-load.c,
+ * dl-map-segments.h, dl-reloc.c in glibc 2.36):
+ *   open, read of the first 832 bytes (ELF and program headers; a pread
+ *   only if they do not fit), fstat, the first PT_LOAD mapped over the whole
+ *   span (that mapping is the reservation: no separate PROT_NONE mmap),
+ *   one MAP_FIXED mmap per further PT_LOAD, mprotect(PROT_NONE) of the
+ *   holes between segments when there are any, .bss (zeroing the partial
+ *   page, an anonymous mapping for the rest), reading the dynamic section
+ *   and the relocation tables (RELA, JMPREL, RELR) to find the pages they
+ *   write, one write into each such page (its copy-on-write fault: RELA
+ *   targets are written without being read first, as glibc writes
+ *   base + addend or a symbol value; RELR targets are read and added to,
+ *   as glibc does), mprotect of PT_GNU_RELRO, close.
+ * No dependencies (DT_NEEDED), no symbol lookup, no relocation values
+ * beyond the one word per page, no TLS, no constructors, no bookkeeping.
  *
- * Why: mmld's targets ask for a first load and a load/unload cycle in at
- * most half of glibc's time. A loader that maps the file cannot be faster
- * than this program, so where the floor alone exceeds half of glibc's time
- * the target cannot be met by such a loader on this kernel.
- * benches/floor.rs builds it (gcc -O2 -Wall -Wl,-z,now) and runs it next to
- * glibc_load.c.
+ * Why: mmld's targets ask for a first load and a load/unload cycle in a
+ * fraction of glibc's time. A loader that maps the file cannot be faster
+ * than this program, so the floor/glibc ratio is the lowest ratio such a
+ * loader can reach on this kernel, and target minus floor is the budget
+ * left for everything else. benches/floor.rs builds it (gcc -O2 -Wall
+ * -Wl,-z,now) and runs it next to glibc_load.c.
  *
  * Usage:
  *   floor first PATH     one load in this (fresh) process; prints
@@ -60,13 +65,17 @@
 static uint64_t seen[MAXPAGES / 64]; /* bitmap of pages already noted */
 #define MAXLIST (1UL << 17)
 static uint64_t list[MAXLIST]; /* first relocation target in each page */
+static uint64_t value[MAXLIST]; /* what is written there: base + addend */
+static unsigned char is_relr[MAXLIST]; /* RELR: read and add, as glibc does */
 static unsigned long nlist;
 
+/* glibc reads this much of the file first (sizeof fbp->buf in dl-load.c). */
+#define FIRST_READ 832
 static unsigned char hdr[4096];
 
 struct result {
     double t_map, t_scan, t_touch, t_fin, total; /* microseconds */
-    unsigned long pages, mmaps;
+    unsigned long pages, mmaps, mprotects;
     uint8_t *reservation;
     size_t span;
 };
@@ -105,8 +114,9 @@ static void check_readable(uint64_t vaddr, uint64_t size, const char *what) {
 }
 
 /* Note the page of a relocation target (an 8-byte word at vaddr). Only the
- * first target in each page is checked and kept: that is the word written. */
-static inline void note(uintptr_t base, uint64_t vaddr) {
+ * first target in each page is checked and kept: that is the word written,
+ * with base + addend (RELA) or += base (RELR, relr != 0). */
+static inline void note(uintptr_t base, uint64_t vaddr, uint64_t addend, int relr) {
     uint64_t pg = vaddr / PG;
     if (pg >= MAXPAGES) die(cur_path, "relocation target beyond the supported span");
     if (seen[pg >> 6] & (1UL << (pg & 63))) return;
@@ -116,18 +126,28 @@ static inline void note(uintptr_t base, uint64_t vaddr) {
         die(cur_path, "relocation target in a read-only segment (text relocations are not supported)");
     if (nlist >= MAXLIST) die(cur_path, "too many relocated pages");
     seen[pg >> 6] |= 1UL << (pg & 63);
+    value[nlist] = base + addend;
+    is_relr[nlist] = (unsigned char)relr;
     list[nlist++] = base + (vaddr & ~7UL);
 }
 
+static int prot_of(const Elf64_Phdr *p) {
+    int prot = 0;
+    if (p->p_flags & PF_R) prot |= PROT_READ;
+    if (p->p_flags & PF_W) prot |= PROT_WRITE;
+    if (p->p_flags & PF_X) prot |= PROT_EXEC;
+    return prot;
+}
+
 static void load(const char *path, struct result *r) {
-    unsigned long mmaps = 0;
+    unsigned long mmaps = 0, mprotects = 0;
     cur_path = path;
 
     double t0 = now_us();
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) die_errno(path, "open");
-    ssize_t got = pread(fd, hdr, sizeof hdr, 0);
-    if (got < 0) die_errno(path, "pread");
+    ssize_t got = read(fd, hdr, FIRST_READ);
+    if (got < 0) die_errno(path, "read");
     struct stat st;
     if (fstat(fd, &st)) die_errno(path, "fstat");
 
@@ -136,56 +156,83 @@ static void load(const char *path, struct result *r) {
     if (eh->e_ident[EI_CLASS] != ELFCLASS64) die(path, "not a 64-bit ELF object");
     if (eh->e_type != ET_DYN) die(path, "not a shared object (ET_DYN)");
     if (eh->e_phentsize != sizeof(Elf64_Phdr) || eh->e_phnum == 0) die(path, "bad program headers");
-    if (eh->e_phoff > (uint64_t)got || (uint64_t)got - eh->e_phoff < (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr))
-        die(path, "program headers are not in the first 4 KiB");
+    uint64_t phend = eh->e_phoff + (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr);
+    if (eh->e_phoff > sizeof hdr || phend > sizeof hdr) die(path, "program headers are not in the first 4 KiB");
+    if (phend > (uint64_t)got) { /* glibc reads them with one more pread */
+        ssize_t more = pread(fd, hdr + eh->e_phoff, phend - eh->e_phoff, eh->e_phoff);
+        if (more < 0 || (uint64_t)more != phend - eh->e_phoff) die(path, "pread of the program headers");
+    }
     const Elf64_Phdr *ph = (const Elf64_Phdr *)(hdr + eh->e_phoff);
     cur_ph = ph;
     cur_phnum = eh->e_phnum;
 
-    uint64_t lo = UINT64_MAX, hi = 0;
-    for (int i = 0; i < eh->e_phnum; i++) {
-        const Elf64_Phdr *p = &ph[i];
-        if (p->p_type != PT_LOAD) continue;
-        if (p->p_filesz > p->p_memsz || p->p_vaddr % PG != p->p_offset % PG ||
-            p->p_offset > (uint64_t)st.st_size || (uint64_t)st.st_size - p->p_offset < p->p_filesz ||
-            p->p_vaddr + p->p_memsz < p->p_vaddr)
-            die(path, "bad PT_LOAD (size, alignment or beyond the end of the file)");
-        if (TRUNC(p->p_vaddr) < lo) lo = TRUNC(p->p_vaddr);
-        if (ROUND(p->p_vaddr + p->p_memsz) > hi) hi = ROUND(p->p_vaddr + p->p_memsz);
-    }
-    if (hi <= lo) die(path, "no PT_LOAD");
-    if (hi / PG > MAXPAGES) die(path, "span too big");
-    size_t span = hi - lo;
-
-    uint8_t *res = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    mmaps++;
-    if (res == MAP_FAILED) die_errno(path, "mmap (reservation)");
-    uintptr_t base = (uintptr_t)res - lo;
-
+    /* The PT_LOADs in order (glibc's loadcmds), and whether there is a
+     * hole between two of them (a file-mapped end below the next start). */
+    const Elf64_Phdr *loads[64];
+    int nloads = 0, has_holes = 0;
     const Elf64_Phdr *dyn = NULL, *relro = NULL;
     for (int i = 0; i < eh->e_phnum; i++) {
         const Elf64_Phdr *p = &ph[i];
         if (p->p_type == PT_DYNAMIC) dyn = p;
         if (p->p_type == PT_GNU_RELRO) relro = p;
         if (p->p_type != PT_LOAD) continue;
-        int prot = 0;
-        if (p->p_flags & PF_R) prot |= PROT_READ;
-        if (p->p_flags & PF_W) prot |= PROT_WRITE;
-        if (p->p_flags & PF_X) prot |= PROT_EXEC;
+        if (p->p_filesz > p->p_memsz || p->p_vaddr % PG != p->p_offset % PG ||
+            p->p_offset > (uint64_t)st.st_size || (uint64_t)st.st_size - p->p_offset < p->p_filesz ||
+            p->p_vaddr + p->p_memsz < p->p_vaddr)
+            die(path, "bad PT_LOAD (size, alignment or beyond the end of the file)");
+        if (nloads == 64) die(path, "more than 64 PT_LOAD");
+        if (nloads > 0) {
+            const Elf64_Phdr *q = loads[nloads - 1];
+            if (TRUNC(p->p_vaddr) < ROUND(q->p_vaddr + q->p_memsz)) die(path, "PT_LOAD out of order or overlapping");
+            if (ROUND(q->p_vaddr + q->p_filesz) != TRUNC(p->p_vaddr)) has_holes = 1;
+        }
+        loads[nloads++] = p;
+    }
+    if (nloads == 0) die(path, "no PT_LOAD");
+    uint64_t lo = TRUNC(loads[0]->p_vaddr);
+    uint64_t allocend = loads[nloads - 1]->p_vaddr + loads[nloads - 1]->p_memsz;
+    uint64_t hi = ROUND(allocend);
+    if (hi / PG > MAXPAGES) die(path, "span too big");
+    size_t span = hi - lo;
+
+    /* The first segment over the whole span: its mapping is the
+     * reservation (glibc's _dl_map_segment). */
+    const Elf64_Phdr *f = loads[0];
+    uint8_t *res = mmap(NULL, allocend - lo, prot_of(f), MAP_PRIVATE, fd, TRUNC(f->p_offset));
+    mmaps++;
+    if (res == MAP_FAILED) die_errno(path, "mmap (first segment over the span)");
+    uintptr_t base = (uintptr_t)res - lo;
+    if (has_holes) {
+        uintptr_t s0 = base + ROUND(f->p_vaddr + f->p_filesz), s1 = base + TRUNC(loads[nloads - 1]->p_vaddr);
+        if (s1 > s0 && mprotect((void *)s0, s1 - s0, PROT_NONE)) die_errno(path, "mprotect (holes)");
+        mprotects++;
+    }
+
+    for (int i = 0; i < nloads; i++) {
+        const Elf64_Phdr *p = loads[i];
+        int prot = prot_of(p);
         uintptr_t start = TRUNC(base + p->p_vaddr);
-        uintptr_t fend = ROUND(base + p->p_vaddr + p->p_filesz);
-        uintptr_t mend = ROUND(base + p->p_vaddr + p->p_memsz);
-        if (p->p_filesz) {
-            if (mmap((void *)start, fend - start, prot, MAP_FIXED | MAP_PRIVATE, fd, TRUNC(p->p_offset)) == MAP_FAILED)
+        uintptr_t mapend = ROUND(base + p->p_vaddr + p->p_filesz);
+        if (i > 0 && mapend > start) {
+            if (mmap((void *)start, mapend - start, prot, MAP_FIXED | MAP_PRIVATE, fd, TRUNC(p->p_offset)) ==
+                MAP_FAILED)
                 die_errno(path, "mmap (segment)");
             mmaps++;
         }
         if (p->p_memsz > p->p_filesz) {
-            uintptr_t z = base + p->p_vaddr + p->p_filesz;
-            if (p->p_filesz && (z & (PG - 1)) && (prot & PROT_WRITE)) memset((void *)z, 0, ROUND(z) - z);
-            if (mend > fend) {
-                if (mmap((void *)fend, mend - fend, prot, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) ==
-                    MAP_FAILED)
+            /* .bss as glibc does it: zero the rest of the last file page,
+             * map anonymous pages for what lies beyond. */
+            uintptr_t zero = base + p->p_vaddr + p->p_filesz;
+            uintptr_t zeroend = base + p->p_vaddr + p->p_memsz;
+            uintptr_t zeropage = ROUND(zero);
+            if (zeroend < zeropage) zeropage = zeroend;
+            if (zeropage > zero) {
+                if (!(prot & PROT_WRITE)) die(path, ".bss in a non-writable segment");
+                memset((void *)zero, 0, zeropage - zero);
+            }
+            if (zeroend > zeropage) {
+                if (mmap((void *)zeropage, zeroend - zeropage, prot, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                         0) == MAP_FAILED)
                     die_errno(path, "mmap (.bss)");
                 mmaps++;
             }
@@ -219,13 +266,13 @@ static void load(const char *path, struct result *r) {
         check_readable(rela, relasz, "DT_RELA outside a readable PT_LOAD");
         const Elf64_Rela *a = (const Elf64_Rela *)(base + rela);
         size_t n = relasz / sizeof *a;
-        for (size_t i = 0; i < n; i++) note(base, a[i].r_offset);
+        for (size_t i = 0; i < n; i++) note(base, a[i].r_offset, (uint64_t)a[i].r_addend, 0);
     }
     if (jmprel && pltrelsz) {
         check_readable(jmprel, pltrelsz, "DT_JMPREL outside a readable PT_LOAD");
         const Elf64_Rela *a = (const Elf64_Rela *)(base + jmprel);
         size_t n = pltrelsz / sizeof *a;
-        for (size_t i = 0; i < n; i++) note(base, a[i].r_offset);
+        for (size_t i = 0; i < n; i++) note(base, a[i].r_offset, (uint64_t)a[i].r_addend, 0);
     }
     if (relr && relrsz) {
         check_readable(relr, relrsz, "DT_RELR outside a readable PT_LOAD");
@@ -235,28 +282,34 @@ static void load(const char *path, struct result *r) {
         for (size_t i = 0; i < n; i++) {
             uint64_t v = e[i];
             if (!(v & 1)) {
-                note(base, v);
+                note(base, v, 0, 1);
                 where = v + 8;
             } else {
                 for (int b = 1; b < 64; b++)
-                    if (v & (1UL << b)) note(base, where + (uint64_t)(b - 1) * 8);
+                    if (v & (1UL << b)) note(base, where + (uint64_t)(b - 1) * 8, 0, 1);
                 where += 63 * 8;
             }
         }
     }
     double t2 = now_us();
 
-    /* One read + write-back per relocated page: forces the copy-on-write
-     * fault (the value is unchanged; nothing runs this code anyway). */
+    /* One write per relocated page: its copy-on-write fault. RELA targets
+     * are written without being read (glibc stores base + addend or a
+     * symbol's address); RELR targets are read and added to, as glibc
+     * does. Nothing runs this code, so the values need not be final. */
     for (unsigned long i = 0; i < nlist; i++) {
         volatile uint64_t *w = (volatile uint64_t *)list[i];
-        *w = *w;
+        if (is_relr[i])
+            *w += value[i];
+        else
+            *w = value[i];
     }
     double t3 = now_us();
 
     if (relro) {
         uintptr_t s = TRUNC(base + relro->p_vaddr), e = TRUNC(base + relro->p_vaddr + relro->p_memsz);
         if (e > s && mprotect((void *)s, e - s, PROT_READ)) die_errno(path, "mprotect (RELRO)");
+        mprotects++;
     }
     close(fd);
     double t4 = now_us();
@@ -273,6 +326,7 @@ static void load(const char *path, struct result *r) {
     r->total = t4 - t0;
     r->pages = nlist;
     r->mmaps = mmaps;
+    r->mprotects = mprotects;
     r->reservation = res;
     r->span = span;
 }
@@ -283,14 +337,15 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
+    use_libm();
     (void)now_us();                /* first clock_gettime (vDSO) outside timing */
     memset(seen, 0, sizeof seen);  /* fault in our own .bss outside timing */
     memset(list, 0, sizeof list);
     struct result r;
     if (argc == 3 && !strcmp(argv[1], "first")) {
         load(argv[2], &r);
-        printf("us %.3f map %.3f scan %.3f touch %.3f fin %.3f pages_written %lu mmaps %lu span %zu\n", r.total,
-               r.t_map, r.t_scan, r.t_touch, r.t_fin, r.pages, r.mmaps, r.span);
+        printf("us %.3f map %.3f scan %.3f touch %.3f fin %.3f pages_written %lu mmaps %lu mprotects %lu span %zu\n",
+               r.total, r.t_map, r.t_scan, r.t_touch, r.t_fin, r.pages, r.mmaps, r.mprotects, r.span);
         return 0;
     }
     if (argc == 4 && !strcmp(argv[1], "cycle")) {
@@ -310,8 +365,9 @@ int main(int argc, char **argv) {
         double first = t[0];
         qsort(t, (size_t)n, sizeof(double), cmp_double);
         qsort(tt, (size_t)n, sizeof(double), cmp_double);
-        printf("median_us %.3f p10 %.3f p90 %.3f first_iter %.3f touch_median %.3f pages_written %lu mmaps %lu n %ld\n",
-               t[n / 2], t[n / 10], t[n * 9 / 10], first, tt[n / 2], r.pages, r.mmaps, n);
+        printf("median_us %.3f p10 %.3f p90 %.3f first_iter %.3f touch_median %.3f pages_written %lu mmaps %lu "
+               "mprotects %lu n %ld\n",
+               t[n / 2], t[n / 10], t[n * 9 / 10], first, tt[n / 2], r.pages, r.mmaps, r.mprotects, n);
         free(t);
         free(tt);
         return 0;

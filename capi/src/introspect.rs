@@ -158,6 +158,12 @@ unsafe extern "C" fn through_glibc(
     unsafe {
         let it = &mut *data.cast::<Iteration>();
         it.counters = ((*info).dlpi_adds, (*info).dlpi_subs);
+        // mmld's static TLS carriers are not libraries: hidden, as from
+        // mmld's own walks.
+        let name = (*info).dlpi_name;
+        if !name.is_null() && host::is_hidden(std::ffi::CStr::from_ptr(name).to_bytes()) {
+            return 0;
+        }
         match it.callback {
             Some(f) => f(info, size, it.data),
             None => 0,

@@ -56,6 +56,7 @@ impl RelocKind {
                 | RelocKind::TlsModule
                 | RelocKind::TlsOffset
                 | RelocKind::TlsStaticOffset
+                | RelocKind::TlsDescriptor
         )
     }
 
@@ -63,7 +64,10 @@ impl RelocKind {
     pub fn is_tls(self) -> bool {
         matches!(
             self,
-            RelocKind::TlsModule | RelocKind::TlsOffset | RelocKind::TlsStaticOffset
+            RelocKind::TlsModule
+                | RelocKind::TlsOffset
+                | RelocKind::TlsStaticOffset
+                | RelocKind::TlsDescriptor
         )
     }
 }

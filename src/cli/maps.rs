@@ -10,9 +10,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
+use mmld::inspect::picture::Picture;
 use mmld::inspect::{self, ObjectLayout, Pid};
 
 use super::call;
+use super::pictures::PictureArgs;
 
 /// `SYMBOL [ARGS]...` from the command line, parsed before loading so a bad
 /// argument fails before any library code runs.
@@ -78,32 +80,42 @@ pub fn open(library: &Path, copy: bool) -> Result<mmld::Library> {
     Ok(lib)
 }
 
-pub fn run(
-    library: Option<&Path>,
-    pid: Option<i32>,
-    copy: bool,
-    call_words: Option<&[String]>,
-    ret: call::Ret,
-    json: bool,
-) -> Result<ExitCode> {
-    if let Some(pid) = pid {
+/// What `mmld maps` was asked.
+pub struct Options<'a> {
+    pub library: Option<&'a Path>,
+    pub pid: Option<i32>,
+    pub copy: bool,
+    pub call: Option<&'a [String]>,
+    pub ret: call::Ret,
+    pub json: bool,
+    pub pictures: PictureArgs,
+}
+
+pub fn run(opts: Options<'_>) -> Result<ExitCode> {
+    if let Some(pid) = opts.pid {
         let report = inspect::maps::maps_of_process(Pid::Other(pid))
             .with_context(|| format!("inspecting process {pid}"))?;
-        if json {
+        let text = report.to_text(None);
+        if opts.pictures.wanted() {
+            let picture = Picture::of_maps(&report, None, &format!("mmld maps --pid {pid}"));
+            opts.pictures.write(&picture, &text)?;
+        }
+        if opts.json {
             println!("{}", report.to_json(None));
         } else {
-            print!("{}", report.to_text(None));
+            print!("{text}");
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(library) = library else {
+    let Some(library) = opts.library else {
         bail!("give a library to load, or --pid");
     };
-    let prepared = call_words
-        .map(|w| PreparedCall::parse(w, ret))
+    let prepared = opts
+        .call
+        .map(|w| PreparedCall::parse(w, opts.ret))
         .transpose()?;
-    let lib = open(library, copy)?;
-    let layouts = ObjectLayout::of_library(&lib, copy);
+    let lib = open(library, opts.copy)?;
+    let layouts = ObjectLayout::of_library(&lib, opts.copy);
     let after_load = inspect::maps::maps_of_objects(Pid::Myself, &layouts)?;
     let (report, earlier, called) = match &prepared {
         Some(p) => {
@@ -113,22 +125,38 @@ pub fn run(
         }
         None => (after_load, None, None),
     };
-    if json {
+    let mut text = String::new();
+    if let Some(c) = &called {
+        text.push_str(&format!(
+            "called {c}; resident counts are after load → after the call\n\n"
+        ));
+    }
+    text.push_str(&report.to_text(earlier.as_ref()));
+    let host = lib.host_dependencies();
+    if !host.is_empty() {
+        text.push_str(&format!(
+            "bound from the host, not mapped by mmld: {} (mmld maps --pid PID annotates those in any process)\n",
+            host.join(" ")
+        ));
+    }
+    if opts.pictures.wanted() {
+        let mut title = format!(
+            "mmld maps {}{}",
+            library.display(),
+            if opts.copy { " --copy" } else { "" }
+        );
+        if let Some(c) = &called {
+            title.push_str(&format!(", then {c}"));
+        }
+        let picture = Picture::of_maps(&report, earlier.as_ref(), &title);
+        opts.pictures.write(&picture, &text)?;
+    }
+    if opts.json {
         let mut v = report.to_json(earlier.as_ref());
         v["called"] = serde_json::json!(called);
         println!("{v}");
     } else {
-        if let Some(c) = &called {
-            println!("called {c}; resident counts are after load → after the call\n");
-        }
-        print!("{}", report.to_text(earlier.as_ref()));
-        let host = lib.host_dependencies();
-        if !host.is_empty() {
-            println!(
-                "bound from the host, not mapped by mmld: {} (mmld maps --pid PID annotates those in any process)",
-                host.join(" ")
-            );
-        }
+        print!("{text}");
     }
     drop(lib);
     Ok(ExitCode::SUCCESS)

@@ -7,6 +7,7 @@ pub mod call;
 pub mod exec;
 pub mod info;
 pub mod maps;
+pub mod pictures;
 pub mod share;
 
 use std::path::PathBuf;
@@ -65,7 +66,7 @@ pub enum Command {
     /// Show the /proc/PID/maps lines of a loaded library, annotated: role
     /// (text, rodata, RELRO, data, .bss, gap), sections, resident pages.
     #[command(
-        after_help = "resident: pages present in the process's page tables (/proc/PID/pagemap, what smaps calls Rss).\ncached: pages of the file in the page cache (mincore), whoever read them.\nWith --call, resident counts show as 'after load → after the call'.\nExamples:\n  mmld maps testlibs/libdemo.so --call add 2 3\n  mmld maps --pid $$"
+        after_help = "resident: pages present in the process's page tables (/proc/PID/pagemap, what smaps calls Rss).\ncached: pages of the file in the page cache (mincore), whoever read them.\nWith --call, resident counts show as 'after load → after the call'.\nExamples:\n  mmld maps testlibs/libdemo.so --call add 2 3\n  mmld maps testlibs/libdemo.so --svg libdemo.svg\n  mmld maps --pid $$"
     )]
     Maps {
         /// The shared object to load (not with --pid).
@@ -86,10 +87,14 @@ pub enum Command {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        pictures: pictures::PictureArgs,
     },
     /// Load a library in N worker processes and measure how its pages are
     /// shared: smaps per segment, and physical pages when privileged.
-    #[command(after_help = "Example: mmld share testlibs/libdemo.so --procs 4 --call counter_bump")]
+    #[command(
+        after_help = "With --svg/--html, one strip per worker; the same physical frame carries the same coloured mark in every strip.\nExample: mmld share testlibs/libdemo.so --procs 4 --call counter_bump --html share.html"
+    )]
     Share {
         library: PathBuf,
         /// How many worker processes.
@@ -115,6 +120,8 @@ pub enum Command {
         /// Seconds to wait for the workers to load the library.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        #[command(flatten)]
+        pictures: pictures::PictureArgs,
     },
     /// Run a program with libmmld.so preloaded: every dlopen it makes is
     /// served by mmld (the C ABI drop-in); --trace logs what mmld does.

@@ -23,10 +23,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::ValueEnum;
 use serde_json::{Value, json};
 
+use mmld::inspect::picture::Picture;
 use mmld::inspect::{self, ObjectLayout};
 
 use super::call;
 use super::maps::{PreparedCall, open};
+use super::pictures::PictureArgs;
 
 /// How the workers load the library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -63,6 +65,7 @@ pub struct Options {
     pub json: bool,
     pub hold: bool,
     pub timeout: Duration,
+    pub pictures: PictureArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,14 +164,7 @@ fn run_workers(opts: &Options) -> Result<()> {
         called,
         &measured,
     )?;
-    let mut out = std::io::stdout().lock();
-    if opts.json {
-        writeln!(out, "{}", report.to_json())?;
-    } else {
-        write!(out, "{}", report.to_text())?;
-    }
-    out.flush()?;
-    drop(out);
+    show(opts, &report)?;
     if opts.hold {
         eprintln!(
             "mmld: holding {} workers (pid {}); close standard input (Ctrl-D) to release them",
@@ -185,6 +181,22 @@ fn run_workers(opts: &Options) -> Result<()> {
     workers.release()?;
     // A signal that came with the end of input still counts.
     check_interrupt()
+}
+
+/// Write the pictures asked for, then print the report.
+fn show(opts: &Options, report: &inspect::share::ShareReport) -> Result<()> {
+    let text = report.to_text();
+    if opts.pictures.wanted() {
+        opts.pictures.write(&Picture::of_share(report), &text)?;
+    }
+    let mut out = std::io::stdout().lock();
+    if opts.json {
+        writeln!(out, "{}", report.to_json())?;
+    } else {
+        write!(out, "{text}")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn check_interrupt() -> Result<()> {

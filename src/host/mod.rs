@@ -2,15 +2,18 @@
 //!
 //! Owns: asking glibc's loader about objects mmld does not map: the global
 //! scope (`dlsym(RTLD_DEFAULT)` and `dlvsym`), whether a library is already
-//! loaded (`dlopen` with `RTLD_NOLOAD`), and glibc-family names. Must never:
-//! load a library into the host (every `dlopen` here has `RTLD_NOLOAD`,
-//! except the glibc family's own), or call glibc's `dl*` functions by name:
-//! they go through [`real`], which stays glibc's when the C ABI drop-in
-//! interposes the names.
+//! loaded (`dlopen` with `RTLD_NOLOAD`), glibc-family names, and the
+//! objects glibc holds for mmld that are not libraries (hidden from every
+//! walk). Must never: load a library into the host (every `dlopen` here has
+//! `RTLD_NOLOAD`, except the glibc family's own), or call glibc's `dl*`
+//! functions by name: they go through [`real`], which stays glibc's when the
+//! C ABI drop-in interposes the names.
 
 pub mod real;
 
+use std::collections::HashSet;
 use std::ffi::{CStr, CString};
+use std::sync::{Mutex, OnceLock};
 
 pub use real::real;
 
@@ -198,8 +201,45 @@ pub struct HostObjectInfo<'a> {
     pub generation: (u64, u64),
 }
 
+/// Names (as `dl_iterate_phdr` reports them) of objects glibc loaded for
+/// mmld that are not libraries: the static TLS objects of
+/// `runtime::static_tls`. Nothing binds to them and no report lists them.
+fn hidden() -> &'static Mutex<HashSet<Vec<u8>>> {
+    static H: OnceLock<Mutex<HashSet<Vec<u8>>>> = OnceLock::new();
+    H.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// Hide the object glibc will list as `name`, before it is loaded. The
+/// lock is never held across a `dl*` call: `dl_iterate_phdr` callbacks
+/// take it while glibc holds its own.
+pub fn hide(name: &[u8]) {
+    hidden()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_vec());
+}
+
+/// Forget a hidden name, once glibc no longer lists the object.
+pub fn unhide(name: &[u8]) {
+    hidden()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(name);
+}
+
+/// Is `name` one of the hidden objects?
+pub fn is_hidden(name: &[u8]) -> bool {
+    // Every hidden name is a /proc path; libraries almost never are, so
+    // they are told apart without the lock.
+    name.starts_with(b"/proc/")
+        && hidden()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
+}
+
 /// Visit every object the host has loaded, in load order, until `visit`
-/// returns `true`.
+/// returns `true`. Hidden objects are skipped.
 pub fn each_host_object<F: FnMut(&HostObjectInfo<'_>) -> bool>(mut visit: F) {
     unsafe extern "C" fn trampoline<F: FnMut(&HostObjectInfo<'_>) -> bool>(
         info: *mut libc::dl_phdr_info,
@@ -221,6 +261,9 @@ pub fn each_host_object<F: FnMut(&HostObjectInfo<'_>) -> bool>(mut visit: F) {
             } else {
                 CStr::from_ptr(info.dlpi_name)
             };
+            if is_hidden(name.to_bytes()) {
+                return 0;
+            }
             let object = HostObjectInfo {
                 name,
                 bias: info.dlpi_addr,

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::elf::ElfFacts;
 use super::layout::{MappedBy, ObjectLayout, Role, objects_in_process, open_mapped_file};
-use super::proc::{PageProbe, Privilege, Vma, read_vmas};
+use super::proc::{PageProbe, PageState, Privilege, Vma, read_vmas};
 use super::{Pid, Result, pages_in, sys};
 
 /// One maps line, or the part of it that has one role.
@@ -37,6 +37,9 @@ pub struct MapsRow {
     /// for anonymous memory, or when `mincore` cannot tell (see
     /// `sys::mincore_sees_page_cache`).
     pub cached: Option<u64>,
+    /// Every page of the piece, as pagemap (and kpagecount) saw it; the
+    /// counts above are counted from these, and pictures draw them.
+    pub states: Vec<PageState>,
 }
 
 impl MapsRow {
@@ -197,6 +200,7 @@ fn annotate(
                 resident: pages.iter().filter(|p| p.present).count() as u64,
                 zero: pages.iter().filter(|p| p.zero).count() as u64,
                 cached,
+                states: pages,
             });
         }
     }
@@ -331,6 +335,8 @@ impl MapsReport {
                 "bias": o.layout.bias,
                 "mapped_by": mapped_by(o.layout.mapped_by),
                 "warning": o.warning,
+                "pages": o.pages(),
+                "resident_pages": o.resident(),
                 "rows": o.rows.iter().map(|r| {
                     let mut v = json!({
                         "start": r.start,

@@ -7,7 +7,9 @@
 //! these it builds the reports behind `mmld maps` and `mmld share`: which
 //! part of an object each mapping is (text, read-only data, RELRO, data,
 //! `.bss`, gap), which sections it covers, how many of its pages are resident,
-//! and how many physical copies of them exist across processes.
+//! and how many physical copies of them exist across processes; and the
+//! pictures of those reports (`picture`, `svg`), drawn from the same page
+//! states the reports count.
 //!
 //! Must never: change, protect or unmap a mapping it did not create, or
 //! write to any process's memory. The only mappings it creates are private
@@ -30,13 +32,18 @@
 mod elf;
 mod layout;
 pub mod maps;
+pub mod picture;
 mod proc;
 pub mod share;
+mod share_report;
+pub mod svg;
+mod svg_row;
 mod sys;
 
 pub use elf::{ElfFacts, LoadSegment, SectionInfo};
 pub use layout::{FoundObject, MappedBy, ObjectLayout, Role, RoleRange, objects_in_process};
-pub use proc::{PageProbe, PageState, Privilege, Smaps, Vma, read_vmas};
+pub use proc::{PageClass, PageProbe, PageState, Privilege, Smaps, Vma, read_vmas};
+pub use share_report::ShareTotals;
 
 use std::path::PathBuf;
 

@@ -205,6 +205,92 @@ pub struct PageState {
     pub pfn: Option<u64>,
     /// How many page-table entries map that frame, system-wide (kpagecount).
     pub mapcount: Option<u64>,
+    /// A page-cache page whose file changes are not yet written back
+    /// (kpageflags, privileged only): smaps counts it dirty.
+    pub cache_dirty: bool,
+}
+
+/// The state a picture draws a page in. Resident pages are split the way
+/// smaps splits them: shared when the frame has two mappings or more
+/// (kpagecount when privileged, else pagemap's "exclusively mapped" bit,
+/// which the kernel sets from the same count), otherwise clean when it is a
+/// page-cache page and dirty when it is anonymous (a copy-on-write copy, or
+/// memory that never had a file behind it). Where smaps differs: it calls
+/// a page-cache page dirty while the file has changes not yet written back
+/// (a library just copied or built); here it is still the file's page, not
+/// a copy, so clean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PageClass {
+    /// Not in the process's page tables (never touched, or swapped out).
+    Absent,
+    /// The shared zero page: a read of never-written anonymous memory. Not
+    /// resident, as smaps counts it (privileged only; otherwise such a page
+    /// shows as shared, since pagemap alone cannot tell it apart).
+    Zero,
+    Shared,
+    PrivateClean,
+    PrivateDirty,
+}
+
+impl PageClass {
+    pub const ALL: [PageClass; 5] = [
+        PageClass::Absent,
+        PageClass::Zero,
+        PageClass::Shared,
+        PageClass::PrivateClean,
+        PageClass::PrivateDirty,
+    ];
+
+    /// Present in the page tables, as the reports' "resident" counts.
+    pub fn resident(self) -> bool {
+        matches!(
+            self,
+            PageClass::Shared | PageClass::PrivateClean | PageClass::PrivateDirty
+        )
+    }
+
+    /// The class name in pictures (SVG `class`, CSS).
+    pub fn css(self) -> &'static str {
+        match self {
+            PageClass::Absent => "none",
+            PageClass::Zero => "zero",
+            PageClass::Shared => "shared",
+            PageClass::PrivateClean => "clean",
+            PageClass::PrivateDirty => "dirty",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PageClass::Absent => "not resident",
+            PageClass::Zero => "zero page (not resident)",
+            PageClass::Shared => "resident, shared",
+            PageClass::PrivateClean => "resident, private clean",
+            PageClass::PrivateDirty => "private dirty",
+        }
+    }
+}
+
+impl PageState {
+    pub fn class(&self) -> PageClass {
+        if self.zero {
+            return PageClass::Zero;
+        }
+        if !self.present {
+            return PageClass::Absent;
+        }
+        let shared = match self.mapcount {
+            Some(m) => m > 1,
+            None => !self.exclusive,
+        };
+        if shared {
+            PageClass::Shared
+        } else if self.file {
+            PageClass::PrivateClean
+        } else {
+            PageClass::PrivateDirty
+        }
+    }
 }
 
 /// Reads pagemap of one process, and kpagecount/kpageflags if allowed.
@@ -283,6 +369,8 @@ impl PageProbe {
                                 s.present = false;
                                 s.zero = true;
                             }
+                            s.cache_dirty = s.file
+                                && flags.is_some_and(|fl| fl.contains(PhysicalPageFlags::DIRTY));
                             s.mapcount = self
                                 .kcount
                                 .as_mut()

@@ -10,14 +10,11 @@
 //! with the same protection), they are reported as one row.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
-
-use serde_json::{Value, json};
 
 use super::elf::ElfFacts;
 use super::layout::{ObjectLayout, Role, RoleRange};
 use super::proc::{PageProbe, PageState, Privilege, Smaps, Vma, read_vmas};
-use super::{Error, PAGE, Pid, Result, pages_in};
+use super::{Error, Pid, Result, pages_in};
 
 /// One measured process and the objects it has mapped.
 #[derive(Debug, Clone)]
@@ -43,6 +40,10 @@ pub struct WorkerFigures {
     /// Pages present in the page tables (zero page excluded when known).
     pub resident: u64,
     pub zero: u64,
+    /// Every page of the row in this process, as pagemap (and kpagecount)
+    /// saw it; `resident`, `zero` and the physical figures are counted from
+    /// these, and pictures draw them.
+    pub states: Vec<PageState>,
 }
 
 /// Physical pages behind a row across all processes (privileged only).
@@ -90,7 +91,7 @@ impl ShareRow {
             .collect::<Vec<_>>()
             .join("+")
     }
-    fn file_backed(&self) -> bool {
+    pub(crate) fn file_backed(&self) -> bool {
         self.file_offset.is_some()
     }
 }
@@ -140,7 +141,6 @@ pub fn measure(
         let groups = row_groups(workers, j, &roles, &vmas);
         for (a, b) in groups {
             let mut figures = Vec::new();
-            let mut states: Vec<Vec<PageState>> = Vec::new();
             let mut perms = BTreeSet::new();
             let mut file_offset = None;
             for (w, worker) in workers.iter().enumerate() {
@@ -169,10 +169,10 @@ pub fn measure(
                     smaps_exact: exact,
                     resident: pages.iter().filter(|p| p.present).count() as u64,
                     zero: pages.iter().filter(|p| p.zero).count() as u64,
+                    states: pages,
                 });
-                states.push(pages);
             }
-            let physical = privilege.physical().then(|| physical(&states));
+            let physical = privilege.physical().then(|| physical_of(&figures));
             let (vs, ve) = (
                 roles0[a].start.wrapping_sub(obj0.bias),
                 roles0[b].end.wrapping_sub(obj0.bias),
@@ -319,9 +319,14 @@ fn beyond_object_note(r: &ShareRow) -> Option<String> {
     ))
 }
 
-fn physical(states: &[Vec<PageState>]) -> Physical {
+fn physical_of(figures: &[WorkerFigures]) -> Physical {
+    let states: Vec<&[PageState]> = figures.iter().map(|f| f.states.as_slice()).collect();
+    physical(&states)
+}
+
+fn physical(states: &[&[PageState]]) -> Physical {
     let n = states.len() as u64;
-    let positions = states.iter().map(Vec::len).max().unwrap_or(0);
+    let positions = states.iter().map(|s| s.len()).max().unwrap_or(0);
     let mut frames: HashMap<u64, (u64, Option<u64>)> = HashMap::new();
     let mut p = Physical::default();
     for k in 0..positions {
@@ -356,294 +361,6 @@ fn physical(states: &[Vec<PageState>]) -> Physical {
     p
 }
 
-/// "4 each", "1, 2, 2", or "1-3".
-fn spread(values: &[u64]) -> String {
-    match values {
-        [] => "-".into(),
-        [v] => v.to_string(),
-        [v, rest @ ..] if rest.iter().all(|x| x == v) => format!("{v} each"),
-        _ if values.len() <= 4 => values
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        _ => format!(
-            "{}-{}",
-            values.iter().min().unwrap_or(&0),
-            values.iter().max().unwrap_or(&0)
-        ),
-    }
-}
-
-/// Like [`spread`], with a unit: "4 KiB each", "4,8 KiB".
-fn spread_kib(values: &[u64]) -> String {
-    let s = spread(values);
-    match s.strip_suffix(" each") {
-        Some(v) => format!("{v} KiB each"),
-        None => format!("{s} KiB"),
-    }
-}
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
-impl ShareReport {
-    fn why_private(&self, row: &ShareRow) -> &'static str {
-        if self.strategy == "read" && !row.file_backed() {
-            return "copied into anonymous memory by the read strategy";
-        }
-        match row.roles.first() {
-            Some(Role::Relro) => "written by relocation, then made read-only",
-            Some(Role::Data) => "written by relocation, .bss-tail zeroing or code: copy-on-write",
-            Some(Role::Bss) => "anonymous, written by code",
-            Some(Role::Text | Role::Rodata) => "written after mapping: copy-on-write",
-            Some(Role::Gap) | None => "private",
-        }
-    }
-
-    /// One sentence per row saying what the figures mean.
-    pub fn conclusion(&self, row: &ShareRow) -> String {
-        let n = self.pids.len() as u64;
-        let label = format!("{} {}", row.object, row.label());
-        let resident: Vec<u64> = row.workers.iter().map(|f| f.resident).collect();
-        let total_resident: u64 = resident.iter().sum();
-        let dirty = row.workers.iter().any(|f| f.smaps.private_dirty > 0);
-        if row.roles.iter().all(|r| *r == Role::Gap) {
-            return format!(
-                "{label}: {} of address space, no memory",
-                plural(row.pages, "page", "pages")
-            );
-        }
-        if total_resident == 0 {
-            let zero: u64 = row.workers.iter().map(|f| f.zero).sum();
-            let zero = if zero > 0 {
-                format!("; reads mapped the shared zero page {zero} times")
-            } else {
-                String::new()
-            };
-            return format!(
-                "{label}: no page resident in any process ({} mapped, none touched){zero}",
-                plural(row.pages, "page", "pages")
-            );
-        }
-        let Some(p) = &row.physical else {
-            let pss_lt_rss = row.workers.iter().any(|f| f.smaps.pss < f.smaps.rss);
-            let rss: Vec<u64> = row.workers.iter().map(|f| f.smaps.rss).collect();
-            let pss: Vec<u64> = row.workers.iter().map(|f| f.smaps.pss).collect();
-            return if pss_lt_rss {
-                format!(
-                    "{label}: Rss {}, Pss {}: Pss < Rss, so pages are shared with other processes",
-                    spread_kib(&rss),
-                    spread_kib(&pss)
-                )
-            } else if dirty {
-                format!(
-                    "{label}: private to each process (Pss = Rss = {}; {})",
-                    spread_kib(&rss),
-                    self.why_private(row)
-                )
-            } else {
-                format!("{label}: Pss = Rss = {}: not shared", spread_kib(&rss))
-            };
-        };
-        let per = resident.iter().copied().max().unwrap_or(0);
-        if n == 1 {
-            let maps = match (p.min_mapcount_in_all, p.max_mapcount) {
-                (Some(a), Some(b)) if a == b => format!(
-                    ", each frame mapped {} system-wide",
-                    plural(a, "time", "times")
-                ),
-                (Some(a), Some(b)) => format!(", frames mapped {a}-{b} times system-wide"),
-                _ => String::new(),
-            };
-            let kind = if dirty {
-                format!(" (private, {})", self.why_private(row))
-            } else {
-                String::new()
-            };
-            return format!(
-                "{label}: {} of {} resident{maps}{kind}",
-                p.resident_in_any,
-                plural(row.pages, "page", "pages")
-            );
-        }
-        if p.physical_pages == p.resident_in_any && p.max_sharers > 1 {
-            let pages = plural(p.resident_in_any, "page", "pages");
-            return if p.frames_in_all == p.physical_pages {
-                format!("{label}: {pages} resident, 1 physical copy shared by all {n} processes")
-            } else {
-                format!(
-                    "{label}: {pages} resident, 1 physical copy of each; {} mapped by all {n} processes, the rest by fewer (fault-around, which maps the cached neighbours of a faulting page, is opportunistic)",
-                    p.frames_in_all
-                )
-            };
-        }
-        if p.physical_pages == total_resident {
-            let copies = resident.iter().filter(|&&r| r > 0).count() as u64;
-            return format!(
-                "{label}: {} of {} ({})",
-                plural(copies, "private copy", "private copies"),
-                plural(per, "page", "pages"),
-                self.why_private(row)
-            );
-        }
-        format!(
-            "{label}: {} physical pages behind {total_resident} resident page mappings: {} shared by several processes, {} private{}",
-            p.physical_pages,
-            p.shared_frames,
-            p.physical_pages.saturating_sub(p.shared_frames),
-            if dirty {
-                format!(" ({})", self.why_private(row))
-            } else {
-                String::new()
-            }
-        )
-    }
-
-    pub fn conclusions(&self) -> Vec<String> {
-        self.rows.iter().map(|r| self.conclusion(r)).collect()
-    }
-
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        let pids: Vec<String> = self.pids.iter().map(i32::to_string).collect();
-        let _ = writeln!(
-            out,
-            "{}: {} (pid {}), strategy {}{}",
-            self.library,
-            plural(self.pids.len() as u64, "process", "processes"),
-            pids.join(" "),
-            self.strategy,
-            match &self.call {
-                Some(c) if self.pids.len() > 1 => format!(", each called {c}"),
-                Some(c) => format!(", called {c}"),
-                None => String::new(),
-            }
-        );
-        let _ = writeln!(out, "{}\n", self.privilege.describe());
-        let header = [
-            "object",
-            "role",
-            "perms",
-            "vaddr",
-            "pages",
-            "resident",
-            "physical",
-            "Rss KiB",
-            "Pss KiB",
-            "Shr_Clean",
-            "Prv_Clean",
-            "Prv_Dirty",
-        ];
-        let mut table: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
-        for r in &self.rows {
-            let col = |f: &dyn Fn(&WorkerFigures) -> u64| -> String {
-                let v: Vec<u64> = r.workers.iter().map(f).collect();
-                spread(&v)
-            };
-            let star = if r.workers.iter().any(|f| !f.smaps_exact) {
-                "*"
-            } else {
-                ""
-            };
-            table.push(vec![
-                r.object.clone(),
-                r.label(),
-                r.perms.clone(),
-                format!("{:x}-{:x}", r.vaddr.0, r.vaddr.1),
-                r.pages.to_string(),
-                col(&|f| f.resident),
-                r.physical
-                    .as_ref()
-                    .map_or("-".to_string(), |p| p.physical_pages.to_string()),
-                format!("{}{star}", col(&|f| f.smaps.rss)),
-                format!("{}{star}", col(&|f| f.smaps.pss)),
-                format!("{}{star}", col(&|f| f.smaps.shared_clean)),
-                format!("{}{star}", col(&|f| f.smaps.private_clean)),
-                format!("{}{star}", col(&|f| f.smaps.private_dirty)),
-            ]);
-        }
-        let widths: Vec<usize> = (0..header.len())
-            .map(|c| {
-                table
-                    .iter()
-                    .map(|row| row[c].chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        for row in &table {
-            let mut line = String::new();
-            for (c, cell) in row.iter().enumerate() {
-                let w = widths[c];
-                // Text columns left-aligned, numbers right-aligned.
-                if c < 4 {
-                    let _ = write!(line, "{cell:<w$}  ");
-                } else {
-                    let _ = write!(line, "{cell:>w$}  ");
-                }
-            }
-            let _ = writeln!(out, "{}", line.trim_end());
-        }
-        out.push('\n');
-        for c in self.conclusions() {
-            let _ = writeln!(out, "{c}");
-        }
-        if !self.notes.is_empty() {
-            out.push('\n');
-            for n in &self.notes {
-                let _ = writeln!(out, "note: {n}");
-            }
-        }
-        out
-    }
-
-    pub fn to_json(&self) -> Value {
-        let per = |r: &ShareRow, f: &dyn Fn(&WorkerFigures) -> Value| -> Value {
-            Value::Array(r.workers.iter().map(f).collect())
-        };
-        json!({
-            "library": self.library,
-            "strategy": self.strategy,
-            "processes": self.pids.len(),
-            "privileged": self.privilege.physical(),
-            "pids": self.pids,
-            "call": self.call,
-            "page_size": PAGE,
-            "segments": self.rows.iter().map(|r| json!({
-                "object": r.object,
-                "role": r.label(),
-                "roles": r.roles.iter().map(|x| x.label()).collect::<Vec<_>>(),
-                "perms": r.perms,
-                "vaddr": [r.vaddr.0, r.vaddr.1],
-                "file_offset": r.file_offset,
-                "sections": r.sections,
-                "pages": r.pages,
-                "resident_pages": per(r, &|f| json!(f.resident)),
-                "zero_pages": per(r, &|f| json!(f.zero)),
-                "physical_pages": r.physical.as_ref().map(|p| p.physical_pages),
-                "resident_in_any": r.physical.as_ref().map(|p| p.resident_in_any),
-                "resident_in_all": r.physical.as_ref().map(|p| p.resident_in_all),
-                "frames_in_all": r.physical.as_ref().map(|p| p.frames_in_all),
-                "max_sharers": r.physical.as_ref().map(|p| p.max_sharers),
-                "min_kpagecount_in_all": r.physical.as_ref().and_then(|p| p.min_mapcount_in_all),
-                "rss_kib": per(r, &|f| json!(f.smaps.rss)),
-                "pss_kib": per(r, &|f| json!(f.smaps.pss)),
-                "shared_clean_kib": per(r, &|f| json!(f.smaps.shared_clean)),
-                "shared_dirty_kib": per(r, &|f| json!(f.smaps.shared_dirty)),
-                "private_clean_kib": per(r, &|f| json!(f.smaps.private_clean)),
-                "private_dirty_kib": per(r, &|f| json!(f.smaps.private_dirty)),
-                "smaps_exact": per(r, &|f| json!(f.smaps_exact)),
-                "addresses": per(r, &|f| json!([f.start, f.end])),
-                "vmas": per(r, &|f| json!(f.vmas.iter().map(|(s, e)| [*s, *e]).collect::<Vec<_>>())),
-                "conclusion": self.conclusion(r),
-            })).collect::<Vec<_>>(),
-            "notes": self.notes,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,8 +376,8 @@ mod tests {
 
     #[test]
     fn one_shared_frame_is_one_physical_page() {
-        let states = vec![vec![st(7, 3), PageState::default()]; 3];
-        let p = physical(&states);
+        let one = [st(7, 3), PageState::default()];
+        let p = physical(&[&one, &one, &one]);
         assert_eq!(p.physical_pages, 1);
         assert_eq!(p.resident_in_any, 1);
         assert_eq!(p.resident_in_all, 1);
@@ -671,20 +388,11 @@ mod tests {
 
     #[test]
     fn private_copies_are_distinct_frames() {
-        let states = vec![vec![st(1, 1)], vec![st(2, 1)], vec![PageState::default()]];
-        let p = physical(&states);
+        let p = physical(&[&[st(1, 1)], &[st(2, 1)], &[PageState::default()]]);
         assert_eq!(p.physical_pages, 2);
         assert_eq!(p.resident_in_any, 1);
         assert_eq!(p.resident_in_all, 0);
         assert_eq!(p.max_sharers, 1);
         assert_eq!(p.min_mapcount_in_all, None);
-    }
-
-    #[test]
-    fn spread_is_compact() {
-        assert_eq!(spread(&[4, 4, 4]), "4 each");
-        assert_eq!(spread(&[4]), "4");
-        assert_eq!(spread(&[1, 2, 3]), "1,2,3");
-        assert_eq!(spread(&[1, 2, 3, 4, 5]), "1-5");
     }
 }

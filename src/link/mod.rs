@@ -22,7 +22,7 @@ mod lookup;
 mod relative;
 mod reloc;
 pub mod symbols;
-mod tls;
+pub mod tls;
 
 use crate::arch::current as arch;
 use crate::elf::DynamicInfo;
@@ -135,4 +135,6 @@ pub struct LinkTarget<'a> {
     pub dynamic: &'a DynamicInfo,
     pub symbols: &'a SymbolTable,
     pub tls_module: Option<u64>,
+    /// The object's TLS module, segment and descriptor records.
+    pub tls: tls::TlsLink<'a>,
 }

@@ -133,6 +133,7 @@ pub fn relocate(
     if let Some(relr) = target.dynamic.relr {
         report.relr_addresses = apply_relr(target.mapping, relr, bias)?;
     }
+    super::tls::start(target, mode);
     let cache = BindingCache::new(target.symbols.len());
     let mut cx = RelocationContext {
         target,
@@ -148,7 +149,11 @@ pub fn relocate(
     for table in ["DT_RELA", "DT_JMPREL"] {
         cx.apply_table(table)?;
     }
+    // IFUNC resolvers may read the object's TLS: its static block, if it
+    // needs one, is in place before they run.
+    super::tls::finish(cx.target, mode)?;
     cx.apply_deferred()?;
+    super::tls::check_image_unchanged(cx.target)?;
     let mut report = cx.report;
     if mode == LinkMode::DryRun && !report.unresolved.is_empty() {
         report.unresolved.sort();
@@ -218,22 +223,15 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
                 self.defer(site, r.offset, resolver, false);
                 return Ok(());
             }
-            RelocKind::TlsDescriptor => {
-                return Err(ErrorKind::TlsUnsupported {
-                    detail: format!(
-                        "relocation {} in {} at {:#x} is {} (code built with -mtls-dialect=gnu2), which mmld does not implement",
-                        site.index,
-                        site.table,
-                        r.offset,
-                        arch::relocation_name(r.rtype)
-                    ),
-                });
-            }
             RelocKind::Unsupported => return Err(unsupported(site, r)),
             _ => debug_assert!(kind.needs_symbol()),
         }
         let Some(b) = self.binding(site, r)? else {
-            // Weak undefined, or unresolved in a dry run: the slot stays 0.
+            // Weak undefined, or unresolved in a dry run: the slot stays 0
+            // (a descriptor gives the addend as the address, as glibc's).
+            if kind == RelocKind::TlsDescriptor {
+                return super::tls::undefined_weak(self.target, site, r);
+            }
             return write(self.target.mapping, site.table, site.index, r.offset, 0);
         };
         if kind.is_tls() {
@@ -241,8 +239,7 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
                 self.scope.get(b.provider),
                 Some(Provider::HostGlobal | Provider::Host(_))
             );
-            let value = super::tls::value(self.target, site, r, kind, &b, from_host)?;
-            return write(self.target.mapping, site.table, site.index, r.offset, value);
+            return super::tls::apply(self.target, site, r, kind, &b, from_host);
         }
         if b.ifunc && kind != RelocKind::SymbolSize {
             return self.defer_ifunc(site, r, &b);

@@ -61,12 +61,18 @@ impl Batch {
         let names: Vec<String> = scope.iter().map(provider_name).collect();
         // Which scope entries received a binding (indexed by position).
         let mut bound = vec![false; scope.len()];
+        let mut descriptors = crate::runtime::tlsdesc::Descriptors::default();
         let mut target = LinkTarget {
             name: &p.name,
             mapping,
             dynamic: &p.dynamic,
             symbols: &p.symbols,
             tls_module: p.tls.as_ref().map(|t| t.id),
+            tls: link::tls::TlsLink::new(
+                p.tls.as_ref().filter(|_| mode == LinkMode::Run),
+                p.plan.tls,
+                &mut descriptors,
+            ),
         };
         let from = p.name.clone();
         if let (Some(relro), LinkMode::Run, true) =
@@ -103,6 +109,7 @@ impl Batch {
         if let Some(p) = self.pending.get_mut(i) {
             p.report = report;
             p.reldeps = reldeps;
+            p.descriptors = descriptors;
         }
         Ok(())
     }
@@ -186,9 +193,13 @@ impl Batch {
 }
 
 /// Hand a new object's TLS initialisation image to its module. Taken after
-/// relocation: `.tdata` can hold relocated pointers.
+/// relocation: `.tdata` can hold relocated pointers. A module with a static
+/// block got its image during linking.
 fn publish_tls(p: &Pending, mapping: &Mapping) -> Result<()> {
-    let (Some(t), Some(module)) = (p.plan.tls, p.tls.as_ref()) else {
+    let (Some(t), Some(module)) = (
+        p.plan.tls,
+        p.tls.as_ref().filter(|m| m.static_offset().is_none()),
+    ) else {
         return Ok(());
     };
     let image = mapping

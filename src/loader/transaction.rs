@@ -68,6 +68,8 @@ pub(super) struct Pending {
     pub(super) bias: u64,
     /// TLS module id, reserved at mapping when the object has `PT_TLS`.
     pub(super) tls: Option<TlsModule>,
+    /// Records of its dynamic TLS descriptors (kept as long as the object).
+    pub(super) descriptors: crate::runtime::tlsdesc::Descriptors,
     pub(super) report: LinkReport,
 }
 
@@ -248,6 +250,7 @@ impl Batch {
             code_ranges,
             bias: mapping.bias(),
             tls: plan_tls.map(|_| TlsModule::reserve()),
+            descriptors: Default::default(),
             report: LinkReport::default(),
         });
         self.mappings.push(mapping);
@@ -390,6 +393,7 @@ fn make_object(
     LoadedObject {
         id,
         tls: p.tls,
+        _descriptors: p.descriptors,
         frames,
         path: p.path,
         name: p.name,

@@ -8,7 +8,10 @@
 pub mod call;
 pub mod cxa;
 pub mod debugger;
+pub mod static_tls;
 pub mod tls;
+pub mod tls_object;
+pub mod tlsdesc;
 pub mod unwind;
 
 use crate::elf::DynamicInfo;

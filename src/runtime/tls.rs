@@ -3,15 +3,19 @@
 //! Owns: TLS module ids for mmld objects (in a range glibc never uses), each
 //! module's initialisation image, every thread's blocks for those modules,
 //! and `__tls_get_addr` as seen by mmld-mapped code: mmld's own ids are
-//! served here, any other id goes to glibc's `__tls_get_addr`. Must never:
-//! hand out a block of a module that has been unregistered, or free a block
-//! while its thread's lock is held elsewhere.
+//! served here, any other id goes to glibc's `__tls_get_addr`. A module
+//! with a static block (`static_tls`) answers from that block instead, so
+//! its general-dynamic and initial-exec accesses reach the same variable.
+//! Also owns each thread's fast table (module slot to block address) that
+//! the TLS descriptor resolver in `tlsdesc` reads without a call. Must
+//! never: hand out a block of a module that has been unregistered, or free
+//! a block while its thread's lock is held elsewhere.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 /// mmld's module ids start here. glibc numbers its modules densely from 1,
@@ -29,7 +33,24 @@ struct Template {
     /// `.tdata` after relocation; the rest of the block is `.tbss` zeros.
     image: Vec<u8>,
     layout: Layout,
+    /// The module's static block (start minus the thread pointer), when it
+    /// has one: then no thread ever gets a heap block for it.
+    static_offset: Option<i64>,
+    /// Index in every thread's fast table.
+    slot: usize,
 }
+
+/// Fast-table slots of unregistered modules, for reuse: slots stay dense
+/// however many modules come and go.
+fn free_slots() -> &'static Mutex<(Vec<usize>, usize)> {
+    static S: OnceLock<Mutex<(Vec<usize>, usize)>> = OnceLock::new();
+    S.get_or_init(|| Mutex::new((Vec::new(), 0)))
+}
+
+/// Offset from the thread pointer of the word that holds each thread's
+/// fast-table pointer (0: no fast tables). Read by the descriptor
+/// resolver's assembly, hence a plain integer at a fixed address.
+pub(crate) static FAST_TABLE_TPOFF: AtomicI64 = AtomicI64::new(0);
 
 static NEXT_MODULE: AtomicU64 = AtomicU64::new(MODULE_BASE + 1);
 
@@ -42,7 +63,12 @@ fn templates() -> &'static RwLock<HashMap<u64, Arc<Template>>> {
 /// module's blocks in every thread can be freed when it unloads.
 #[derive(Default)]
 struct Blocks {
-    live: Vec<(u64, NonNull<u8>, Layout)>,
+    /// (module, block, layout, fast-table slot)
+    live: Vec<(u64, NonNull<u8>, Layout, usize)>,
+    /// `[slots, block of slot 0, block of slot 1, ...]`, 0 for no block:
+    /// the layout `tlsdesc`'s assembly reads through this thread's
+    /// `FAST_TABLE_TPOFF` word. Grown only by its own thread.
+    fast: Vec<u64>,
 }
 
 // SAFETY: the pointers are heap blocks owned by this structure; access is
@@ -50,8 +76,38 @@ struct Blocks {
 unsafe impl Send for Blocks {}
 
 impl Blocks {
-    fn free_module(&mut self, module: u64) {
-        self.live.retain(|&(m, ptr, layout)| {
+    /// Record `block` for `slot` in the fast table, and point this thread's
+    /// fast-table word at the table if it moved. Call only on the calling
+    /// thread's own blocks.
+    fn remember(&mut self, slot: usize, block: u64) {
+        let tpoff = FAST_TABLE_TPOFF.load(Ordering::Acquire);
+        if tpoff == 0 {
+            return;
+        }
+        let before = self.fast.as_ptr();
+        if self.fast.len() < slot + 2 {
+            self.fast.resize(slot + 2, 0);
+        }
+        let slots = (self.fast.len() - 1) as u64;
+        if let Some(len) = self.fast.first_mut() {
+            *len = slots;
+        }
+        if let Some(entry) = self.fast.get_mut(slot + 1) {
+            *entry = block;
+        }
+        if self.fast.as_ptr() != before {
+            // SAFETY: `tpoff` is the offset of an 8-byte static TLS word
+            // mmld owns (allocated once, never released), and this is the
+            // calling thread's table, so the word is the caller's own.
+            unsafe { set_fast_table_word(tpoff, self.fast.as_ptr() as u64) };
+        }
+    }
+
+    fn free_module(&mut self, module: u64, slot: usize) {
+        if let Some(entry) = self.fast.get_mut(slot + 1) {
+            *entry = 0;
+        }
+        self.live.retain(|&(m, ptr, layout, _)| {
             if m == module {
                 // SAFETY: allocated with exactly this layout in `block_for`
                 // and removed from the list here, so freed once.
@@ -67,7 +123,7 @@ impl Blocks {
 
 impl Drop for Blocks {
     fn drop(&mut self) {
-        for &(_, ptr, layout) in &self.live {
+        for &(_, ptr, layout, _) in &self.live {
             // SAFETY: as in `free_module`: each block is owned and listed once.
             unsafe { dealloc(ptr.as_ptr(), layout) };
             BLOCKS_LIVE.fetch_sub(1, Ordering::Relaxed);
@@ -125,8 +181,26 @@ unsafe extern "C" fn thread_blocks_destructor(value: *mut c_void) {
                 return;
             }
         }
+        // The table may outlive this thread (another thread can hold the
+        // Arc for a moment), so the descriptor resolver must stop reading
+        // it first; this runs on the exiting thread, whose word it is.
+        let tpoff = FAST_TABLE_TPOFF.load(Ordering::Acquire);
+        if tpoff != 0 {
+            set_fast_table_word(tpoff, 0);
+        }
         drop(Box::from_raw(state));
     }
+}
+
+/// Store this thread's fast-table pointer.
+///
+/// # Safety
+/// `tpoff` must be `FAST_TABLE_TPOFF`'s non-zero value.
+unsafe fn set_fast_table_word(tpoff: i64, value: u64) {
+    let word = thread_pointer().wrapping_add(tpoff as u64) as *mut u64;
+    // SAFETY: guaranteed by the caller: an aligned 8-byte word of static
+    // TLS, at this offset in every thread.
+    unsafe { word.write_volatile(value) };
 }
 
 fn current_thread_blocks() -> Option<Arc<Mutex<Blocks>>> {
@@ -161,23 +235,85 @@ pub fn live_blocks() -> usize {
     BLOCKS_LIVE.load(Ordering::Relaxed)
 }
 
-/// A module id reserved for an object being loaded; unregistered on drop.
+/// A module id reserved for an object being loaded; unregistered on drop,
+/// and its static block (if any) released after that.
 #[derive(Debug)]
 pub struct TlsModule {
     pub id: u64,
+    slot: usize,
+    /// Set once, during linking, for objects that need static TLS.
+    static_block: OnceLock<super::static_tls::StaticTlsBlock>,
 }
 
 impl TlsModule {
     /// Reserve an id. The image is supplied after relocation.
     pub fn reserve() -> TlsModule {
+        let slot = {
+            let mut s = free_slots().lock().unwrap_or_else(|e| e.into_inner());
+            s.0.pop().unwrap_or_else(|| {
+                s.1 += 1;
+                s.1 - 1
+            })
+        };
         TlsModule {
             id: NEXT_MODULE.fetch_add(1, Ordering::Relaxed),
+            slot,
+            static_block: OnceLock::new(),
         }
+    }
+
+    /// The static block's offset from the thread pointer, once
+    /// [`TlsModule::publish_static`] has given the module one.
+    pub fn static_offset(&self) -> Option<i64> {
+        self.static_block
+            .get()
+            .map(|b| b.tp_offset())
+            .or_else(|| static_offset_of(self.id))
+    }
+
+    /// Index in every thread's fast table.
+    pub fn slot(&self) -> usize {
+        self.slot
+    }
+
+    /// Give the module a static block (`.tdata` already relocated, copied
+    /// by glibc into every thread), and serve its dynamic accesses from it.
+    pub fn publish_static(
+        &self,
+        image: Vec<u8>,
+        memsz: u64,
+        align: u64,
+    ) -> crate::error::KindResult<i64> {
+        if self.static_block.get().is_some() {
+            return Err(crate::error::ErrorKind::TlsUnsupported {
+                detail: "static TLS block published twice".into(),
+            });
+        }
+        let block = super::static_tls::StaticTlsBlock::allocate(&super::tls_object::TlsShape {
+            image: &image,
+            memsz,
+            align,
+        })?;
+        let offset = block.tp_offset();
+        let _ = self.static_block.set(block);
+        self.install(image, memsz, align, Some(offset))
+            .map_err(|detail| crate::error::ErrorKind::TlsUnsupported { detail })?;
+        Ok(offset)
     }
 
     /// Publish the initialisation image (`image` is `.tdata`, already
     /// relocated) for a block of `memsz` bytes aligned to `align`.
     pub fn publish(&self, image: Vec<u8>, memsz: u64, align: u64) -> Result<(), String> {
+        self.install(image, memsz, align, None)
+    }
+
+    fn install(
+        &self,
+        image: Vec<u8>,
+        memsz: u64,
+        align: u64,
+        static_offset: Option<i64>,
+    ) -> Result<(), String> {
         let size = usize::try_from(memsz.max(1)).map_err(|_| "TLS block too large".to_string())?;
         let align =
             usize::try_from(align.max(1)).map_err(|_| "TLS alignment too large".to_string())?;
@@ -189,7 +325,15 @@ impl TlsModule {
         templates()
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(self.id, Arc::new(Template { image, layout }));
+            .insert(
+                self.id,
+                Arc::new(Template {
+                    image,
+                    layout,
+                    static_offset,
+                    slot: self.slot,
+                }),
+            );
         Ok(())
     }
 }
@@ -205,14 +349,98 @@ impl Drop for TlsModule {
             blocks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .free_module(self.id);
+                .free_module(self.id, self.slot);
         }
+        drop(all);
+        free_slots()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .push(self.slot);
+        // A block given on demand, and `static_block`, are released after
+        // this, with no thread able to reach them through mmld any more.
+        drop(
+            on_demand()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.id),
+        );
     }
 }
 
+/// Static blocks given on demand (see [`make_static`]), by module id,
+/// until the module unloads.
+fn on_demand() -> &'static Mutex<HashMap<u64, super::static_tls::StaticTlsBlock>> {
+    static B: OnceLock<Mutex<HashMap<u64, super::static_tls::StaticTlsBlock>>> = OnceLock::new();
+    B.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Move mmld module `module` into static TLS, as glibc does when another
+/// object's initial-exec access names one of its variables: possible only
+/// while no thread has a dynamic block of it (glibc refuses then too).
+/// Returns the block's offset from the thread pointer.
+pub fn make_static(module: u64) -> crate::error::KindResult<i64> {
+    let refuse = |why: &str| crate::error::ErrorKind::TlsUnsupported {
+        detail: format!(
+            "an initial-exec access needs the TLS of another mmld-loaded object in static TLS, but {why}"
+        ),
+    };
+    let template = templates()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&module)
+        .cloned()
+        .ok_or_else(|| refuse("that object is not linked yet"))?;
+    if let Some(offset) = template.static_offset {
+        return Ok(offset);
+    }
+    let in_use = threads()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .any(|b| {
+            b.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .live
+                .iter()
+                .any(|(m, ..)| *m == module)
+        });
+    if in_use {
+        return Err(refuse("a thread already uses its dynamic TLS block"));
+    }
+    let block = super::static_tls::StaticTlsBlock::allocate(&super::tls_object::TlsShape {
+        image: &template.image,
+        memsz: template.layout.size() as u64,
+        align: template.layout.align() as u64,
+    })?;
+    let offset = block.tp_offset();
+    on_demand()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(module, block);
+    templates()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            module,
+            Arc::new(Template {
+                image: template.image.clone(),
+                layout: template.layout,
+                static_offset: Some(offset),
+                slot: template.slot,
+            }),
+        );
+    Ok(offset)
+}
+
+/// The calling thread's block of `module`; `blocks` must be the calling
+/// thread's own.
 fn block_for(blocks: &Mutex<Blocks>, module: u64) -> Option<NonNull<u8>> {
     let mut b = blocks.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(&(_, ptr, _)) = b.live.iter().find(|(m, _, _)| *m == module) {
+    if let Some(&(_, ptr, _, slot)) = b.live.iter().find(|(m, ..)| *m == module) {
+        // Blocks made before the fast tables existed enter them here.
+        b.remember(slot, ptr.as_ptr() as u64);
         return Some(ptr);
     }
     let template = templates()
@@ -220,6 +448,11 @@ fn block_for(blocks: &Mutex<Blocks>, module: u64) -> Option<NonNull<u8>> {
         .unwrap_or_else(|e| e.into_inner())
         .get(&module)
         .cloned()?;
+    if let Some(offset) = template.static_offset {
+        let block = thread_pointer().wrapping_add(offset as u64);
+        b.remember(template.slot, block);
+        return NonNull::new(block as *mut u8);
+    }
     // SAFETY: the layout has non-zero size (at least 1 byte, see publish).
     let ptr = NonNull::new(unsafe { alloc_zeroed(template.layout) })?;
     // SAFETY: the block has layout.size() >= image.len() bytes (checked in
@@ -227,9 +460,28 @@ fn block_for(blocks: &Mutex<Blocks>, module: u64) -> Option<NonNull<u8>> {
     unsafe {
         std::ptr::copy_nonoverlapping(template.image.as_ptr(), ptr.as_ptr(), template.image.len())
     };
-    b.live.push((module, ptr, template.layout));
+    b.live.push((module, ptr, template.layout, template.slot));
+    b.remember(template.slot, ptr.as_ptr() as u64);
     BLOCKS_LIVE.fetch_add(1, Ordering::Relaxed);
     Some(ptr)
+}
+
+/// The static block offset of mmld module `module`, if it has one.
+pub fn static_offset_of(module: u64) -> Option<i64> {
+    templates()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&module)
+        .and_then(|t| t.static_offset)
+}
+
+/// Index of `module` in the fast tables, if it is one of mmld's.
+pub fn fast_slot(module: u64) -> Option<usize> {
+    templates()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&module)
+        .map(|t| t.slot)
 }
 
 type GlibcTlsGetAddr = unsafe extern "C" fn(*const TlsIndex) -> *mut c_void;
@@ -312,7 +564,7 @@ pub fn tls_get_addr_entry() -> u64 {
 }
 
 /// The thread pointer (`%fs:0`), for static-TLS offsets of host modules.
-fn thread_pointer() -> u64 {
+pub fn thread_pointer() -> u64 {
     let tp: u64;
     // SAFETY: on x86-64 Linux `%fs:0` holds the thread pointer itself (the
     // TCB's self pointer), readable by every thread.
@@ -345,4 +597,27 @@ pub fn host_module_of(addr: u64) -> Option<(u64, u64)> {
         false
     });
     found
+}
+
+/// Give every thread a fast-table word in static TLS, once. The block is
+/// kept for the life of the process (descriptors may be called until
+/// exit). Without surplus for 8 bytes, descriptors take the slow path.
+pub fn enable_fast_tables() {
+    static BLOCK: OnceLock<Option<super::static_tls::StaticTlsBlock>> = OnceLock::new();
+    let block = BLOCK.get_or_init(|| {
+        super::static_tls::StaticTlsBlock::allocate(&super::tls_object::TlsShape {
+            image: &[],
+            memsz: 8,
+            align: 8,
+        })
+        .ok()
+    });
+    if let Some(b) = block {
+        FAST_TABLE_TPOFF.store(b.tp_offset(), Ordering::Release);
+    }
+}
+
+/// Whether descriptors can take the fast path (the word was allocated).
+pub fn fast_tables_enabled() -> bool {
+    FAST_TABLE_TPOFF.load(Ordering::Acquire) != 0
 }
