@@ -21,7 +21,7 @@ pub struct MappedObject<'a> {
     pub name: &'a CStr,
     /// Load bias (`dlpi_addr`).
     pub bias: u64,
-    /// Its program headers, as in the file.
+    /// Its program headers, as in the file (empty from [`containing`]).
     pub phdrs: &'a [libc::Elf64_Phdr],
     /// First and one-past-last address of its span.
     pub start: u64,
@@ -47,6 +47,19 @@ fn loaded() -> Vec<Arc<LoadedObject>> {
         .collect()
 }
 
+/// The object whose span contains `addr`. Unwinders ask this for every
+/// frame: one object is kept, nothing is allocated.
+fn holding(addr: u64) -> Option<Arc<LoadedObject>> {
+    registry()
+        .entries
+        .iter()
+        .find(|e| {
+            let base = e.object.mapping.base();
+            addr >= base && addr - base < e.object.mapping.len() as u64
+        })
+        .map(|e| Arc::clone(&e.object))
+}
+
 fn phdrs_of(o: &LoadedObject) -> Vec<libc::Elf64_Phdr> {
     o.plan
         .program_headers
@@ -64,15 +77,18 @@ fn phdrs_of(o: &LoadedObject) -> Vec<libc::Elf64_Phdr> {
         .collect()
 }
 
+/// `with_phdrs`: fill `phdrs` (only `dl_iterate_phdr` reads them; the
+/// others run for every frame an unwinder walks and allocate nothing).
 fn visit_one<R>(
     o: &LoadedObject,
+    with_phdrs: bool,
     visit: &mut impl FnMut(&MappedObject<'_>) -> Option<R>,
 ) -> Option<R> {
     let link_map = debugger::link_map_of(o.id)?;
     // SAFETY: the node lives while the object is registered, and `o` (an
     // Arc from the registry) keeps the object for this call.
     let name = unsafe { CStr::from_ptr((*link_map).l_name) };
-    let phdrs = phdrs_of(o);
+    let phdrs = if with_phdrs { phdrs_of(o) } else { Vec::new() };
     let view = MappedObject {
         name,
         bias: o.mapping.bias(),
@@ -92,17 +108,13 @@ fn visit_one<R>(
 /// Visit mmld's objects in load order until `visit` returns `Some`. The
 /// objects stay mapped while `visit` runs.
 pub fn find_map<R>(mut visit: impl FnMut(&MappedObject<'_>) -> Option<R>) -> Option<R> {
-    loaded().iter().find_map(|o| visit_one(o, &mut visit))
+    loaded().iter().find_map(|o| visit_one(o, true, &mut visit))
 }
 
 /// The object whose span contains `addr`, handed to `visit`.
 pub fn containing<R>(addr: u64, mut visit: impl FnMut(&MappedObject<'_>) -> R) -> Option<R> {
-    let objects = loaded();
-    let o = objects.iter().find(|o| {
-        let base = o.mapping.base();
-        addr >= base && addr - base < o.mapping.len() as u64
-    })?;
-    visit_one(o, &mut |v| Some(visit(v)))
+    let o = holding(addr)?;
+    visit_one(&o, false, &mut |v| Some(visit(v)))
 }
 
 /// The exported symbol of the object containing `addr` that `addr` falls
@@ -111,11 +123,7 @@ pub fn containing<R>(addr: u64, mut visit: impl FnMut(&MappedObject<'_>) -> R) -
 /// the object's own string table, valid while the object is loaded) and
 /// address, and the address of its `.dynsym` entry.
 pub fn symbol_at(addr: u64) -> Option<(*const c_char, u64, u64)> {
-    let objects = loaded();
-    let o = objects.iter().find(|o| {
-        let base = o.mapping.base();
-        addr >= base && addr - base < o.mapping.len() as u64
-    })?;
+    let o = holding(addr)?;
     let bias = o.mapping.bias();
     let mut best: Option<(u32, symbols::Sym, u64)> = None;
     for (index, sym) in o.symbols.exported() {

@@ -156,6 +156,36 @@ fn c_abi_semantics_match_glibc() {
 }
 
 #[test]
+fn what_mmld_does_not_serve_falls_through_with_a_trace_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let probe = dir.path().join("probe");
+    gcc("testlibs/capi/probe.c", &probe, &["-ldl", "-lpthread"]);
+    let out = Command::new(mmld())
+        .args(["exec", "--"])
+        .arg(&probe)
+        .arg(repo().join("testlibs"))
+        .env("MMLD_TRACE", "capi")
+        .env_remove("LD_PRELOAD")
+        .output()
+        .expect("mmld exec probe");
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("dlmopen: handle add 9"),
+        "{}",
+        text(&out.stdout)
+    );
+    let trace = text(&out.stderr);
+    for line in [
+        "dlmopen (namespaces): glibc serves it",
+        "dlopen(NULL): glibc serves it",
+        "not found by mmld's search: glibc serves it",
+        "mode mmld does not serve: glibc serves it",
+    ] {
+        assert!(trace.contains(line), "no {line:?} in:\n{trace}");
+    }
+}
+
+#[test]
 fn cxx_exception_frames_are_named_with_the_drop_in() {
     let dir = tempfile::tempdir().expect("tempdir");
     let host = dir.path().join("throw_host");

@@ -118,6 +118,11 @@ int main(int argc, char **argv) {
     e = err();
     printf("dlvsym error: %s\n", strstr(e, "undefined symbol: vfunc, version VERS_9.9") ? "names the symbol and version" : e);
 
+    /* Namespaces are glibc's: the drop-in hands dlmopen over (with a trace line). */
+    void *ns = dlmopen(LM_ID_NEWLM, path_demo, RTLD_NOW);
+    long (*nadd)(long, long) = ns ? (long (*)(long, long))dlsym(ns, "add") : NULL;
+    printf("dlmopen: %s add %ld\n", ns ? "handle" : err(), nadd ? nadd(4, 5) : -1);
+
     printf("missing file: %s\n", dlopen("libmmld-no-such-library.so", RTLD_NOW) ? "opened" : err());
     /* Four references: open, reopen, the RTLD_NOLOAD reopen, the promotion. */
     r = dlclose(h);
