@@ -42,5 +42,5 @@ fn objects_describe_a_loaded_library_by_address_and_in_the_walk() {
 }
 
 fn main_address() -> u64 {
-    objects_describe_a_loaded_library_by_address_and_in_the_walk as usize as u64
+    objects_describe_a_loaded_library_by_address_and_in_the_walk as *const () as usize as u64
 }

@@ -8,7 +8,6 @@
 //! unloads (constructors and destructors call back into `dlopen`).
 
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -20,8 +19,6 @@ use crate::{Forward, errors, report};
 /// One root mmld loaded for `dlopen`.
 pub struct Handle {
     lib: Library,
-    dev: u64,
-    ino: u64,
     /// The path as the library was found, for messages.
     path: PathBuf,
 }
@@ -30,8 +27,8 @@ struct Entry {
     handle: Arc<Handle>,
     opens: usize,
     global: bool,
-    /// Nodelete: opened with `RTLD_NODELETE`, or pinned by an
-    /// `RTLD_DEFAULT` lookup from the host (`global`).
+    /// Opened with `RTLD_NODELETE`: the handle stays valid after the last
+    /// `dlclose`, as glibc's does.
     pinned: bool,
 }
 
@@ -139,75 +136,38 @@ pub extern "C" fn dlopen_impl(
     if HostLibrary::find_loaded(text).is_some() {
         return forward(slot, real, "already loaded by the host", text);
     }
-    let Some((path, how)) = locate(text) else {
-        // The caller's own DT_RPATH/DT_RUNPATH are glibc's to search.
-        return forward(slot, real, "not found by mmld's search", text);
-    };
-    match open_with_mmld(&path, flags) {
+    match open_with_mmld(text, flags) {
         Ok(Some(h)) => {
-            report::record(h.library(), text, &how);
+            report::record(h.library(), text);
             value_of(&h)
         }
         Ok(None) => std::ptr::null_mut(),
+        // Not found by mmld's search (the caller's own DT_RPATH/DT_RUNPATH
+        // are glibc's to search), or not loadable by mmld.
         Err(e) => forward(slot, real, &format!("mmld cannot load it ({e})"), text),
     }
 }
 
-/// The file a `dlopen` name denotes, by glibc's search (without the
-/// caller's own run paths), and how it was found.
-fn locate(name: &str) -> Option<(PathBuf, String)> {
-    use mmld_core::search::{SearchRequest, candidates, ld_library_path_from_env, system_cache};
-    let exe = std::env::current_exe().ok();
-    let origin = exe.as_deref().and_then(Path::parent);
-    let ld_library_path = ld_library_path_from_env(origin);
-    let req = SearchRequest {
-        name,
-        rpaths_of_chain: &[],
-        runpath: None,
-        ld_library_path: &ld_library_path,
-        nodeflib: false,
-    };
-    candidates(&req, system_cache())
-        .into_iter()
-        .find(|(p, _)| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
-        .map(|(p, how)| (p, how.to_string()))
-}
-
-/// Open `path` with mmld, or take another reference to the handle that
+/// Open `name` with mmld (a bare name is searched as `dlopen` from the
+/// program searches it), or take another reference to the handle that
 /// already has it. `Ok(None)`: `RTLD_NOLOAD` and not loaded.
-fn open_with_mmld(path: &Path, flags: c_int) -> Result<Option<Arc<Handle>>, mmld_core::Error> {
+fn open_with_mmld(name: &str, flags: c_int) -> Result<Option<Arc<Handle>>, mmld_core::Error> {
     let global = flags & libc::RTLD_GLOBAL != 0;
-    let id = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
-    {
-        let mut t = table();
-        if let Some(e) = t
-            .iter_mut()
-            .find(|e| Some((e.handle.dev, e.handle.ino)) == id)
-            && (e.global || !global)
-            && flags & libc::RTLD_NODELETE == 0
-        {
-            e.opens += 1;
-            return Ok(Some(Arc::clone(&e.handle)));
-        }
-    }
-    if flags & libc::RTLD_NOLOAD != 0
-        && !table()
-            .iter()
-            .any(|e| Some((e.handle.dev, e.handle.ino)) == id)
-    {
-        return Ok(None);
-    }
     let mut options = OpenOptions::new();
     options
         .global(global)
         .deep_bind(flags & libc::RTLD_DEEPBIND != 0)
-        .nodelete(flags & libc::RTLD_NODELETE != 0);
+        .nodelete(flags & libc::RTLD_NODELETE != 0)
+        .no_load(flags & libc::RTLD_NOLOAD != 0);
     // SAFETY: loading runs the library's code, which is what the program
     // asked for by calling dlopen.
-    let lib = unsafe { options.open(path) }?;
-    let (dev, ino) = id.unwrap_or((0, 0));
+    let lib = match unsafe { options.open(name) } {
+        Ok(lib) => lib,
+        Err(e) if matches!(e.kind(), mmld_core::ErrorKind::NotLoaded) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let mut t = table();
-    // Reopened with new flags: mmld promoted the object; keep one handle.
+    // The same object again: one handle, counted (as glibc's).
     if let Some(e) = t
         .iter_mut()
         .find(|e| e.handle.lib.base_address() == lib.base_address())
@@ -220,12 +180,8 @@ fn open_with_mmld(path: &Path, flags: c_int) -> Result<Option<Arc<Handle>>, mmld
         drop(lib);
         return Ok(Some(h));
     }
-    let handle = Arc::new(Handle {
-        lib,
-        dev,
-        ino,
-        path: path.to_path_buf(),
-    });
+    let path = lib.path().to_path_buf();
+    let handle = Arc::new(Handle { lib, path });
     t.push(Entry {
         handle: Arc::clone(&handle),
         opens: 1,
@@ -361,8 +317,7 @@ fn lookup(
         }
         Target::Default => {
             errors::begin(true);
-            let from_host = objects::containing(caller as u64, |_| ()).is_none();
-            global(name, version, from_host)
+            global(name, version, true)
         }
         Target::Program => {
             errors::begin(true);
@@ -395,42 +350,21 @@ fn in_handle(h: &Handle, name: &CStr, version: Option<&CStr>) -> mmld_core::Resu
     }
 }
 
-/// The global scope: the host's (the program, its libraries, libraries
-/// glibc opened global), then the libraries mmld opened global, in order.
-/// `pin`: an `RTLD_DEFAULT` lookup from an object glibc loaded; glibc then
-/// records the defining library as a dependency of the caller, and as the
-/// caller (the program, say) never unloads, the library never does either.
-fn global(name: &CStr, version: Option<&CStr>, pin: bool) -> Result<u64, String> {
-    if let Some(a) = host::global_symbol(name, version) {
-        return Ok(a);
-    }
-    let globals: Vec<(Arc<Handle>, bool)> = table()
-        .iter()
-        .filter(|e| e.global)
-        .map(|e| (Arc::clone(&e.handle), e.pinned))
-        .collect();
-    let (h, pinned, address) = globals
-        .iter()
-        .find_map(|(h, pinned)| in_handle(h, name, version).ok().map(|a| (h, *pinned, a)))
-        .ok_or_else(|| undefined(None, name, version))?;
-    if pin && !pinned {
-        keep_loaded(h);
-    }
-    Ok(address)
-}
-
-/// Make `h`'s library nodelete, as glibc does for a library an object that
-/// is never unloaded depends on.
-fn keep_loaded(h: &Arc<Handle>) {
-    // SAFETY: the library is loaded already; reopening runs no code.
-    match unsafe { OpenOptions::new().nodelete(true).open(h.path()) } {
-        // The extra reference goes; the nodelete mark stays.
-        Ok(again) => drop(again),
-        Err(e) => tracing::debug!(target: "mmld::capi", error = %e, "could not mark nodelete"),
-    }
-    if let Some(e) = table().iter_mut().find(|e| Arc::ptr_eq(&e.handle, h)) {
-        e.pinned = true;
-    }
+/// `RTLD_DEFAULT` (`default`: glibc then records the defining library as
+/// a dependency of the caller, so it stays loaded: `mmld::lookup_default`
+/// does the same) or the program's handle (`Library::this`): the host's
+/// global scope, then the libraries mmld opened global, in order.
+fn global(name: &CStr, version: Option<&CStr>, default: bool) -> Result<u64, String> {
+    let program = Library::this();
+    let found = match version {
+        None if default => mmld_core::lookup_default(name).map(|i| i.address),
+        // SAFETY: only the address is taken; the program decides its type.
+        None => unsafe { program.get::<*mut c_void>(name) }.map(|s| *s as u64),
+        // SAFETY: as above.
+        Some(v) => unsafe { program.get_versioned::<*mut c_void>(name, &v.to_string_lossy()) }
+            .map(|s| *s as u64),
+    };
+    found.map_err(|_| undefined(None, name, version))
 }
 
 /// `RTLD_NEXT` from code mmld mapped: the libraries mmld opened global

@@ -24,10 +24,10 @@ fn lines() -> std::sync::MutexGuard<'static, Vec<Line>> {
     LINES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Remember what a `dlopen` of `requested` mapped (the root, found by
-/// `how`, and the dependencies mmld mapped with it). Each object is listed
+/// Remember what a `dlopen` of `requested` mapped (the root and the
+/// dependencies mmld mapped with it). Each object is listed
 /// once, the first time mmld mapped it.
-pub fn record(lib: &Library, requested: &str, how: &str) {
+pub fn record(lib: &Library, requested: &str) {
     let mut l = lines();
     for (i, o) in lib.objects().iter().enumerate() {
         let path = o.path.display().to_string();
@@ -36,11 +36,7 @@ pub fn record(lib: &Library, requested: &str, how: &str) {
         }
         l.push(Line {
             path,
-            found_by: if i == 0 {
-                how.to_string()
-            } else {
-                o.found_by.clone()
-            },
+            found_by: o.found_by.clone(),
             base: o.base,
             requested_as: if i == 0 {
                 requested.to_string()

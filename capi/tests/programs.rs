@@ -178,7 +178,7 @@ fn what_mmld_does_not_serve_falls_through_with_a_trace_line() {
     for line in [
         "dlmopen (namespaces): glibc serves it",
         "dlopen(NULL): glibc serves it",
-        "not found by mmld's search: glibc serves it",
+        "mmld cannot load it (libmmld-no-such-library.so: open: cannot find",
         "mode mmld does not serve: glibc serves it",
     ] {
         assert!(trace.contains(line), "no {line:?} in:\n{trace}");
