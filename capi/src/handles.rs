@@ -158,7 +158,10 @@ fn open_with_mmld(name: &str, flags: c_int) -> Result<Option<Arc<Handle>>, mmld_
         .global(global)
         .deep_bind(flags & libc::RTLD_DEEPBIND != 0)
         .nodelete(flags & libc::RTLD_NODELETE != 0)
-        .no_load(flags & libc::RTLD_NOLOAD != 0);
+        .no_load(flags & libc::RTLD_NOLOAD != 0)
+        // RTLD_LAZY: a call to a function nothing defines yet binds on
+        // first call (mmld binds the rest at load, see `lazy`).
+        .lazy(flags & libc::RTLD_NOW == 0);
     // SAFETY: loading runs the library's code, which is what the program
     // asked for by calling dlopen.
     let lib = match unsafe { options.open(name) } {
