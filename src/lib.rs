@@ -57,6 +57,8 @@ mod registry;
 #[doc(hidden)]
 pub mod host;
 #[doc(hidden)]
+pub mod objects;
+#[doc(hidden)]
 pub mod runtime;
 #[doc(hidden)]
 pub mod search;

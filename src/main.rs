@@ -12,13 +12,23 @@ use cli::{Cli, Command, call, tools};
 fn main() -> ExitCode {
     restore_sigpipe();
     let cli = Cli::parse();
+    if let Command::Exec { report, command } = &cli.command {
+        // The program, not mmld, does the loading: nothing to trace here.
+        return report_error(cli::exec::run(command, cli.trace, report.as_deref()), false);
+    }
     let trace = cli::trace::TraceArgs {
         flag: cli.trace,
         file: cli.trace_file,
     };
     cli::trace::init(&trace);
     let worker = matches!(cli.command, Command::ShareWorker { .. });
-    match dispatch(cli.command, trace) {
+    report_error(dispatch(cli.command, trace), worker)
+}
+
+/// Print a command's error (a share worker's goes to its parent) and turn
+/// it into the exit status.
+fn report_error(result: Result<ExitCode>, worker: bool) -> ExitCode {
+    match result {
         Ok(code) => code,
         // A share worker's error goes to the parent, which reports the
         // first one once (see cli::share::FAILED).
@@ -126,6 +136,9 @@ fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> 
         Command::Check { library, json } => check(&library, json),
         Command::Completions { shell } => tools::completions(shell).map(|()| ExitCode::SUCCESS),
         Command::Man => tools::man().map(|()| ExitCode::SUCCESS),
+        Command::Exec { report, command } => {
+            cli::exec::run(&command, trace.flag, report.as_deref())
+        }
     }
 }
 
