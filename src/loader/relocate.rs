@@ -58,7 +58,6 @@ impl Batch {
             self.settings.deep_bind,
         );
         let (scope, owners): (Vec<Provider<'_>>, Vec<Option<Resolved>>) = scope.into_iter().unzip();
-        let names: Vec<String> = scope.iter().map(provider_name).collect();
         // Which scope entries received a binding (indexed by position).
         let mut bound = vec![false; scope.len()];
         let mut descriptors = crate::runtime::tlsdesc::Descriptors::default();
@@ -80,11 +79,18 @@ impl Batch {
         {
             target.mapping.prefault_for_relocation(relro);
         }
+        // Asked once per object, not once per binding; the names are only
+        // for the trace.
+        let trace = tracing::enabled!(target: "mmld::bindings", tracing::Level::DEBUG);
+        let names: Vec<String> = match trace {
+            true => scope.iter().map(provider_name).collect(),
+            false => Vec::new(),
+        };
         let report = link::relocate(&mut target, &scope, host, mode, |sym, ver, b: &Binding| {
             if let Some(slot) = bound.get_mut(b.provider) {
                 *slot = true;
             }
-            if tracing::enabled!(target: "mmld::bindings", tracing::Level::DEBUG) {
+            if trace {
                 let to = names
                     .get(b.provider)
                     .map(String::as_str)

@@ -7,6 +7,9 @@
 //! the reference lives.
 
 mod sys;
+mod writer;
+
+pub use writer::RelocWriter;
 
 use std::fs::File;
 use std::io;
