@@ -9,10 +9,29 @@ use super::tables::{malformed, table_bytes, table_bytes_to_segment_end, u32_at};
 use crate::error::{ErrorKind, KindResult};
 use crate::map::{Mapping, RoBytes};
 
-/// The GNU hash function (Bernstein's, as binutils uses it).
+/// The GNU hash function (Bernstein's, as binutils uses it): `h * 33 + c`
+/// per byte. Four bytes per step, `h * 33^4 + a * 33^3 + b * 33^2 + c * 33
+/// + d` (the same value, wrapping), so the multiplications do not wait on
+/// each other: every binding of a load hashes its name.
 pub fn gnu_hash(name: &[u8]) -> u32 {
-    name.iter().fold(5381u32, |h, &c| {
-        h.wrapping_mul(33).wrapping_add(u32::from(c))
+    const P1: u32 = 33;
+    const P2: u32 = P1 * P1;
+    const P3: u32 = P2 * P1;
+    const P4: u32 = P3 * P1;
+    let mut chunks = name.chunks_exact(4);
+    let mut h = 5381u32;
+    for chunk in &mut chunks {
+        if let [a, b, c, d] = *chunk {
+            h = h
+                .wrapping_mul(P4)
+                .wrapping_add(u32::from(a).wrapping_mul(P3))
+                .wrapping_add(u32::from(b).wrapping_mul(P2))
+                .wrapping_add(u32::from(c).wrapping_mul(P1))
+                .wrapping_add(u32::from(d));
+        }
+    }
+    chunks.remainder().iter().fold(h, |h, &c| {
+        h.wrapping_mul(P1).wrapping_add(u32::from(c))
     })
 }
 
@@ -218,6 +237,14 @@ mod tests {
         // Values from the gABI and binutils documentation examples.
         assert_eq!(gnu_hash(b""), 5381);
         assert_eq!(gnu_hash(b"printf"), 0x156b_2bb8);
+        // Every length against the byte-at-a-time definition.
+        let name = b"sqlite3_value_text16le_and_some_more";
+        for n in 0..=name.len() {
+            let slow = name[..n].iter().fold(5381u32, |h, &c| {
+                h.wrapping_mul(33).wrapping_add(u32::from(c))
+            });
+            assert_eq!(gnu_hash(&name[..n]), slow, "length {n}");
+        }
         assert_eq!(sysv_hash(b""), 0);
         assert_eq!(sysv_hash(b"printf"), 0x0779_05a6);
         assert_eq!(sysv_hash(b"GLIBC_2.2.5"), 0x0969_1a75);

@@ -92,3 +92,50 @@ pub(super) fn malformed(table: &'static str, detail: impl Into<String>) -> Error
         detail: detail.into(),
     }
 }
+
+/// Length of the NUL-terminated string at the start of `bytes`, if it ends
+/// inside them. Eight bytes per step (the classic "has a zero byte" test):
+/// every binding of a load measures its name, and the generic search costs
+/// about 100 instructions for a 20-byte name.
+pub(super) fn nul_position(bytes: &[u8]) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0usize;
+    for chunk in &mut words {
+        let word = u64::from_le_bytes(chunk.try_into().ok()?);
+        let zero = word.wrapping_sub(LOW) & !word & HIGH;
+        if zero != 0 {
+            // The lowest flagged byte is the first zero (flags above a
+            // zero can be false, never below it).
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&c| c == 0)
+        .map(|i| at + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nul_position;
+
+    #[test]
+    fn nul_position_agrees_with_a_byte_search() {
+        let mut bytes: Vec<u8> = (1..=40u8).map(|b| b.wrapping_mul(37) | 1).collect();
+        bytes.extend_from_slice(&[0x80, 0x01, 0xff, 0x00, 0x80]);
+        for start in 0..bytes.len() {
+            for end in start..=bytes.len() {
+                let s = &bytes[start..end];
+                assert_eq!(nul_position(s), s.iter().position(|&c| c == 0), "{start}..{end}");
+            }
+        }
+        // A zero right after bytes 0x01 (where the subtraction borrows).
+        let s = [0x01, 0x01, 0x00, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01];
+        assert_eq!(nul_position(&s), Some(2));
+        assert_eq!(nul_position(&[0x00; 9]), Some(0));
+    }
+}
