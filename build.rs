@@ -485,6 +485,11 @@ fn main() {
         return;
     }
     println!("cargo:rerun-if-changed=testlibs");
+    // Test binaries export the `mmld_exe_*` functions they define, as the
+    // glibc oracle does: an executable's definitions are in the global
+    // scope, where they interpose on libraries' default-visibility symbols
+    // (and must not on protected ones).
+    println!("cargo:rustc-link-arg-tests=-Wl,--export-dynamic-symbol=mmld_exe_*");
 
     // Compiler flags live in this file, so editing it must rebuild every
     // library even though no C source changed.

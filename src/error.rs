@@ -431,6 +431,22 @@ pub enum ErrorKind {
         needed_by: String,
         searched: Vec<PathBuf>,
     },
+    #[error(
+        "cannot dynamically load position-independent executable (DF_1_PIE): an executable is started by the kernel, not loaded as a library"
+    )]
+    PositionIndependentExecutable,
+    #[error(
+        "not loaded (OpenOptions::no_load, like RTLD_NOLOAD, opens only a library already loaded)"
+    )]
+    NotLoaded,
+    #[error(
+        "cannot find {name}; searched: {}",
+        if searched.is_empty() { "nothing (no search directories)".to_string() } else { searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ") }
+    )]
+    LibraryNotFound {
+        name: String,
+        searched: Vec<PathBuf>,
+    },
     #[error("{0}")]
     Other(String),
 }

@@ -33,6 +33,7 @@ pub use check_image::{CheckSummary, check_image};
 pub use error::{Error, ErrorKind, Result, Stage};
 pub use library::{
     Library, ObjectView, OpenOptions, SegmentView, Symbol, SymbolInfo, SymbolKind, SymbolName,
+    lookup_default,
 };
 pub use loader::{CheckReport, TreeNode};
 

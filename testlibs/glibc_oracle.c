@@ -4,7 +4,7 @@
  * same libraries. Not a library: the tests compile it with gcc into a
  * temporary directory. Each argument is one step:
  *
- *   open:PATH[:global|:deepbind|:nodelete]...  dlopen(RTLD_NOW | flags)
+ *   open:PATH[:global|:deepbind|:nodelete|:noload]...  dlopen(RTLD_NOW | flags)
  *   close:N                                    dlclose(handle N)
  *   str:N:SYM     print "SYM=<string>"   for const char *SYM(void)
  *   int:N:SYM     print "SYM=<int>"      for int SYM(void)
@@ -17,6 +17,12 @@
  *                 (malloc may grow the heap; nothing else may change)
  *   unchanged     print "unchanged=yes" if /proc/self/maps is what
  *                 snapshot saw, else "unchanged=no" and the new maps
+ *   default:SYM   print "default:SYM=found" if dlsym(RTLD_DEFAULT, SYM)
+ *                 finds it, else "default:SYM=none"
+ *   this:SYM      the same for dlsym(dlopen(NULL), SYM): "this:SYM=..."
+ *   env:NAME      print "env:NAME=<getenv(NAME)>" or "env:NAME=unset"
+ *   hostopen:PATH dlopen(PATH, RTLD_NOW) by the program itself, kept open
+ *                 and numbered apart (for mmld: a library the host has)
  *   spawn         start the worker thread (before an open: a thread that
  *                 existed before the load)
  *   tstr:N:SYM    as str, called in the worker: prints "old:SYM=<string>"
@@ -32,6 +38,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/*
+ * Definitions the executable exports (built with
+ * -Wl,--export-dynamic-symbol=mmld_exe_*), as tests/deps.rs's test binary
+ * does: a fixture's protected definition of one of these names must not be
+ * interposed on, a default-visibility one must.
+ */
+int mmld_exe_protected(void) { return 1; }
+int mmld_exe_interposed(void) { return 1; }
 
 static void *handles[64];
 static int nhandles;
@@ -153,6 +168,8 @@ int main(int argc, char **argv)
                     flags |= RTLD_DEEPBIND;
                 else if (strcmp(f, "nodelete") == 0)
                     flags |= RTLD_NODELETE;
+                else if (strcmp(f, "noload") == 0)
+                    flags |= RTLD_NOLOAD;
             }
             if (nhandles == 64)
                 fail("too many handles");
@@ -232,6 +249,17 @@ int main(int argc, char **argv)
                 printf("unchanged=no\n%s", now);
             }
             free(now);
+        } else if (strcmp(verb, "default") == 0 || strcmp(verb, "this") == 0) {
+            char *name = strtok(NULL, ":");
+            void *scope = strcmp(verb, "default") == 0 ? RTLD_DEFAULT : dlopen(NULL, RTLD_NOW);
+            printf("%s:%s=%s\n", verb, name, dlsym(scope, name) ? "found" : "none");
+        } else if (strcmp(verb, "hostopen") == 0) {
+            if (!dlopen(strtok(NULL, ":"), RTLD_NOW))
+                fail("hostopen");
+        } else if (strcmp(verb, "env") == 0) {
+            char *name = strtok(NULL, ":");
+            const char *value = getenv(name);
+            printf("env:%s=%s\n", name, value ? value : "unset");
         } else {
             printf("error:unknown step %s\n", verb);
             return 1;

@@ -45,7 +45,12 @@ fn oracle() -> &'static Path {
             .join(format!("glibc_oracle.{}", std::process::id()));
         let status = Command::new("gcc")
             .current_dir(ROOT)
-            .args(["-O1", "-Wall", "-o"])
+            .args([
+                "-O1",
+                "-Wall",
+                "-Wl,--export-dynamic-symbol=mmld_exe_*",
+                "-o",
+            ])
             .arg(&out)
             .args(["testlibs/glibc_oracle.c", "-ldl"])
             .status()
@@ -201,6 +206,7 @@ fn replay(steps: &[&str]) {
                         "global" => options.global(true),
                         "deepbind" => options.deep_bind(true),
                         "nodelete" => options.nodelete(true),
+                        "noload" => options.no_load(true),
                         other => panic!("unknown open flag {other}"),
                     };
                 }
@@ -286,9 +292,34 @@ fn replay(steps: &[&str]) {
                     }
                 }
             }
+            "default" => {
+                let found = mmld::lookup_default(arg(1)).is_ok();
+                say(format!("default:{}={}", arg(1), found_or_none(found)));
+            }
+            "this" => {
+                let this = Library::this();
+                // SAFETY: only the address is looked at.
+                let found = unsafe { this.get::<*const c_void>(arg(1)) }.is_ok();
+                say(format!("this:{}={}", arg(1), found_or_none(found)));
+            }
+            "hostopen" => {
+                let path = std::ffi::CString::new(arg(1)).expect("a path without NUL");
+                // SAFETY: the host's own loader loads a system library; the
+                // handle is kept for the life of the process.
+                let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW) };
+                assert!(!h.is_null(), "the host could not load {}", arg(1));
+            }
+            "env" => {
+                let value = std::env::var(arg(1)).unwrap_or_else(|_| "unset".to_owned());
+                say(format!("env:{}={value}", arg(1)));
+            }
             other => panic!("unknown step {other}"),
         }
     }
+}
+
+fn found_or_none(found: bool) -> &'static str {
+    if found { "found" } else { "none" }
 }
 
 const LOG: &str = "open:testlibs/liborderlog.so";
@@ -1363,4 +1394,344 @@ fn libpng_decodes_with_libpng_and_libz_mapped_by_mmld() {
     let (w, h, pixels) = decode(&lib, &encoded);
     assert_eq!((w, h), (width, height));
     assert_eq!(pixels, source);
+}
+
+// ---------------------------------------------------------------------------
+// What glibc's dlopen does with exportless plugins, protected and unique
+// symbols, the host's own objects, bare names, the global scope and
+// executables (issue 12).
+
+/// A fixture compiled now (by gcc, or g++ for `.cpp`) into `dir`, with the
+/// flags build.rs uses for every test library plus `extra`.
+fn build_fixture(dir: &Path, output: &str, file: &str, source: &str, extra: &[&str]) -> String {
+    let src = dir.join(file);
+    std::fs::write(&src, source).expect("write a fixture source");
+    let compiler = if file.ends_with(".cpp") { "g++" } else { "gcc" };
+    let out_path = dir.join(output);
+    let out = Command::new(compiler)
+        .current_dir(dir)
+        .args(["-fPIC", "-O2", "-Wall", "-Wl,-z,now", "-Wl,-z,relro"])
+        .arg(&src)
+        .args(extra)
+        .arg("-o")
+        .arg(&out_path)
+        .output()
+        .expect("run the compiler");
+    assert!(
+        out.status.success(),
+        "{compiler} failed to build {output}: {}",
+        text(&out.stderr)
+    );
+    out_path.to_string_lossy().into_owned()
+}
+
+fn readelf_text(args: &[&str], path: &str) -> String {
+    let out = Command::new("readelf")
+        .args(args)
+        .arg(path)
+        .output()
+        .expect("run readelf");
+    text(&out.stdout)
+}
+
+#[test]
+fn library_that_exports_nothing_loads_and_runs_its_constructor() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let lib = build_fixture(
+        dir.path(),
+        "libnoexport.so",
+        "noexport.c",
+        "#include <stdlib.h>\n\
+         __attribute__((constructor)) static void init(void) { setenv(\"MMLD_NOEXPORT\", \"ran\", 1); }\n",
+        &["-shared", "-fvisibility=hidden"],
+    );
+    // Every .dynsym entry is an import: the GNU hash table hashes nothing.
+    let syms = readelf_text(&["-W", "--dyn-syms"], &lib);
+    assert!(syms.contains("setenv"), "{syms}");
+    assert!(
+        syms.lines()
+            .filter(|l| l
+                .split_whitespace()
+                .next()
+                .is_some_and(|n| n.trim_end_matches(':').parse::<u32>().is_ok()))
+            .all(|l| l.contains(" UND")),
+        "the fixture must export nothing:\n{syms}"
+    );
+    same_as_glibc(
+        &[&format!("open:{lib}"), "env:MMLD_NOEXPORT"],
+        &[],
+        &["env:MMLD_NOEXPORT=ran"],
+    );
+}
+
+/// The mmld test binary's counterparts of the glibc oracle's `mmld_exe_*`
+/// definitions (exported by build.rs's link argument).
+#[unsafe(no_mangle)]
+pub extern "C" fn mmld_exe_protected() -> c_int {
+    1
+}
+
+#[unsafe(no_mangle)]
+pub extern "C" fn mmld_exe_interposed() -> c_int {
+    1
+}
+
+#[test]
+fn protected_ifunc_binds_to_its_own_definition_not_the_executables() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let lib = build_fixture(
+        dir.path(),
+        "libprotected.so",
+        "protected.c",
+        "static int impl(void) { return 2; }\n\
+         static void *resolve(void) { return (void *)impl; }\n\
+         __attribute__((visibility(\"protected\"))) int mmld_exe_protected(void) __attribute__((ifunc(\"resolve\")));\n\
+         int (*volatile protected_pointer)(void) = mmld_exe_protected;\n\
+         int protected_call(void) { return mmld_exe_protected(); }\n\
+         int protected_pointer_call(void) { return protected_pointer(); }\n\
+         int mmld_exe_interposed(void) { return 2; }\n\
+         int interposed_call(void) { return mmld_exe_interposed(); }\n",
+        // The pointer is bound by name (R_X86_64_64), read through
+        // `volatile` so the compiler cannot fold the call; -fno-plt
+        // makes the default-visibility call a GOT slot bound by name too.
+        &["-shared", "-fno-plt"],
+    );
+    let relocs = readelf_text(&["-rW"], &lib);
+    assert!(
+        relocs
+            .lines()
+            .any(|l| l.contains("R_X86_64_64") && l.contains("mmld_exe_protected")),
+        "the fixture must refer to its protected IFUNC by name:\n{relocs}"
+    );
+    // Both executables define both names: the default-visibility one is
+    // interposed on (1), the protected one never is (2). The direct call
+    // goes through an IRELATIVE slot ld filled in; the pointer is the
+    // loader's decision.
+    same_as_glibc(
+        &[
+            &format!("open:{lib}"),
+            "int:0:protected_call",
+            "int:0:protected_pointer_call",
+            "int:0:interposed_call",
+        ],
+        &[],
+        &[
+            "protected_call=2",
+            "protected_pointer_call=2",
+            "interposed_call=1",
+        ],
+    );
+}
+
+const SYSTEM_LIBGCC: &str = "/usr/lib/x86_64-linux-gnu/libgcc_s.so.1";
+
+#[test]
+fn host_objects_are_reused_and_never_mapped_again() {
+    // The host has libgcc_s (every Rust program does; the oracle loads it
+    // first), libm and libz (loaded by the program itself): opening them,
+    // by path or by name, maps nothing, and closing them unmaps nothing.
+    same_as_glibc(
+        &[
+            &format!("hostopen:{SYSTEM_LIBGCC}"),
+            "hostopen:libm.so.6",
+            "hostopen:libz.so.1",
+            "snapshot",
+            &format!("open:{SYSTEM_LIBGCC}"),
+            "open:libgcc_s.so.1",
+            "open:libm.so.6",
+            "open:/usr/lib/x86_64-linux-gnu/libm.so.6",
+            "open:/usr/lib/x86_64-linux-gnu/libz.so.1",
+            "open:libz.so.1",
+            "open:libc.so.6",
+            "open:/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "same:0:1",
+            "same:2:3",
+            "same:4:5",
+            "same:6:7",
+            "str:4:zlibVersion",
+            "unchanged",
+            "close:0",
+            "close:2",
+            "close:4",
+            "close:5",
+            "close:6",
+            "unchanged",
+            "mapped:/usr/lib/x86_64-linux-gnu/libz.so.1",
+        ],
+        &[],
+        &[
+            "same:0:1=yes",
+            "same:2:3=yes",
+            "same:4:5=yes",
+            "same:6:7=yes",
+            "zlibVersion=1.2.13",
+            "unchanged=yes",
+            "unchanged=yes",
+            "mapped:/usr/lib/x86_64-linux-gnu/libz.so.1=yes",
+        ],
+    );
+}
+
+#[test]
+fn host_library_lookups_go_to_the_hosts_copy() {
+    let _lock = in_process_lock();
+    // File mappings only: other test threads come and go with their stacks.
+    let files = || -> Vec<String> {
+        maps_without_heap()
+            .lines()
+            .filter(|l| l.contains('/'))
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = files();
+    // SAFETY: libgcc_s is already loaded by the host; nothing runs.
+    let lib = unsafe { Library::open(SYSTEM_LIBGCC) }.expect("open libgcc_s");
+    assert!(lib.objects().is_empty(), "mmld mapped something");
+    assert_eq!(lib.host_dependencies().len(), 1);
+    // SAFETY: only the address is compared.
+    let ours = *unsafe { lib.get::<*const c_void>("_Unwind_Backtrace") }.expect("lookup");
+    // SAFETY: dlsym with a valid NUL-terminated name.
+    let glibc = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_Unwind_Backtrace".as_ptr()) };
+    assert_eq!(ours, glibc.cast_const());
+    drop(lib);
+    assert_eq!(before, files(), "opening and closing changed the maps");
+}
+
+#[test]
+fn bare_names_are_searched_as_dlopen_searches_them() {
+    // ld.so.cache (and the default directories) for a system library.
+    same_as_glibc(
+        &["open:libz.so.1", "str:0:zlibVersion"],
+        &[],
+        &["zlibVersion=1.2.13"],
+    );
+    // LD_LIBRARY_PATH first; without it, the same name is not found (the
+    // current directory is never searched).
+    let alt = format!("{ROOT}/testlibs/alt");
+    same_as_glibc(
+        &["open:libchainleaf.so", "str:0:leaf_name"],
+        &[("LD_LIBRARY_PATH", &alt)],
+        &["leaf_name=alt"],
+    );
+    let mmld = same_as_glibc(&["open:libchainleaf.so"], &[], &["error:open"]);
+    assert!(mmld[0].contains("cannot find libchainleaf.so"), "{mmld:?}");
+}
+
+#[test]
+fn unique_symbols_keep_only_objects_whose_definition_was_bound() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // A's own code binds its unique definition (a GOT slot): A stays
+    // loaded. B defines one that nothing binds: B goes, even though the
+    // same load bound A's.
+    let a = build_fixture(
+        dir.path(),
+        "libuniqa.so",
+        "uniqa.cpp",
+        "template <typename T> struct Counter { static int value; };\n\
+         template <typename T> int Counter<T>::value = 0;\n\
+         extern \"C\" int uniq_bump() { return ++Counter<int>::value; }\n",
+        &["-shared", "-Wl,-soname,libuniqa.so"],
+    );
+    let b = build_fixture(
+        dir.path(),
+        "libuniqb.so",
+        "uniqb.cpp",
+        "template <typename T> struct Holder { static int value; };\n\
+         template <typename T> int Holder<T>::value = 7;\n\
+         template struct Holder<long>;\n\
+         extern \"C\" int uniq_b_loaded(void) { return 1; }\n",
+        &[
+            "-shared",
+            "-L.",
+            "-Wl,--no-as-needed",
+            "-luniqa",
+            "-Wl,-rpath,$ORIGIN",
+        ],
+    );
+    assert!(readelf_text(&["-W", "--dyn-syms"], &b).contains("UNIQUE"));
+    assert!(!readelf_text(&["-rW"], &b).contains("Holder"));
+    same_as_glibc(
+        &[
+            &format!("open:{b}"),
+            "int:0:uniq_b_loaded",
+            "close:0",
+            &format!("mapped:{b}"),
+            &format!("mapped:{a}"),
+            // Debian's libapt-private defines unique symbols nothing binds.
+            "open:/usr/lib/x86_64-linux-gnu/libapt-private.so.0.0",
+            "close:1",
+            "mapped:/usr/lib/x86_64-linux-gnu/libapt-private.so.0.0",
+        ],
+        &[],
+        &[
+            "uniq_b_loaded=1",
+            &format!("mapped:{b}=no"),
+            &format!("mapped:{a}=yes"),
+            "mapped:/usr/lib/x86_64-linux-gnu/libapt-private.so.0.0=no",
+        ],
+    );
+}
+
+#[test]
+fn global_lookup_this_and_no_load_match_rtld_default_and_rtld_noload() {
+    same_as_glibc(
+        &[
+            // Not loaded yet: no-load opens nothing.
+            "open:testlibs/libdemo.so:noload",
+            "open:testlibs/libdemo.so",
+            "open:testlibs/libdemo.so:noload",
+            "same:1:2",
+            // Loaded locally: not in the global scope.
+            "default:add",
+            "this:add",
+            // No-load with the global option promotes it, as RTLD_NOLOAD |
+            // RTLD_GLOBAL does.
+            "open:testlibs/libdemo.so:noload:global",
+            "default:add",
+            "this:add",
+            "default:printf",
+            "this:printf",
+            "default:mmld_no_such_symbol",
+            // The host's own libraries, by name.
+            "open:libc.so.6:noload",
+            "open:libz.so.1:noload",
+        ],
+        &[],
+        &[
+            "error:open",
+            "same:1:2=yes",
+            "default:add=none",
+            "this:add=none",
+            "default:add=found",
+            "this:add=found",
+            "default:printf=found",
+            "this:printf=found",
+            "default:mmld_no_such_symbol=none",
+            "error:open",
+        ],
+    );
+}
+
+#[test]
+fn position_independent_executables_are_refused_before_any_code_runs() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pie = build_fixture(
+        dir.path(),
+        "pie",
+        "pie.c",
+        "#include <stdlib.h>\n\
+         __attribute__((constructor)) static void init(void) { setenv(\"MMLD_PIE_RAN\", \"yes\", 1); }\n\
+         int main(void) { return 0; }\n",
+        &["-fPIE", "-pie"],
+    );
+    assert!(readelf_text(&["-d"], &pie).contains("PIE"));
+    let mmld = same_as_glibc(
+        &[&format!("open:{pie}"), "env:MMLD_PIE_RAN"],
+        &[],
+        &["error:open", "env:MMLD_PIE_RAN=unset"],
+    );
+    assert!(
+        mmld[0].contains("cannot dynamically load position-independent executable"),
+        "{mmld:?}"
+    );
 }

@@ -22,6 +22,9 @@ pub const DF_BIND_NOW: u64 = dt::DF_BIND_NOW;
 pub const DF_STATIC_TLS: u64 = dt::DF_STATIC_TLS;
 pub const DF_1_NOW: u64 = dt::DF_1_NOW;
 pub const DF_1_NODELETE: u64 = dt::DF_1_NODELETE;
+/// `DF_1_PIE`: a position-independent executable, which glibc's `dlopen`
+/// refuses.
+pub const DF_1_PIE: u64 = 0x0800_0000;
 
 const DYN_SIZE: usize = 16;
 const RELA_SIZE: u64 = 24;
@@ -274,6 +277,11 @@ impl DynamicInfo {
 
     pub fn nodelete(&self) -> bool {
         self.flags_1 & DF_1_NODELETE != 0
+    }
+
+    /// A position-independent executable (`DF_1_PIE`), not a library.
+    pub fn is_pie(&self) -> bool {
+        self.flags_1 & DF_1_PIE != 0
     }
 }
 

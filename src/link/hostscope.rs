@@ -35,9 +35,53 @@ pub struct HostObject {
     pub global: bool,
     /// `DT_SONAME`, if it has one.
     pub soname: Option<String>,
+    /// `DT_RPATH` and `DT_RUNPATH` as written (for the executable, whose
+    /// paths a `dlopen` by name searches).
+    pub rpath: Option<String>,
+    pub runpath: Option<String>,
+    /// The file's device and inode, read once when first asked for.
+    file: OnceLock<Option<(u64, u64)>>,
 }
 
 impl HostObject {
+    /// Lowest address of its first segment.
+    pub fn base(&self) -> u64 {
+        let first = self
+            .phdrs
+            .iter()
+            .filter(|p| p.p_type == libc::PT_LOAD)
+            .map(|p| p.p_vaddr)
+            .min()
+            .unwrap_or(0);
+        self.bias.wrapping_add(first & !0xfff)
+    }
+
+    /// Does the process address `addr` lie in one of its executable
+    /// segments?
+    pub fn in_code(&self, addr: u64) -> bool {
+        self.phdrs.iter().any(|p| {
+            let start = self.bias.wrapping_add(p.p_vaddr);
+            p.p_type == libc::PT_LOAD
+                && p.p_flags & libc::PF_X != 0
+                && addr >= start
+                && addr - start < p.p_memsz
+        })
+    }
+
+    /// The `(device, inode)` of the file it was loaded from: one file is
+    /// one object, whatever path names it. `None` for the executable and
+    /// the vDSO (never a library to reuse) or a file gone from its path.
+    pub fn file_id(&self) -> Option<(u64, u64)> {
+        *self.file.get_or_init(|| {
+            use std::os::unix::fs::MetadataExt;
+            if !self.name.starts_with('/') {
+                return None;
+            }
+            let m = std::fs::metadata(&self.name).ok()?;
+            Some((m.dev(), m.ino()))
+        })
+    }
+
     /// Look `req` up in this object only. `Some(addr)` when found; IFUNC
     /// and TLS definitions are resolved by glibc (for the calling thread).
     pub fn lookup(&self, req: &Request<'_>) -> Option<u64> {
@@ -164,6 +208,13 @@ impl HostScope {
         })
     }
 
+    /// The object loaded from the file with this device and inode.
+    pub fn object_with_file(&self, dev: u64, ino: u64) -> Option<&HostObject> {
+        self.objects
+            .iter()
+            .find(|o| o.file_id() == Some((dev, ino)))
+    }
+
     /// Index of the object loaded from `path`, for callers that keep it.
     pub fn index_of(&self, path: &str) -> Option<usize> {
         self.objects.iter().position(|o| o.name == path)
@@ -247,6 +298,9 @@ fn build(generation: (u64, u64), raws: Vec<Raw>, previous: Option<&HostScope>) -
                 // An object only ever joins the global scope while loaded.
                 global: o.global || probe_global(&o.symbols, raw.bias),
                 soname: o.soname.clone(),
+                rpath: o.rpath.clone(),
+                runpath: o.runpath.clone(),
+                file: o.file.clone(),
             }),
             None => read_object(raw, index == 0),
         };
@@ -303,10 +357,15 @@ fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
         raw.bias,
     )?;
     let symbols = SymbolTable::new(&mapping, &dynamic).ok()?;
-    let soname = dynamic
-        .soname
-        .and_then(|o| symbols.string(o).ok())
-        .map(|b| String::from_utf8_lossy(b).into_owned());
+    let string = |off: Option<u64>| {
+        off.and_then(|o| symbols.string(o).ok())
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    let (soname, rpath, runpath) = (
+        string(dynamic.soname),
+        string(dynamic.rpath),
+        string(dynamic.runpath),
+    );
     let global = is_executable || probe_global(&symbols, raw.bias);
     Some(HostObject {
         name: raw.name,
@@ -315,6 +374,9 @@ fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
         phdrs: raw.phdrs,
         global,
         soname,
+        rpath,
+        runpath,
+        file: OnceLock::new(),
     })
 }
 
@@ -340,6 +402,8 @@ fn read_dynamic(mapping: &Mapping, vaddr: u64, size: u64, bias: u64) -> Option<D
             }
             dt::DT_STRSZ => strsz = val,
             dt::DT_SONAME => info.soname = Some(val),
+            dt::DT_RPATH => info.rpath = Some(val),
+            dt::DT_RUNPATH => info.runpath = Some(val),
             dt::DT_SYMTAB => info.symtab = Some(unbias(val)),
             dt::DT_HASH => info.hash = Some(unbias(val)),
             dt::DT_GNU_HASH => info.gnu_hash = Some(unbias(val)),

@@ -125,6 +125,10 @@ pub struct LinkReport {
     pub ifunc_calls: usize,
     pub host_bindings: usize,
     pub unique_bindings: usize,
+    /// Scope positions whose `STB_GNU_UNIQUE` definitions this object's
+    /// relocations made the process-wide one (the first bound): those
+    /// objects must stay loaded, as glibc makes them nodelete.
+    pub unique_providers: Vec<usize>,
     pub unresolved: Vec<String>,
 }
 

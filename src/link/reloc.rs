@@ -384,8 +384,12 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
     /// unbound (weak undefined, or unresolved in a dry run).
     fn bind_symbol(&mut self, index: u32, sym: &Sym) -> KindResult<Option<Binding>> {
         let target = &*self.target;
-        if sym.bind() == symbols::STB_LOCAL {
-            // Local symbols bind to themselves; no lookup.
+        // Local symbols bind to themselves; no lookup. So does a protected
+        // definition, whatever precedes it in the scope (glibc's rule: the
+        // object's own references never reach an interposer).
+        if sym.bind() == symbols::STB_LOCAL
+            || (sym.is_defined() && sym.visibility() == symbols::STV_PROTECTED)
+        {
             let bias = target.mapping.bias();
             return Ok(Some(binding_for(*sym, bias, usize::MAX, target.tls_module)));
         }
@@ -420,9 +424,19 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
             if b.unique && self.mode == LinkMode::Run {
                 // The first definition bound wins for the whole process.
                 let mut table = unique_symbols().lock().unwrap_or_else(|e| e.into_inner());
-                let first = table.entry(name.to_vec()).or_insert((b.addr, b.size));
-                b.addr = first.0;
-                b.size = first.1;
+                match table.entry(name.to_vec()) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        (b.addr, b.size) = *first.get();
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        // This definition becomes the process's: its object
+                        // must outlive every later binding to it.
+                        slot.insert((b.addr, b.size));
+                        if !self.report.unique_providers.contains(&b.provider) {
+                            self.report.unique_providers.push(b.provider);
+                        }
+                    }
+                }
                 self.report.unique_bindings += 1;
             }
             if matches!(

@@ -20,6 +20,7 @@
 mod initfini;
 mod relocate;
 mod resolve;
+mod root;
 mod scope;
 mod transaction;
 mod tree;
@@ -27,7 +28,6 @@ mod tree;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::elf::ElfFile;
 use crate::error::{AttachContext, Error, ErrorKind, Result, Stage};
 use crate::link::LinkMode;
 use crate::link::hostscope::HostScope;
@@ -36,9 +36,11 @@ use crate::object::{LoadedObject, ScopeItem};
 use crate::registry::LOADER_LOCK;
 
 use initfini::{register_exit_handler, run_constructors};
+pub use root::HostRoot;
+use root::Located;
 use scope::materialize_scope;
 pub use transaction::close;
-use transaction::{Batch, open_handle, reuse_root};
+use transaction::{Batch, open_handle};
 pub use tree::{CheckReport, TreeNode};
 
 /// Loader settings, filled by `OpenOptions`.
@@ -53,6 +55,8 @@ pub struct Settings {
     pub allow_executable_stack: bool,
     /// Fault in RELRO pages for writing in one call before relocating.
     pub prefault_relro: bool,
+    /// Open only a library already loaded (`RTLD_NOLOAD`).
+    pub no_load: bool,
 }
 
 impl Default for Settings {
@@ -66,6 +70,7 @@ impl Default for Settings {
             allow_text_relocations: false,
             allow_executable_stack: false,
             prefault_relro: false,
+            no_load: false,
         }
     }
 }
@@ -86,16 +91,34 @@ pub struct Loaded {
     pub host: Arc<HostScope>,
 }
 
-/// Open `path` and everything it needs.
-pub fn open(path: &Path, settings: Settings) -> Result<Loaded> {
+/// What opening a library produced.
+pub enum Opened {
+    /// An object mmld mapped (now or before).
+    Mapped(Loaded),
+    /// The host's own copy.
+    Host(HostRoot),
+}
+
+/// Open `name` (a path, or a name searched as `dlopen` searches it) and
+/// everything it needs.
+pub fn open(name: &Path, settings: Settings) -> Result<Opened> {
     let _guard = LOADER_LOCK.lock();
-    let elf = ElfFile::open(path).at(path, Stage::Read)?;
-    if let Some(existing) = reuse_root(&elf, settings) {
-        tracing::debug!(target: "mmld::libs", path = %path.display(), "already loaded: reusing");
-        return Ok(existing);
-    }
+    let (path, elf) = match root::locate(name, settings)? {
+        Located::Mapped(existing) => return Ok(Opened::Mapped(existing)),
+        Located::Host(h) => return Ok(Opened::Host(h)),
+        Located::File(path, elf) => (path, elf),
+    };
+    let path = path.as_path();
     let mut batch = Batch::new(Mode::Run, settings);
-    batch.add_root(path, elf)?;
+    batch.add_root(path, *elf)?;
+    if let Some(soname) = batch.pending.first().and_then(|p| p.soname.clone())
+        && crate::host::is_glibc_family(&soname)
+    {
+        // A copy of a C-library component under another file name: the
+        // host's own copy serves, and this mapping goes with the batch.
+        drop(batch);
+        return root::glibc_family(Path::new(&soname), settings).map(Opened::Host);
+    }
     batch.resolve_all()?;
     let scope_items = batch.root_scope();
     batch.link_all(&scope_items, LinkMode::Run)?;
@@ -111,17 +134,18 @@ pub fn open(path: &Path, settings: Settings) -> Result<Loaded> {
     let init_order = open_handle(&root, &scope, settings);
     register_exit_handler();
     run_constructors(&init_order, &scope);
-    Ok(Loaded {
+    Ok(Opened::Mapped(Loaded {
         scope,
         root,
         host: Arc::clone(&batch.host),
-    })
+    }))
 }
 
 /// Load and link `path` and its tree without running any of its code.
 pub fn check(path: &Path, settings: Settings) -> Result<CheckReport> {
     let _guard = LOADER_LOCK.lock();
-    let elf = ElfFile::open(path).at(path, Stage::Read)?;
+    let (path, elf) = root::file_for(path)?;
+    let path = path.as_path();
     let mut batch = Batch::new(Mode::Check, settings);
     batch.add_root(path, elf)?;
     batch.resolve_all()?;
@@ -139,7 +163,8 @@ pub fn check(path: &Path, settings: Settings) -> Result<CheckReport> {
 /// libraries are reported in the tree instead of failing.
 pub fn tree(path: &Path) -> Result<(Vec<TreeNode>, Vec<Error>)> {
     let _guard = LOADER_LOCK.lock();
-    let elf = ElfFile::open(path).at(path, Stage::Read)?;
+    let (path, elf) = root::file_for(path)?;
+    let path = path.as_path();
     let mut batch = Batch::new(Mode::Check, Settings::default());
     batch.keep_going = true;
     batch.add_root(path, elf)?;

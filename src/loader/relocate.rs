@@ -112,6 +112,7 @@ impl Batch {
             mapping.seal_relro(relro).at(&p.path, Stage::Map)?;
         }
         let reldeps = self.relocation_dependencies(i, root_scope, &bound, &owners);
+        self.keep_unique_providers(&report.unique_providers, &owners);
         if let Some(p) = self.pending.get_mut(i) {
             p.report = report;
             p.reldeps = reldeps;
@@ -183,6 +184,28 @@ impl Batch {
             }
         }
         out
+    }
+
+    /// The objects whose `STB_GNU_UNIQUE` definitions a relocation just
+    /// made the process's (scope positions in `owners`) are never
+    /// unloaded, as glibc marks them nodelete: the process-wide table
+    /// points into them.
+    fn keep_unique_providers(&mut self, providers: &[usize], owners: &[Option<Resolved>]) {
+        for k in providers {
+            match owners.get(*k) {
+                Some(Some(Resolved::Batch(j))) => {
+                    if let Some(q) = self.pending.get_mut(*j) {
+                        q.unique_bound = true;
+                    }
+                }
+                Some(Some(Resolved::Existing(o))) => {
+                    if let Some(e) = registry::registry().entry_mut(o.id) {
+                        e.nodelete = true;
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     pub(super) fn resolved_name(&self, r: &Resolved) -> String {

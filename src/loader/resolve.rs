@@ -1,12 +1,14 @@
 //! Resolving a needed name: where `libfoo.so.1` is found.
 //!
 //! Owns: for each `DT_NEEDED` entry, in glibc's order: the glibc family and
-//! libraries the host already has (bound to the host's copy), objects mmld
-//! already has (by soname, then by file identity), and otherwise the
-//! library search (`DT_RPATH` chain, `LD_LIBRARY_PATH`, `DT_RUNPATH`,
-//! `ld.so.cache`, default directories; see `search`), skipping files for
-//! another machine as glibc does. Must never: map a file twice (one file,
-//! by device and inode, is one object), or map a glibc-family library.
+//! libraries the host already has under that name (bound to the host's
+//! copy), objects mmld already has (by soname), and otherwise the library
+//! search (`DT_RPATH` chain, `LD_LIBRARY_PATH`, `DT_RUNPATH`, `ld.so.cache`,
+//! default directories; see `search`), skipping files for another machine
+//! as glibc does; the file found is again checked against what mmld, this
+//! load and the host already have. Must never: map a file twice (one file,
+//! by device and inode, is one object, the host's included), or map a
+//! glibc-family library.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use crate::elf::ElfFile;
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::host::{self, HostLibrary};
 use crate::registry;
-use crate::search::{self, SearchRequest};
+use crate::search::{self, Provenance, SearchRequest};
 
 impl Batch {
     /// Breadth-first over `DT_NEEDED`, mapping each new library once.
@@ -119,31 +121,9 @@ impl Batch {
         };
         let candidates = search::candidates(&req, search::system_cache());
         let mut searched = Vec::new();
-        for (candidate, provenance) in candidates {
-            tracing::debug!(target: "mmld::libs", file = %candidate.display(), how = %provenance, "trying");
-            searched.push(candidate.clone());
-            let elf = match ElfFile::open(&candidate) {
-                Ok(elf) => elf,
-                // Like glibc: a missing file or an object for another
-                // machine or class is skipped; the search goes on.
-                Err(
-                    ErrorKind::Io { .. }
-                    | ErrorKind::WrongMachine { .. }
-                    | ErrorKind::Not64Bit { .. }
-                    | ErrorKind::NotLittleEndian { .. }
-                    | ErrorKind::NotRegularFile { .. },
-                ) => continue,
-                Err(kind) => return Err(Error::new(&candidate, Stage::Read, kind)),
-            };
-            if let Some(e) = registry::registry().find_by_file(elf.dev, elf.ino) {
-                return Ok(Resolved::Existing(Arc::clone(&e.object)));
-            }
-            if let Some(j) = self
-                .pending
-                .iter()
-                .position(|p| p.dev == elf.dev && p.ino == elf.ino)
-            {
-                return Ok(Resolved::Batch(j));
+        if let Some((candidate, provenance, elf)) = open_first(candidates, &mut searched)? {
+            if let Some(found) = self.already_loaded(name, &elf) {
+                return Ok(found);
             }
             tracing::debug!(target: "mmld::libs", name, file = %candidate.display(), how = %provenance, needed_by = %requester.0, "found");
             let j = self.map_object(&candidate, elf, Some(from), provenance)?;
@@ -158,6 +138,33 @@ impl Batch {
                 searched,
             },
         ))
+    }
+
+    /// The object already loaded from `elf`'s file (same device and
+    /// inode, whatever path reached it): mmld's, this load's, or the
+    /// host's, which is never mapped a second time.
+    pub(super) fn already_loaded(&mut self, name: &str, elf: &ElfFile) -> Option<Resolved> {
+        if let Some(e) = registry::registry().find_by_file(elf.dev, elf.ino) {
+            return Some(Resolved::Existing(Arc::clone(&e.object)));
+        }
+        if let Some(j) = self
+            .pending
+            .iter()
+            .position(|p| p.dev == elf.dev && p.ino == elf.ino)
+        {
+            return Some(Resolved::Batch(j));
+        }
+        let path = self.host.object_with_file(elf.dev, elf.ino)?.name.clone();
+        let h = match self.hosts.get(&path) {
+            Some(h) => Arc::clone(h),
+            None => {
+                let h = Arc::new(HostLibrary::loaded_from(name, &path)?);
+                self.hosts.insert(path, Arc::clone(&h));
+                h
+            }
+        };
+        tracing::debug!(target: "mmld::libs", name, file = %elf_path(&h), "the host's copy of this file: reusing");
+        Some(Resolved::Host(h))
     }
 
     /// `DT_RPATH`s of the requesting object and of each object that loaded
@@ -175,4 +182,34 @@ impl Batch {
         }
         out
     }
+}
+
+fn elf_path(h: &HostLibrary) -> String {
+    h.path_str().unwrap_or(&h.name).to_string()
+}
+
+/// The first candidate that opens as an object for this machine, as glibc
+/// takes it: a missing file, or one for another machine or class, is
+/// skipped and the search goes on; any other failure ends it. Every path
+/// tried is added to `searched`.
+pub(super) fn open_first(
+    candidates: Vec<(PathBuf, Provenance)>,
+    searched: &mut Vec<PathBuf>,
+) -> Result<Option<(PathBuf, Provenance, ElfFile)>> {
+    for (candidate, provenance) in candidates {
+        tracing::debug!(target: "mmld::libs", file = %candidate.display(), how = %provenance, "trying");
+        searched.push(candidate.clone());
+        match ElfFile::open(&candidate) {
+            Ok(elf) => return Ok(Some((candidate, provenance, elf))),
+            Err(
+                ErrorKind::Io { .. }
+                | ErrorKind::WrongMachine { .. }
+                | ErrorKind::Not64Bit { .. }
+                | ErrorKind::NotLittleEndian { .. }
+                | ErrorKind::NotRegularFile { .. },
+            ) => continue,
+            Err(kind) => return Err(Error::new(&candidate, Stage::Read, kind)),
+        }
+    }
+    Ok(None)
 }

@@ -71,6 +71,9 @@ pub(super) struct Pending {
     /// Records of its dynamic TLS descriptors (kept as long as the object).
     pub(super) descriptors: crate::runtime::tlsdesc::Descriptors,
     pub(super) report: LinkReport,
+    /// A relocation made one of its `STB_GNU_UNIQUE` definitions the
+    /// process's: it stays loaded (glibc marks it nodelete).
+    pub(super) unique_bound: bool,
 }
 
 impl Pending {
@@ -116,21 +119,7 @@ impl Batch {
             mappings: Vec::new(),
             hosts: HashMap::new(),
             host: crate::link::hostscope::host_scope(),
-            // Read per load, as glibc reads it per process: a change to
-            // the environment applies to the next load. `$ORIGIN` in it is
-            // the executable's directory.
-            ld_library_path: if std::env::var_os("LD_LIBRARY_PATH").is_some() {
-                search::ld_library_path_from_env(
-                    std::env::current_exe()
-                        .ok()
-                        .as_deref()
-                        .and_then(Path::parent),
-                )
-            } else {
-                // Unset: nothing to search, and no need to find the
-                // executable for `$ORIGIN` (a readlink per load).
-                Vec::new()
-            },
+            ld_library_path: ld_library_path(),
             keep_going: false,
             missing: Vec::new(),
         }
@@ -157,6 +146,15 @@ impl Batch {
         }
         if !s.allow_executable_stack && elf.plan.stack_executable == Some(true) {
             return Err(Error::new(path, Stage::Read, ErrorKind::ExecutableStack));
+        }
+        // glibc's `dlopen` refuses an executable before running any of its
+        // code; `mmld deps` (like `ldd`) still shows its tree.
+        if elf.dynamic.is_pie() && !self.keep_going {
+            return Err(Error::new(
+                path,
+                Stage::Read,
+                ErrorKind::PositionIndependentExecutable,
+            ));
         }
         if elf.dynamic.textrel {
             // Text relocations would need the text made writable while the
@@ -252,6 +250,7 @@ impl Batch {
             tls: plan_tls.map(|_| TlsModule::reserve()),
             descriptors: Default::default(),
             report: LinkReport::default(),
+            unique_bound: false,
         });
         self.mappings.push(mapping);
         Ok(self.pending.len() - 1)
@@ -271,12 +270,13 @@ impl Batch {
             let fini = crate::runtime::finalizers(&mapping, &p.dynamic).at(&p.path, Stage::Run)?;
             ready.push((p, mapping, fini));
         }
-        let any_unique = ready.iter().any(|(p, _, _)| p.report.unique_bindings > 0);
         let ids: Vec<u64> = ready.iter().map(|_| registry::next_object_id()).collect();
         let mut resolved = Vec::with_capacity(ready.len());
         let mut reldeps: Vec<Vec<u64>> = Vec::with_capacity(ready.len());
         let mut objects = Vec::with_capacity(ready.len());
+        let mut unique_bound = Vec::with_capacity(ready.len());
         for ((p, mapping, fini), id) in ready.into_iter().zip(&ids) {
+            unique_bound.push(p.unique_bound);
             resolved.push(p.deps.clone());
             reldeps.push(
                 p.reldeps
@@ -306,10 +306,11 @@ impl Batch {
             let _ = obj.deps.set(deps);
         }
         let mut reg = registry::registry();
-        for (o, reldeps) in objects.iter().zip(reldeps) {
-            // Like glibc, an object whose STB_GNU_UNIQUE definitions were
-            // bound stays loaded: other objects may use them.
-            let nodelete = o.dynamic.nodelete() || (any_unique && o.symbols.defines_unique());
+        for ((o, reldeps), unique_bound) in objects.iter().zip(reldeps).zip(unique_bound) {
+            // Like glibc, an object whose STB_GNU_UNIQUE definition was
+            // bound stays loaded: other objects may use it. An object that
+            // defines one nobody bound can go.
+            let nodelete = o.dynamic.nodelete() || unique_bound;
             reg.entries.push(Entry {
                 object: Arc::clone(o),
                 open_count: 0,
@@ -326,12 +327,33 @@ impl Batch {
     }
 }
 
-pub(super) fn reuse_root(elf: &ElfFile, settings: Settings) -> Option<Loaded> {
+/// `LD_LIBRARY_PATH`, read per load as glibc reads it per process: a
+/// change to the environment applies to the next load. `$ORIGIN` in it is
+/// the executable's directory.
+pub(super) fn ld_library_path() -> Vec<PathBuf> {
+    if std::env::var_os("LD_LIBRARY_PATH").is_some() {
+        search::ld_library_path_from_env(
+            std::env::current_exe()
+                .ok()
+                .as_deref()
+                .and_then(Path::parent),
+        )
+    } else {
+        // Unset: nothing to search, and no need to find the executable for
+        // `$ORIGIN` (a readlink per load).
+        Vec::new()
+    }
+}
+
+/// One more open handle on the object already loaded from the file
+/// `(dev, ino)`, with `settings` applied to it as `dlopen` applies its
+/// flags to a library it already has.
+pub(super) fn reuse_root(dev: u64, ino: u64, settings: Settings) -> Option<Loaded> {
     let mut reg = registry::registry();
     let entry = reg
         .entries
         .iter_mut()
-        .find(|e| e.object.dev == elf.dev && e.object.ino == elf.ino)?;
+        .find(|e| e.object.dev == dev && e.object.ino == ino)?;
     entry.open_count += 1;
     entry.nodelete |= settings.nodelete;
     let root = Arc::clone(&entry.object);

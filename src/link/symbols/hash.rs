@@ -62,6 +62,17 @@ pub(super) struct GnuHash {
     pub(super) chains_at: u64,
     /// The bucket start whose chain was walked to count the symbols.
     pub(super) last_chain: u32,
+    /// One past the last hashed symbol (`symoffset` when no bucket is
+    /// used: the object exports nothing).
+    pub(super) hashed_end: u32,
+}
+
+impl GnuHash {
+    /// No bucket is used: every symbol lies below `symoffset`, and the
+    /// table says nothing about how many there are.
+    pub(super) fn hashes_nothing(&self) -> bool {
+        self.last_chain == 0
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -236,6 +247,7 @@ pub(super) fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u3
             chains,
             chains_at,
             last_chain: max_start,
+            hashed_end: count,
         },
         count,
     ))

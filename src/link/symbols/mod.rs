@@ -35,6 +35,10 @@ pub const STT_COMMON: u8 = 5;
 pub const STT_TLS: u8 = 6;
 pub const STT_GNU_IFUNC: u8 = 10;
 
+/// `st_other` visibility: defined here, bound here by this object's own
+/// references, but still exported.
+pub const STV_PROTECTED: u8 = 3;
+
 pub const SHN_UNDEF: u16 = 0;
 pub const SHN_ABS: u16 = 0xfff1;
 
@@ -60,6 +64,9 @@ impl Sym {
     }
     pub fn is_defined(&self) -> bool {
         self.shndx != SHN_UNDEF
+    }
+    pub fn visibility(&self) -> u8 {
+        self.other & 3
     }
 }
 
@@ -147,7 +154,10 @@ impl SymbolTable {
         }
         let mut count = table.sysv.map(|s| (s.chains.len() / 4) as u32);
         if let Some(addr) = dynamic.gnu_hash {
-            let (gnu, gnu_count) = parse_gnu(mapping, addr)?;
+            let (gnu, mut gnu_count) = parse_gnu(mapping, addr)?;
+            if gnu.hashes_nothing() && count.is_none() {
+                gnu_count = gnu_count.max(unhashed_symbol_count(mapping, dynamic, symtab_addr));
+            }
             table.gnu = Some(gnu);
             count = Some(count.map_or(gnu_count, |c| c.max(gnu_count)));
         }
@@ -191,7 +201,7 @@ impl SymbolTable {
     /// stores them, low bit aside), or `None` without a GNU hash table.
     pub fn gnu_hashes(&self) -> Option<impl Iterator<Item = u32> + '_> {
         let g = self.gnu.as_ref()?;
-        let n = self.count.saturating_sub(g.symoffset) as usize;
+        let n = g.hashed_end.saturating_sub(g.symoffset) as usize;
         Some((0..n).filter_map(move |i| u32_at(&g.chains, i).map(|h| h & !1)))
     }
 
@@ -446,6 +456,36 @@ impl SymbolTable {
     }
 }
 
+/// How many entries `.dynsym` has when the GNU hash table hashes none (an
+/// object that exports nothing: a plugin that registers itself from a
+/// constructor). The linker then sets `symoffset` to 1 whatever the count,
+/// so the count comes from the layout instead: `.dynsym` ends where the
+/// next table the dynamic section names begins (ld puts `.dynstr` right
+/// after it), and never past the file-backed part of its segment. An upper
+/// bound in any layout, exact in the linkers' own.
+fn unhashed_symbol_count(mapping: &Mapping, dynamic: &DynamicInfo, symtab: u64) -> u32 {
+    let segment_end = mapping
+        .segment_containing(symtab, 1)
+        .map_or(symtab, |s| s.plan.file_end_vaddr());
+    let starts = [
+        dynamic.strtab.map(|r| r.vaddr),
+        dynamic.versym,
+        dynamic.verdef.map(|v| v.0),
+        dynamic.verneed.map(|v| v.0),
+        dynamic.gnu_hash,
+        dynamic.hash,
+        dynamic.rela.map(|r| r.vaddr),
+        dynamic.jmprel.map(|r| r.vaddr),
+        dynamic.relr.map(|r| r.vaddr),
+    ];
+    let end = starts
+        .into_iter()
+        .flatten()
+        .filter(|&a| a > symtab)
+        .fold(segment_end, u64::min);
+    u32::try_from(end.saturating_sub(symtab) / SYM_SIZE as u64).unwrap_or(u32::MAX)
+}
+
 /// The GNU chain array must be as long as the symbol table says and lie
 /// apart from every other table. Checked before reading tables sized by
 /// `count`: a runaway chain makes `count` wrong, and that is the error to
@@ -459,8 +499,9 @@ fn check_gnu_chains(
 ) -> KindResult<()> {
     let sym_bytes = u64::from(count) * SYM_SIZE as u64;
     let versym_len = u64::from(count) * 2;
-    // The chain array covers symbols symoffset..count.
-    let n = u64::from(count.saturating_sub(g.symoffset)) * 4;
+    // The chain array covers the hashed symbols, symoffset..hashed_end
+    // (none at all when the object exports nothing).
+    let n = u64::from(g.hashed_end.min(count).saturating_sub(g.symoffset)) * 4;
     if (g.chains.len() as u64) < n {
         return Err(malformed(
             "DT_GNU_HASH",

@@ -5,10 +5,10 @@
 //! can outlive the `Library` it came from (except what `get` returns, which
 //! is the caller's `unsafe` promise, as in `libloading`).
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::marker::PhantomData;
 use std::ops::Deref;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -17,61 +17,18 @@ use crate::host::HostLibrary;
 use crate::link::hostscope::HostScope;
 use crate::link::index::{Answer, ScopeIndex};
 use crate::link::symbols::{self, Request};
-use crate::loader::{self, Loaded, Settings};
+use crate::loader::{self, HostRoot, Loaded, Opened, Settings};
 use crate::map::Strategy;
 use crate::object::{LoadedObject, ScopeItem};
 
-/// A name for a symbol: `&str`, `&[u8]`, `&CStr`, `String`, `CString`. A
-/// trailing NUL is accepted and ignored; an inner NUL is an error.
-pub trait SymbolName {
-    fn symbol_bytes(&self) -> &[u8];
-}
+mod global;
+mod names;
+mod view;
 
-impl SymbolName for str {
-    fn symbol_bytes(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-impl SymbolName for [u8] {
-    fn symbol_bytes(&self) -> &[u8] {
-        self
-    }
-}
-impl SymbolName for CStr {
-    fn symbol_bytes(&self) -> &[u8] {
-        self.to_bytes()
-    }
-}
-impl SymbolName for String {
-    fn symbol_bytes(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-impl SymbolName for CString {
-    fn symbol_bytes(&self) -> &[u8] {
-        self.as_bytes()
-    }
-}
-impl<const N: usize> SymbolName for [u8; N] {
-    fn symbol_bytes(&self) -> &[u8] {
-        self
-    }
-}
-impl<T: SymbolName + ?Sized> SymbolName for &T {
-    fn symbol_bytes(&self) -> &[u8] {
-        (**self).symbol_bytes()
-    }
-}
-
-fn clean_name(raw: &[u8]) -> std::result::Result<&[u8], ErrorKind> {
-    let name = raw.strip_suffix(&[0]).unwrap_or(raw);
-    if crate::bytes::has_nul(name) {
-        return Err(ErrorKind::InvalidSymbolName {
-            name: String::from_utf8_lossy(raw).into_owned(),
-        });
-    }
-    Ok(name)
-}
+pub use global::lookup_default;
+pub use names::SymbolName;
+use names::clean_name;
+pub use view::{ObjectView, SegmentView};
 
 /// The kind of a symbol, from its ELF type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,13 +146,36 @@ impl OpenOptions {
         self
     }
 
+    /// Open the library only if it is already loaded, by mmld or by the
+    /// host (like `RTLD_NOLOAD`); otherwise fail with
+    /// [`ErrorKind::NotLoaded`]. The other options still apply to it, as
+    /// `dlopen` applies `RTLD_GLOBAL` or `RTLD_NODELETE` with `RTLD_NOLOAD`.
+    pub fn no_load(&mut self, yes: bool) -> &mut Self {
+        self.settings.no_load = yes;
+        self
+    }
+
     /// Load `path` and its dependencies, and run their constructors.
+    ///
+    /// A name without `/` is searched as `dlopen` searches it (objects
+    /// already loaded under that name, then the executable's `DT_RPATH`,
+    /// `LD_LIBRARY_PATH`, the executable's `DT_RUNPATH`, `/etc/ld.so.cache`
+    /// and the default directories); a name with `/` is a path. A file the
+    /// host already has loaded (same device and inode), and every library
+    /// of the C library's family, is the host's copy: nothing is mapped,
+    /// lookups go to that copy, and dropping the `Library` unmaps nothing.
     ///
     /// # Safety
     /// Loading a library runs its code (constructors, IFUNC resolvers),
     /// which can do anything.
     pub unsafe fn open(&self, path: impl AsRef<Path>) -> Result<Library> {
-        let Loaded { root, scope, host } = loader::open(path.as_ref(), self.settings)?;
+        let Loaded { root, scope, host } = match loader::open(path.as_ref(), self.settings)? {
+            Opened::Mapped(loaded) => loaded,
+            Opened::Host(h) => {
+                let path = h.path.clone();
+                return Ok(Library::outside(Root::Host(Box::new(h)), &path));
+            }
+        };
         let root_path = root.path.clone();
         let host_tables = scope
             .iter()
@@ -205,7 +185,7 @@ impl OpenOptions {
             })
             .collect();
         let mut library = Library {
-            root,
+            root: Root::Mapped(root),
             scope,
             host,
             host_tables,
@@ -229,7 +209,8 @@ impl OpenOptions {
 /// A loaded library. Dropping it unloads the library and every dependency
 /// no other library needs.
 pub struct Library {
-    root: Arc<LoadedObject>,
+    root: Root,
+    /// The local scope of a library mmld mapped (empty otherwise).
     scope: Vec<ScopeItem>,
     /// The host's objects as of the load, for lookups in host dependencies.
     host: Arc<HostScope>,
@@ -244,6 +225,17 @@ pub struct Library {
     file: &'static Path,
 }
 
+/// What a [`Library`] stands for.
+enum Root {
+    /// An object mmld mapped.
+    Mapped(Arc<LoadedObject>),
+    /// A library the host already had: lookups are glibc's `dlsym` on it.
+    Host(Box<HostRoot>),
+    /// [`Library::this`]: the program and the global scope (its path is
+    /// `Library::file`).
+    Process(Box<(u64, u64)>),
+}
+
 /// Where a lookup found its symbol.
 enum Found<'a> {
     Mapped(&'a LoadedObject, u32, symbols::Sym),
@@ -253,8 +245,8 @@ enum Found<'a> {
 impl std::fmt::Debug for Library {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Library")
-            .field("path", &self.root.path)
-            .field("base", &format_args!("{:#x}", self.root.mapping.base()))
+            .field("path", &self.path())
+            .field("base", &format_args!("{:#x}", self.base_address()))
             .finish()
     }
 }
@@ -278,6 +270,11 @@ impl Library {
     /// pointer to data), as with `libloading`.
     pub unsafe fn get<T: Copy>(&self, name: &(impl SymbolName + ?Sized)) -> Result<Symbol<'_, T>> {
         let raw = name.symbol_bytes();
+        if !matches!(self.root, Root::Mapped(_)) {
+            let found = self.lookup_outside(raw, None)?;
+            // SAFETY: forwarded to the caller.
+            return unsafe { self.make_symbol(found.address) };
+        }
         if let Some(index) = self.index() {
             let bare = raw.strip_suffix(&[0]).unwrap_or(raw);
             match index.find(bare) {
@@ -302,6 +299,11 @@ impl Library {
         name: &(impl SymbolName + ?Sized),
         version: &str,
     ) -> Result<Symbol<'_, T>> {
+        if !matches!(self.root, Root::Mapped(_)) {
+            let found = self.lookup_outside(name.symbol_bytes(), Some(version.as_bytes()))?;
+            // SAFETY: forwarded to the caller.
+            return unsafe { self.make_symbol(found.address) };
+        }
         let found = self.find(name.symbol_bytes(), Some(version.as_bytes()))?;
         // SAFETY: forwarded to the caller.
         unsafe { self.make_symbol(self.address(&found)) }
@@ -333,7 +335,7 @@ impl Library {
     }
 
     fn error(&self, stage: Stage, kind: ErrorKind) -> Error {
-        Error::new(&self.root.path, stage, kind)
+        Error::new(self.file, stage, kind)
     }
 
     /// The scope index, once this library has served enough lookups for
@@ -457,26 +459,14 @@ impl Library {
     fn address(&self, found: &Found<'_>) -> u64 {
         match found {
             Found::Host(_, addr) => *addr,
-            Found::Mapped(obj, _, sym) => match sym.kind() {
-                symbols::STT_GNU_IFUNC
-                    if obj.mapping.executable_at(sym.value) && obj.is_initialized() =>
-                {
-                    // SAFETY: the resolver is in an executable segment of a
-                    // loaded, relocated object that `self` keeps alive.
-                    unsafe {
-                        crate::runtime::call::ifunc_resolver(obj.mapping.address_of(sym.value))
-                    }
-                }
-                symbols::STT_TLS => obj.tls.as_ref().map_or(0, |t| {
-                    crate::runtime::tls::address_in_this_thread(t.id, sym.value)
-                }),
-                _ if sym.shndx == symbols::SHN_ABS => sym.value,
-                _ => obj.mapping.address_of(sym.value),
-            },
+            Found::Mapped(obj, _, sym) => definition_address(obj, sym),
         }
     }
 
     fn lookup(&self, raw: &[u8], version: Option<&[u8]>) -> Result<SymbolInfo> {
+        if !matches!(self.root, Root::Mapped(_)) {
+            return self.lookup_outside(raw, version);
+        }
         let found = self.find(raw, version)?;
         Ok(match &found {
             Found::Mapped(obj, index, sym) => {
@@ -500,27 +490,7 @@ impl Library {
         sym: symbols::Sym,
         address: u64,
     ) -> SymbolInfo {
-        let kind = match sym.kind() {
-            symbols::STT_FUNC => SymbolKind::Function,
-            symbols::STT_GNU_IFUNC => SymbolKind::IndirectFunction,
-            symbols::STT_OBJECT | symbols::STT_COMMON => SymbolKind::Object,
-            symbols::STT_TLS => SymbolKind::ThreadLocal,
-            _ => SymbolKind::Other,
-        };
-        let in_code = obj.mapping.executable_at(sym.value);
-        let version = obj
-            .symbols
-            .defined_version(index)
-            .and_then(|(v, _)| obj.symbols.string(u64::from(v.name)).ok())
-            .map(|b| String::from_utf8_lossy(b).into_owned());
-        SymbolInfo {
-            address,
-            size: sym.size,
-            kind,
-            object: obj.name.clone(),
-            in_code,
-            version,
-        }
+        describe_definition(obj, index, sym, address)
     }
 
     /// How many names the scope index holds, once it is built (`None`
@@ -536,22 +506,38 @@ impl Library {
 
     /// The file the library was loaded from.
     pub fn path(&self) -> &Path {
-        &self.root.path
+        match &self.root {
+            Root::Mapped(o) => &o.path,
+            Root::Host(h) => &h.path,
+            Root::Process(_) => self.file,
+        }
     }
 
     /// `DT_SONAME`, if any.
     pub fn soname(&self) -> Option<&str> {
-        self.root.soname.as_deref()
+        match &self.root {
+            Root::Mapped(o) => o.soname.as_deref(),
+            Root::Host(h) => h.soname.as_deref(),
+            Root::Process(_) => None,
+        }
     }
 
     /// Lowest address of the library's span.
     pub fn base_address(&self) -> u64 {
-        self.root.mapping.base()
+        match &self.root {
+            Root::Mapped(o) => o.mapping.base(),
+            Root::Host(h) => h.base,
+            Root::Process(program) => program.1,
+        }
     }
 
     /// Difference between process addresses and the file's virtual addresses.
     pub fn load_bias(&self) -> u64 {
-        self.root.mapping.bias()
+        match &self.root {
+            Root::Mapped(o) => o.mapping.bias(),
+            Root::Host(h) => h.bias,
+            Root::Process(program) => program.0,
+        }
     }
 
     /// The library and its dependencies that mmld mapped, in scope order.
@@ -565,8 +551,12 @@ impl Library {
             .collect()
     }
 
-    /// Names of dependencies the host provides.
+    /// Names of dependencies the host provides (for a library that is the
+    /// host's own copy, that library).
     pub fn host_dependencies(&self) -> Vec<String> {
+        if let Root::Host(h) = &self.root {
+            return vec![h.lib.name.clone()];
+        }
         self.scope
             .iter()
             .filter_map(|s| match s {
@@ -582,73 +572,56 @@ impl Library {
 
 impl Drop for Library {
     fn drop(&mut self) {
-        loader::close(&self.root);
+        // A host library's reference goes with `root`; mmld mapped nothing.
+        if let Root::Mapped(o) = &self.root {
+            loader::close(o);
+        }
     }
 }
 
-/// A read-only description of one mapped object, for tools and tests.
-#[derive(Debug, Clone)]
-pub struct ObjectView {
-    pub name: String,
-    pub path: PathBuf,
-    pub base: u64,
-    pub size: u64,
-    pub bias: u64,
-    /// `(vaddr, memsz, filesz, offset, flags)` per `PT_LOAD`, file addresses.
-    pub segments: Vec<SegmentView>,
-    /// Process address range made read-only after relocation.
-    pub relro: Option<(u64, u64)>,
-    pub relocations: Vec<(String, usize)>,
-    pub relr_addresses: usize,
-    pub ifunc_calls: usize,
-    /// Its `.eh_frame` is registered with the host's unwinder.
-    pub unwind_registered: bool,
+/// What a lookup that found `sym` (entry `index` of `obj`) reports.
+fn describe_definition(
+    obj: &LoadedObject,
+    index: u32,
+    sym: symbols::Sym,
+    address: u64,
+) -> SymbolInfo {
+    let kind = match sym.kind() {
+        symbols::STT_FUNC => SymbolKind::Function,
+        symbols::STT_GNU_IFUNC => SymbolKind::IndirectFunction,
+        symbols::STT_OBJECT | symbols::STT_COMMON => SymbolKind::Object,
+        symbols::STT_TLS => SymbolKind::ThreadLocal,
+        _ => SymbolKind::Other,
+    };
+    let in_code = obj.mapping.executable_at(sym.value);
+    let version = obj
+        .symbols
+        .defined_version(index)
+        .and_then(|(v, _)| obj.symbols.string(u64::from(v.name)).ok())
+        .map(|b| String::from_utf8_lossy(b).into_owned());
+    SymbolInfo {
+        address,
+        size: sym.size,
+        kind,
+        object: obj.name.clone(),
+        in_code,
+        version,
+    }
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct SegmentView {
-    pub vaddr: u64,
-    pub memsz: u64,
-    pub filesz: u64,
-    pub offset: u64,
-    pub flags: u32,
-}
-
-impl ObjectView {
-    fn of(o: &LoadedObject) -> ObjectView {
-        let mut relocations: Vec<(String, usize)> = o
-            .link_report
-            .by_type
-            .iter()
-            .map(|(t, n)| (crate::arch::current::relocation_name(t).to_string(), n))
-            .collect();
-        relocations.sort();
-        ObjectView {
-            name: o.name.clone(),
-            path: o.path.clone(),
-            base: o.mapping.base(),
-            size: o.mapping.len() as u64,
-            bias: o.mapping.bias(),
-            segments: o
-                .plan
-                .segments
-                .iter()
-                .map(|s| SegmentView {
-                    vaddr: s.vaddr,
-                    memsz: s.memsz,
-                    filesz: s.filesz,
-                    offset: s.offset,
-                    flags: s.flags,
-                })
-                .collect(),
-            relro: o
-                .mapping
-                .sealed_range()
-                .map(|(s, e)| (o.mapping.address_of(s), o.mapping.address_of(e))),
-            relocations,
-            relr_addresses: o.link_report.relr_addresses,
-            ifunc_calls: o.link_report.ifunc_calls,
-            unwind_registered: o.has_unwind_tables(),
+/// The address a lookup of `sym` in `obj` yields, as `dlsym` would return
+/// it: IFUNCs resolved, thread-local variables for the calling thread.
+fn definition_address(obj: &LoadedObject, sym: &symbols::Sym) -> u64 {
+    match sym.kind() {
+        symbols::STT_GNU_IFUNC if obj.mapping.executable_at(sym.value) && obj.is_initialized() => {
+            // SAFETY: the resolver is in an executable segment of a loaded,
+            // relocated object that the caller keeps alive.
+            unsafe { crate::runtime::call::ifunc_resolver(obj.mapping.address_of(sym.value)) }
         }
+        symbols::STT_TLS => obj.tls.as_ref().map_or(0, |t| {
+            crate::runtime::tls::address_in_this_thread(t.id, sym.value)
+        }),
+        _ if sym.shndx == symbols::SHN_ABS => sym.value,
+        _ => obj.mapping.address_of(sym.value),
     }
 }
