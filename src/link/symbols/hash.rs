@@ -30,9 +30,10 @@ pub fn gnu_hash(name: &[u8]) -> u32 {
                 .wrapping_add(u32::from(d));
         }
     }
-    chunks.remainder().iter().fold(h, |h, &c| {
-        h.wrapping_mul(P1).wrapping_add(u32::from(c))
-    })
+    chunks
+        .remainder()
+        .iter()
+        .fold(h, |h, &c| h.wrapping_mul(P1).wrapping_add(u32::from(c)))
 }
 
 /// The System V ELF hash function.
