@@ -33,9 +33,8 @@ impl RelocWriter<'_> {
     /// not all inside writable memory of the mapping.
     #[inline]
     pub fn write_u64(&mut self, vaddr: u64, value: u64) -> bool {
-        if !(vaddr >= self.lo && vaddr.checked_add(8).is_some_and(|e| e <= self.hi))
-            && !self.refill(vaddr)
-        {
+        let inside = vaddr >= self.lo && vaddr.checked_add(8).is_some_and(|e| e <= self.hi);
+        if !inside && !self.refill(vaddr) {
             return false;
         }
         // SAFETY: `lo..hi` lies inside one mapped segment whose protection

@@ -10,9 +10,9 @@ use crate::error::{ErrorKind, KindResult};
 use crate::map::{Mapping, RoBytes};
 
 /// The GNU hash function (Bernstein's, as binutils uses it): `h * 33 + c`
-/// per byte. Four bytes per step, `h * 33^4 + a * 33^3 + b * 33^2 + c * 33
-/// + d` (the same value, wrapping), so the multiplications do not wait on
-/// each other: every binding of a load hashes its name.
+/// per byte. Four bytes per step, `h * 33^4 + a * 33^3 + b * 33^2 +
+/// c * 33 + d` (the same value, wrapping), so the multiplications do not
+/// wait on each other: every binding of a load hashes its name.
 pub fn gnu_hash(name: &[u8]) -> u32 {
     const P1: u32 = 33;
     const P2: u32 = P1 * P1;

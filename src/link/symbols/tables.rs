@@ -119,31 +119,6 @@ pub(super) fn nul_position(bytes: &[u8]) -> Option<usize> {
         .map(|i| at + i)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::nul_position;
-
-    #[test]
-    fn nul_position_agrees_with_a_byte_search() {
-        let mut bytes: Vec<u8> = (1..=40u8).map(|b| b.wrapping_mul(37) | 1).collect();
-        bytes.extend_from_slice(&[0x80, 0x01, 0xff, 0x00, 0x80]);
-        for start in 0..bytes.len() {
-            for end in start..=bytes.len() {
-                let s = &bytes[start..end];
-                assert_eq!(
-                    nul_position(s),
-                    s.iter().position(|&c| c == 0),
-                    "{start}..{end}"
-                );
-            }
-        }
-        // A zero right after bytes 0x01 (where the subtraction borrows).
-        let s = [0x01, 0x01, 0x00, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01];
-        assert_eq!(nul_position(&s), Some(2));
-        assert_eq!(nul_position(&[0x00; 9]), Some(0));
-    }
-}
-
 /// Reads of the small entries of a linked table (`DT_VERDEF`,
 /// `DT_VERNEED`): the first read checks its entry as [`table_bytes`] does
 /// and keeps the rest of that segment's file-backed bytes, so later entries
@@ -194,5 +169,30 @@ impl<'m> EntryReader<'m> {
             self.bytes = rest;
         }
         Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nul_position;
+
+    #[test]
+    fn nul_position_agrees_with_a_byte_search() {
+        let mut bytes: Vec<u8> = (1..=40u8).map(|b| b.wrapping_mul(37) | 1).collect();
+        bytes.extend_from_slice(&[0x80, 0x01, 0xff, 0x00, 0x80]);
+        for start in 0..bytes.len() {
+            for end in start..=bytes.len() {
+                let s = &bytes[start..end];
+                assert_eq!(
+                    nul_position(s),
+                    s.iter().position(|&c| c == 0),
+                    "{start}..{end}"
+                );
+            }
+        }
+        // A zero right after bytes 0x01 (where the subtraction borrows).
+        let s = [0x01, 0x01, 0x00, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01];
+        assert_eq!(nul_position(&s), Some(2));
+        assert_eq!(nul_position(&[0x00; 9]), Some(0));
     }
 }
