@@ -95,6 +95,33 @@ const TEST_LIBS: &[TestLib] = &[
         extra_inputs: &[],
         extra_flags: &["-Wl,-z,undefs"],
     },
+    // Lazy calls (testlibs/README.md): -z lazy (after COMMON_FLAGS' -z now)
+    // leaves DF_BIND_NOW out, so RTLD_LAZY applies to them.
+    TestLib {
+        output: "lazy/liblazy.so",
+        sources: &["lazy/lazy.c"],
+        extra_inputs: &[],
+        extra_flags: &["-Wl,-z,lazy", "-Wl,-z,undefs"],
+    },
+    TestLib {
+        output: "lazy/liblazydef.so",
+        sources: &["lazy/lazydef.c"],
+        extra_inputs: &[],
+        extra_flags: &["-Wl,-z,lazy"],
+    },
+    TestLib {
+        output: "lazy/liblazydata.so",
+        sources: &["lazy/lazydata.c"],
+        extra_inputs: &[],
+        extra_flags: &["-Wl,-z,lazy", "-Wl,-z,undefs"],
+    },
+    // Exit order and the exit race (tests/exit.rs).
+    TestLib {
+        output: "exit/libexitplugin.so",
+        sources: &["exit/exitplugin.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
     // Hostile-input issue: a constructor that calls back into the host
     // (address in MMLD_REENTRANT_CALLBACK), which loads another library.
     TestLib {

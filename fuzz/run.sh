@@ -18,8 +18,10 @@ cargo build --release --quiet
 corpus=fuzz/corpus/check_image
 mkdir -p "$corpus"
 # Seeds are copied, never committed: small real libraries of every flavour
-# (GNU and SysV hash, RELR, versions, IFUNC, TLS) plus some system ones.
+# (GNU and SysV hash, RELR, versions, IFUNC, TLS) plus some system ones,
+# among them a large one (libsqlite3, 1.4 MB: hence -max_len).
 for f in testlibs/*.so \
+    /usr/lib/x86_64-linux-gnu/libsqlite3.so.0 \
     /usr/lib/x86_64-linux-gnu/libz.so.1 \
     /usr/lib/x86_64-linux-gnu/libpng16.so.16 \
     /usr/lib/x86_64-linux-gnu/libssh2.so.1 \
@@ -32,5 +34,5 @@ done
 # -max_len: the largest seed; -rss_limit_mb: catch runaway allocations;
 # -timeout: catch hangs (one input must never take seconds).
 RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz check_image "$corpus" -- \
-    -max_total_time="$seconds" -max_len=1048576 -rss_limit_mb=2048 -timeout=10 \
+    -max_total_time="$seconds" -max_len=2097152 -rss_limit_mb=2048 -timeout=10 \
     -print_final_stats=1

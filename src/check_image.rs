@@ -82,6 +82,7 @@ pub fn check_image(bytes: &[u8]) -> Result<CheckSummary> {
         dynamic: &dynamic,
         symbols: &symbols,
         tls_module,
+        lazy: None,
         tls: crate::link::tls::TlsLink::new(None, plan.tls, &mut descriptors),
     };
     let host = crate::link::hostscope::host_scope();

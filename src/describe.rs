@@ -2,7 +2,9 @@
 //!
 //! Owns: gathering what `readelf -d -l` would show (segments, dynamic
 //! entries, relocation counts, symbol and version counts) from an inert
-//! mapping. Must never: relocate, run code, or map anything executable.
+//! copy of the file in memory mmld owns (a file mapping would fault if the
+//! file were truncated meanwhile). Must never: relocate, run code, or map
+//! anything executable.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +13,7 @@ use crate::arch::current as arch;
 use crate::elf::{DynamicInfo, ElfFile, LoadPlan};
 use crate::error::{AttachContext, Result, Stage};
 use crate::link::symbols::{self, SymbolTable};
-use crate::map::{Mapping, Protection, Strategy};
+use crate::map::Mapping;
 
 /// Everything `mmld info` prints.
 #[derive(Debug, Clone)]
@@ -41,8 +43,9 @@ pub struct Description {
 /// Describe the file at `path` without running any of it.
 pub fn describe(path: &Path) -> Result<Description> {
     let elf = ElfFile::open(path).at(path, Stage::Read)?;
-    let mapping = Mapping::map(&elf.file, &elf.plan, Strategy::Mmap, Protection::Inert)
-        .at(path, Stage::Map)?;
+    let mapping =
+        Mapping::copy_for_inspection(&elf.file, &elf.plan, &elf.dynamic).at(path, Stage::Map)?;
+    crate::link::check_relocation_count(&elf.dynamic).at(path, Stage::Link)?;
     let table = SymbolTable::new(&mapping, &elf.dynamic).at(path, Stage::Link)?;
     let string = |o: u64| -> Result<String> {
         table

@@ -358,6 +358,16 @@ pub enum ErrorKind {
     },
     #[error("no symbol hash table (neither DT_GNU_HASH nor DT_HASH)")]
     NoHashTable,
+    #[error("symbol {name} is defined at {value:#x}, outside every PT_LOAD segment of its object")]
+    SymbolOutsideObject { name: String, value: u64 },
+    #[error(
+        "{what} has {count} entries, more than the {limit} mmld accepts (no real library comes near)"
+    )]
+    LimitExceeded {
+        what: &'static str,
+        count: u64,
+        limit: u64,
+    },
     #[error(
         "relocation {index} in {table} at offset {offset:#x} refers to symbol index {symbol}, but .dynsym has {count} entries"
     )]

@@ -141,8 +141,32 @@ impl Drop for HostLibrary {
 
 /// Look `name` up in the host's global scope (the executable, its
 /// libraries, and `RTLD_GLOBAL` libraries), as a relocation would.
+///
+/// Asked through the main program's handle, not `RTLD_DEFAULT`: glibc
+/// searches the same global scope for both, but a hit through
+/// `RTLD_DEFAULT` records a dependency of the caller (the executable, which
+/// never unloads) on the defining library and so makes that library
+/// impossible to unload for the rest of the process. mmld keeps what it
+/// binds to alive with its own references instead (`hostref`).
 pub fn global_symbol(name: &CStr, version: Option<&CStr>) -> Option<u64> {
-    dl_lookup(libc::RTLD_DEFAULT, name, version)
+    dl_lookup(main_program_handle()?, name, version)
+}
+
+/// glibc's handle for the main program, whose `dlsym` searches the global
+/// scope (the main program's search list, extended by `RTLD_GLOBAL` loads).
+fn main_program_handle() -> Option<*mut libc::c_void> {
+    struct Handle(*mut libc::c_void);
+    // SAFETY: an opaque token glibc accepts from any thread.
+    unsafe impl Send for Handle {}
+    // SAFETY: as above; never dereferenced.
+    unsafe impl Sync for Handle {}
+    static MAIN: std::sync::OnceLock<Handle> = std::sync::OnceLock::new();
+    let h = MAIN.get_or_init(|| {
+        // SAFETY: dlopen(NULL) returns the main program's handle; it loads
+        // nothing. The reference is kept for the life of the process.
+        Handle(unsafe { libc::dlopen(std::ptr::null(), libc::RTLD_NOW) })
+    });
+    (!h.0.is_null()).then_some(h.0)
 }
 
 fn dl_lookup(handle: *mut libc::c_void, name: &CStr, version: Option<&CStr>) -> Option<u64> {

@@ -10,7 +10,9 @@ use clap::Parser;
 use cli::{Cli, Command, call};
 
 fn init_tracing(flag: bool) {
-    let spec = std::env::var("MMLD_TRACE").ok();
+    // Nothing from the environment in a setuid or setgid process.
+    let spec =
+        mmld::search::secure::env_var_os("MMLD_TRACE").map(|v| v.to_string_lossy().into_owned());
     let filter = match (flag, spec.as_deref()) {
         (true, _) | (_, Some("all" | "1")) => "mmld=debug".to_string(),
         (false, Some(list)) if !list.is_empty() => list

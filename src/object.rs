@@ -14,6 +14,7 @@ use crate::host::HostLibrary;
 use crate::link::symbols::{Request, Sym, SymbolTable};
 use crate::link::{LinkReport, Provider};
 use crate::map::Mapping;
+use crate::runtime::lazy::LazyStubs;
 use crate::runtime::tls::TlsModule;
 use crate::runtime::unwind::FrameRegistration;
 use crate::search::Provenance;
@@ -40,6 +41,9 @@ pub struct LoadedObject {
     /// Unique for the life of the process.
     pub id: u64,
     pub path: PathBuf,
+    /// The path as the loader was given it, relative or not (glibc's
+    /// `l_name`): what error messages at run time name.
+    pub opened_as: PathBuf,
     /// `DT_SONAME` if present, otherwise the file name.
     pub name: String,
     pub soname: Option<String>,
@@ -66,8 +70,12 @@ pub struct LoadedObject {
     /// The object's TLS module, unregistered (and every thread's block
     /// freed) when the object is dropped.
     pub tls: Option<TlsModule>,
+    /// Stubs of PLT slots bound on first call; freed with the object.
+    pub lazy: LazyStubs,
     /// Records its TLS descriptors point to: they die with the object.
     pub _descriptors: crate::runtime::tlsdesc::Descriptors,
+    /// Host objects its relocations bound to, kept loaded while it lives.
+    pub host_holds: Vec<Arc<crate::link::hostref::HostRef>>,
     /// Unwind tables registered with libgcc; deregistered before unmapping.
     pub frames: Option<FrameRegistration>,
     /// Kept last: dropped after everything that points into it.

@@ -45,21 +45,6 @@ impl LoaderLock {
         }
     }
 
-    /// Take the lock only if no other thread holds it.
-    pub fn try_lock(&self) -> Option<LoaderGuard<'_>> {
-        let me = thread::current().id();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        match state.owner {
-            None => {
-                state.owner = Some(me);
-                state.depth = 1;
-            }
-            Some(owner) if owner == me => state.depth += 1,
-            Some(_) => return None,
-        }
-        Some(LoaderGuard { lock: self })
-    }
-
     pub fn lock(&self) -> LoaderGuard<'_> {
         let me = thread::current().id();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -15,6 +15,7 @@
  *   same:N:M      print "same:N:M=yes" if both handles are one object
  *   snapshot      remember /proc/self/maps, without the [heap] line
  *                 (malloc may grow the heap; nothing else may change)
+ *   exit          exit(0) with every open handle still open
  *   unchanged     print "unchanged=yes" if /proc/self/maps is what
  *                 snapshot saw, else "unchanged=no" and the new maps
  *   default:SYM   print "default:SYM=found" if dlsym(RTLD_DEFAULT, SYM)
@@ -249,6 +250,8 @@ int main(int argc, char **argv)
                 printf("unchanged=no\n%s", now);
             }
             free(now);
+        } else if (strcmp(verb, "exit") == 0) {
+            exit(0);
         } else if (strcmp(verb, "default") == 0 || strcmp(verb, "this") == 0) {
             char *name = strtok(NULL, ":");
             void *scope = strcmp(verb, "default") == 0 ? RTLD_DEFAULT : dlopen(NULL, RTLD_NOW);

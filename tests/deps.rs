@@ -281,6 +281,8 @@ fn replay(steps: &[&str]) {
                 say(format!("object:{}:{}={base}", arg(1), arg(2)));
             }
             "snapshot" => snapshot = Some(maps_without_heap()),
+            // Every handle stays open: destructors run at exit.
+            "exit" => std::process::exit(0),
             "unchanged" => {
                 let now = maps_without_heap();
                 if snapshot.as_deref() == Some(now.as_str()) {
@@ -326,6 +328,38 @@ const LOG: &str = "open:testlibs/liborderlog.so";
 
 // ---------------------------------------------------------------------------
 // Constructor and destructor order.
+
+#[test]
+fn destructors_at_exit_run_in_glibcs_order() {
+    // Libraries still open when the process exits: glibc's _dl_fini sorts
+    // every loaded object and finalises the executable first; mmld's block
+    // must come out in the same order as glibc's dlopened libraries.
+    // liborderlog, which everything needs, goes last and writes the log.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let steps = [
+        LOG,
+        "open:testlibs/diamond/libdtop.so",
+        "open:testlibs/cycle/libcyca.so",
+        "open:testlibs/rpath/libchaintop.so",
+        "clear:0",
+        "exit",
+    ];
+    let logged = |who: &str| {
+        let path = dir.path().join(who);
+        let env = [("MMLD_ORDERLOG_EXIT", path.to_str().expect("UTF-8 path"))];
+        match who {
+            "glibc" => replay_glibc(&steps, &env),
+            _ => replay_mmld(&steps, &env),
+        };
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{who} wrote no log: {e}"))
+    };
+    let glibc = logged("glibc");
+    assert!(
+        glibc.contains("fini:top") && glibc.contains("fini:cyca"),
+        "{glibc}"
+    );
+    assert_eq!(logged("mmld"), glibc);
+}
 
 #[test]
 fn diamond_runs_constructors_and_destructors_in_glibc_order() {

@@ -1459,9 +1459,27 @@ const INTERESTING: [u64; 10] = [
     u64::MAX,
 ];
 
+/// How thoroughly to mutate one library: bits flipped and fields
+/// overwritten per region (a large library gets a sample, so it costs
+/// about what a small one does).
+#[derive(Clone, Copy)]
+struct Effort {
+    bits_per_region: usize,
+    fields_per_region: usize,
+}
+
+const FULL: Effort = Effort {
+    bits_per_region: 4096,
+    fields_per_region: usize::MAX,
+};
+const SAMPLED: Effort = Effort {
+    bits_per_region: 256,
+    fields_per_region: 32,
+};
+
 /// Call `f` on each mutant of `e`, built in one reused buffer (mutants are
 /// generated, never stored: there are tens of thousands).
-fn for_each_mutant(e: &Elf, rng: &mut Rng, mut f: impl FnMut(&[u8])) {
+fn for_each_mutant(e: &Elf, rng: &mut Rng, effort: Effort, mut f: impl FnMut(&[u8])) {
     for cut in truncations(e) {
         f(&e.0[..cut]);
     }
@@ -1470,14 +1488,16 @@ fn for_each_mutant(e: &Elf, rng: &mut Rng, mut f: impl FnMut(&[u8])) {
         // Every bit of the headers and dynamic section; for big tables, a
         // deterministic sample of bits.
         let bits = r.len() * 8;
-        let step = (bits / 4096).max(1);
+        let step = (bits / effort.bits_per_region).max(1);
         for bit in (0..bits).step_by(step) {
             m[r.start + bit / 8] ^= 1 << (bit % 8);
             f(&m);
             m[r.start + bit / 8] ^= 1 << (bit % 8);
         }
         // Interesting values over each aligned 4- and 8-byte field.
-        for at in (r.start..r.end.saturating_sub(7)).step_by(8) {
+        let fields = r.len() / 8;
+        let stride = 8 * (fields / effort.fields_per_region.min(fields.max(1))).max(1);
+        for at in (r.start..r.end.saturating_sub(7)).step_by(stride) {
             for v in INTERESTING {
                 m[at..at + 8].copy_from_slice(&v.to_le_bytes());
                 f(&m);
@@ -1502,12 +1522,19 @@ fn for_each_mutant(e: &Elf, rng: &mut Rng, mut f: impl FnMut(&[u8])) {
 #[test]
 fn mutants_load_or_fail_never_panic() {
     let started = Instant::now();
+    // Test libraries of every flavour (RELA, DT_RELR, SysV hash, symbol
+    // versions, IFUNC, TLS), and a large real library, sampled.
     let bases = [
-        "libdemo.so",
-        "libdemo_relr.so",
-        "libdemo_sysv.so",
-        "libversioned.so",
-        "libifunc.so",
+        (testlib("libdemo.so"), FULL),
+        (testlib("libdemo_relr.so"), FULL),
+        (testlib("libdemo_sysv.so"), FULL),
+        (testlib("libversioned.so"), FULL),
+        (testlib("libifunc.so"), FULL),
+        (testlib("libtls.so"), FULL),
+        (
+            PathBuf::from("/usr/lib/x86_64-linux-gnu/libsqlite3.so.0"),
+            SAMPLED,
+        ),
     ];
     let dir = tempfile::tempdir().expect("tempdir");
     let mut rng = Rng(0x6d6d_6c64_5f66_757a);
@@ -1515,10 +1542,11 @@ fn mutants_load_or_fail_never_panic() {
     let mut through_files = 0usize;
     let mut panics = Vec::new();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
-    for base in bases {
-        let e = Elf::load(&testlib(base));
+    for (path, effort) in &bases {
+        let base = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        let e = Elf::load(path);
         let mut i = 0usize;
-        for_each_mutant(&e, &mut rng, |m| {
+        for_each_mutant(&e, &mut rng, *effort, |m| {
             i += 1;
             total += 1;
             let result = catch_unwind(AssertUnwindSafe(|| mmld::check_image(m)));

@@ -5,6 +5,15 @@
 //!   test libraries, libz, and libpng16, which needs libz: a shared
 //!   dependency) for thousands of iterations, checking every result, and
 //!   the process's mappings and descriptors return to their baseline.
+//! * Ten threads for `MMLD_STRESS_SECS` seconds (a few in CI): eight open,
+//!   call and drop libcurl, libxml2, libsqlite3, libpng16, libssh2, libz
+//!   and the test libraries (their dependencies overlap: libz, libssl,
+//!   libzstd); a ninth cycles other libraries through glibc's own
+//!   `dlopen`/`dlclose`, local and global; a tenth starts short-lived
+//!   threads that use an mmld-loaded library's thread-local variables.
+//!   Every result is checked; mappings and descriptors return to baseline.
+//! * The host's own loader unloading libraries in one thread while another
+//!   loads with mmld (mmld must hold what it reads: issue 13).
 //! * `libreentrant.so`'s constructor calls back into this test, which loads
 //!   and unloads other libraries with mmld while the outer load still holds
 //!   the (re-entrant) loader lock, and starts a thread that must wait for
@@ -374,5 +383,301 @@ fn constructor_loading_a_library_does_not_deadlock() {
             .iter()
             .any(|l| l.contains("libreentrant") || l.contains("libdemo")),
         "everything unloaded"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The host's own loader at work in another thread.
+
+/// Seconds a host-race test runs: `MMLD_STRESS_SECS`, or a short default
+/// for CI (the race it guards against showed within two seconds).
+fn stress_duration(default_secs: u64) -> Duration {
+    let secs = std::env::var("MMLD_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_secs);
+    Duration::from_secs(secs)
+}
+
+/// Libraries the host itself `dlopen`s and `dlclose`s; none of them is
+/// among the libraries mmld loads in these tests.
+const HOST_CYCLED: &[&CStr] = &[
+    c"/usr/lib/x86_64-linux-gnu/libyaml-0.so.2",
+    c"/usr/lib/x86_64-linux-gnu/libzstd.so.1",
+    c"/usr/lib/x86_64-linux-gnu/libbz2.so.1.0",
+    c"/usr/lib/x86_64-linux-gnu/liblz4.so.1",
+];
+
+/// One round of the host's own loader: open every library of
+/// `HOST_CYCLED` (local or global), check it with `dlsym`, close them all.
+fn host_dlopen_round(global: bool) -> usize {
+    let mode = libc::RTLD_NOW
+        | if global {
+            libc::RTLD_GLOBAL
+        } else {
+            libc::RTLD_LOCAL
+        };
+    let mut handles = Vec::new();
+    for path in HOST_CYCLED {
+        // SAFETY: system libraries loaded by the system loader.
+        let h = unsafe { libc::dlopen(path.as_ptr(), mode) };
+        assert!(!h.is_null(), "glibc dlopen {path:?}");
+        handles.push(h);
+    }
+    // SAFETY: valid handles; the names are NUL-terminated.
+    let found = unsafe { libc::dlsym(handles[0], c"yaml_get_version_string".as_ptr()) };
+    assert!(!found.is_null(), "dlsym in libyaml");
+    for h in handles.iter().rev() {
+        // SAFETY: each handle is closed once.
+        assert_eq!(unsafe { libc::dlclose(*h) }, 0, "glibc dlclose");
+    }
+    HOST_CYCLED.len()
+}
+
+#[test]
+fn host_dlclose_races_with_mmld_loads() {
+    if !in_child("host_dlclose_races_with_mmld_loads") {
+        return;
+    }
+    // A short warm-up: the thread stack glibc caches after a join, and the
+    // glibc-family state the first loads leave, belong to the baseline.
+    race_host_and_mmld(Duration::from_millis(50));
+    let maps_before = common::maps_snapshot();
+    let fds_before = common::fds_snapshot();
+    let duration = stress_duration(2);
+    let (host_rounds, mmld_rounds) = race_host_and_mmld(duration);
+    println!("{host_rounds} host rounds, {mmld_rounds} mmld rounds in {duration:?}");
+    assert!(host_rounds > 0 && mmld_rounds > 0);
+    assert_eq!(
+        fds_before,
+        common::fds_snapshot(),
+        "file descriptors leaked"
+    );
+    let maps_after = common::maps_snapshot();
+    assert!(
+        maps_before == maps_after,
+        "mappings did not return to the baseline:\n{}",
+        common::diff(&maps_before, &maps_after)
+    );
+}
+
+/// One thread cycles libraries through glibc while this one loads, uses and
+/// drops libdemo with mmld, for `duration`. Returns both round counts.
+fn race_host_and_mmld(duration: Duration) -> (usize, usize) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let host = s.spawn(|| {
+            let mut rounds = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                host_dlopen_round(rounds % 2 == 1);
+                rounds += 1;
+            }
+            rounds
+        });
+        let started = Instant::now();
+        let mut rounds = 0usize;
+        while started.elapsed() < duration {
+            // SAFETY: the test library.
+            let lib = unsafe { Library::open(testlib("libdemo.so")) }.expect("libdemo.so");
+            verify(0, &lib);
+            drop(lib);
+            rounds += 1;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (host.join().expect("host thread"), rounds)
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Ten threads: mmld loads, the host's own loader, and TLS in new threads.
+
+const WIDE_SET: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu/libcurl.so.4",
+    "/usr/lib/x86_64-linux-gnu/libxml2.so.2",
+    "/usr/lib/x86_64-linux-gnu/libsqlite3.so.0",
+    LIBPNG,
+    "/usr/lib/x86_64-linux-gnu/libssh2.so.1",
+    LIBZ,
+];
+
+/// Call into library `which` of `WIDE_SET` and check the answers.
+fn verify_wide(which: usize, lib: &Library) {
+    // SAFETY (for every `get` below): each type is the C prototype of the
+    // named function, and `lib` outlives the calls.
+    unsafe {
+        match which {
+            0 => {
+                let version = lib
+                    .get::<extern "C" fn() -> *const c_char>("curl_version")
+                    .expect("curl_version");
+                assert!(c_str(version()).starts_with("libcurl/"));
+            }
+            1 => {
+                let strlen = lib
+                    .get::<extern "C" fn(*const c_char) -> i32>("xmlStrlen")
+                    .expect("xmlStrlen");
+                assert_eq!(strlen(c"hello".as_ptr()), 5);
+            }
+            2 => {
+                let number = lib
+                    .get::<extern "C" fn() -> i32>("sqlite3_libversion_number")
+                    .expect("sqlite3_libversion_number");
+                assert!(number() >= 3_000_000);
+                let complete = lib
+                    .get::<extern "C" fn(*const c_char) -> i32>("sqlite3_complete")
+                    .expect("sqlite3_complete");
+                assert_eq!(complete(c"select 1;".as_ptr()), 1);
+                assert_eq!(complete(c"select 1".as_ptr()), 0);
+            }
+            3 => verify(4, lib),
+            4 => {
+                let version = lib
+                    .get::<extern "C" fn(i32) -> *const c_char>("libssh2_version")
+                    .expect("libssh2_version");
+                assert!(c_str(version(0)).starts_with("1."));
+            }
+            _ => verify(3, lib),
+        }
+    }
+}
+
+/// One of the eight loading threads: a random library of the wide set or
+/// a test library, used, kept a while, dropped, until `stop`.
+fn wide_worker(thread: u64, libs: &[PathBuf], stop: &std::sync::atomic::AtomicBool) -> usize {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (thread + 7).wrapping_mul(0x2545_f491_4f6c_dd1d));
+    let mut held: VecDeque<(usize, Library)> = VecDeque::new();
+    let mut rounds = 0;
+    let total = WIDE_SET.len() + libs.len();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let which = (rng.next() % total as u64) as usize;
+        let path = match WIDE_SET.get(which) {
+            Some(p) => PathBuf::from(p),
+            None => libs[which - WIDE_SET.len()].clone(),
+        };
+        // SAFETY: system libraries and the test libraries.
+        let lib = unsafe { Library::open(&path) }
+            .unwrap_or_else(|e| panic!("thread {thread}: {}: {e}", path.display()));
+        let check = |w: usize, l: &Library| match w.checked_sub(WIDE_SET.len()) {
+            None => verify_wide(w, l),
+            Some(k) => verify(k, l),
+        };
+        check(which, &lib);
+        held.push_back((which, lib));
+        if held.len() > (rng.next() % 4) as usize
+            && let Some((w, old)) = held.pop_front()
+        {
+            check(w, &old);
+        }
+        rounds += 1;
+    }
+    rounds
+}
+
+/// The tenth thread: short-lived threads, each using the TLS of an
+/// mmld-loaded library from its first access to its exit.
+fn tls_worker(stop: &std::sync::atomic::AtomicBool) -> usize {
+    // SAFETY: the test library.
+    let lib = unsafe { Library::open(testlib("libtls.so")) }.expect("libtls.so");
+    // SAFETY: long tls_bump(long); const char *tls_get_text(void).
+    let (bump, text) = unsafe {
+        (
+            *lib.get::<extern "C" fn(i64) -> i64>("tls_bump")
+                .expect("tls_bump"),
+            *lib.get::<extern "C" fn() -> *const c_char>("tls_get_text")
+                .expect("tls_get_text"),
+        )
+    };
+    let mut threads = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let handles: Vec<_> = (0..4i64)
+            .map(|k| {
+                std::thread::spawn(move || {
+                    // Each thread starts from the initial image.
+                    assert_eq!(bump(0), 100);
+                    assert_eq!(c_str(text()), "tls-hello");
+                    for i in 1..=10 {
+                        assert_eq!(bump(k), 100 + i * k);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("a TLS thread panicked");
+        }
+        threads += 4;
+    }
+    drop(lib);
+    threads
+}
+
+/// Eight loading threads, the host's loader and the TLS thread, for
+/// `duration`. Returns (mmld loads, host rounds, TLS threads).
+fn run_ten_threads(duration: Duration) -> (usize, usize, usize) {
+    let libs = library_set();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let loaders: Vec<_> = (0..8u64)
+            .map(|t| {
+                let (libs, stop) = (&libs, &stop);
+                s.spawn(move || wide_worker(t, libs, stop))
+            })
+            .collect();
+        let host = s.spawn(|| {
+            let mut rounds = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                host_dlopen_round(rounds % 2 == 1);
+                rounds += 1;
+            }
+            rounds
+        });
+        let tls = s.spawn(|| tls_worker(&stop));
+        std::thread::sleep(duration);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let loads = loaders
+            .into_iter()
+            .map(|h| h.join().expect("a loading thread panicked"))
+            .sum();
+        (
+            loads,
+            host.join().expect("the host-loader thread panicked"),
+            tls.join().expect("the TLS thread panicked"),
+        )
+    })
+}
+
+#[test]
+fn ten_threads_with_the_host_loader_and_tls() {
+    if !in_child("ten_threads_with_the_host_loader_and_tls") {
+        return;
+    }
+    // Warm-up: libraries that stay for the life of the process once
+    // loaded (libstdc++'s unique symbols, the glibc family), cached thread
+    // stacks, the ld.so.cache view.
+    let all: Vec<Library> = WIDE_SET
+        .iter()
+        // SAFETY: system libraries.
+        .map(|p| unsafe { Library::open(p) }.unwrap_or_else(|e| panic!("{p}: {e}")))
+        .collect();
+    for (which, lib) in all.iter().enumerate() {
+        verify_wide(which, lib);
+    }
+    drop(all);
+    run_ten_threads(Duration::from_millis(500));
+    let maps_before = common::maps_snapshot();
+    let fds_before = common::fds_snapshot();
+    let duration = stress_duration(3);
+    let (loads, host, tls) = run_ten_threads(duration);
+    println!("{duration:?}: {loads} mmld loads, {host} host dlopen rounds, {tls} TLS threads");
+    assert!(loads > 0 && host > 0 && tls > 0);
+    assert_eq!(
+        fds_before,
+        common::fds_snapshot(),
+        "file descriptors leaked"
+    );
+    let maps_after = common::maps_snapshot();
+    assert!(
+        maps_before == maps_after,
+        "mappings did not return to the baseline:\n{}",
+        common::diff(&maps_before, &maps_after)
     );
 }

@@ -24,9 +24,12 @@ pub enum RelocKind {
     Relative,
     /// S + A (x86-64: `R_X86_64_64`).
     SymbolPlusAddend,
-    /// S, the addend unused: a GOT or PLT slot (x86-64: `GLOB_DAT`,
-    /// `JUMP_SLOT`).
+    /// S, the addend unused: a GOT slot (x86-64: `GLOB_DAT`).
     SymbolAddress,
+    /// S, the addend unused: a PLT slot, reached only by calls, so it may
+    /// be bound on first call when the library is opened lazily (x86-64:
+    /// `JUMP_SLOT`).
+    CallSlot,
     /// Z + A (x86-64: `SIZE64`).
     SymbolSize,
     /// The TLS module id of the symbol's object (x86-64: `DTPMOD64`).
@@ -52,6 +55,7 @@ impl RelocKind {
             self,
             RelocKind::SymbolPlusAddend
                 | RelocKind::SymbolAddress
+                | RelocKind::CallSlot
                 | RelocKind::SymbolSize
                 | RelocKind::TlsModule
                 | RelocKind::TlsOffset

@@ -41,7 +41,8 @@ pub fn classify(rtype: u32) -> RelocKind {
         R_NONE => RelocKind::None,
         R_RELATIVE => RelocKind::Relative,
         R_64 => RelocKind::SymbolPlusAddend,
-        R_GLOB_DAT | R_JUMP_SLOT => RelocKind::SymbolAddress,
+        R_GLOB_DAT => RelocKind::SymbolAddress,
+        R_JUMP_SLOT => RelocKind::CallSlot,
         R_SIZE64 => RelocKind::SymbolSize,
         R_DTPMOD64 => RelocKind::TlsModule,
         R_DTPOFF64 => RelocKind::TlsOffset,
@@ -92,3 +93,46 @@ pub fn relocation_name(rtype: u32) -> &'static str {
         _ => "unknown",
     }
 }
+
+/// Bytes of one lazy-call stub (see [`lazy_stub`]); a power of two, so
+/// stubs never straddle a cache line.
+pub const LAZY_STUB_SIZE: usize = 32;
+
+/// The machine code of one lazy-call stub: the PLT slot of an unbound
+/// function points here. It loads `record` (what the slot is) into `%r11`,
+/// a scratch register no argument travels in, and jumps to `entry`, which
+/// saves the caller's argument registers before binding the slot:
+///
+/// ```text
+/// endbr64                      f3 0f 1e fa        (a valid indirect-branch target)
+/// movabs $record, %r11         49 bb <imm64>
+/// jmp    *0(%rip)              ff 25 00 00 00 00
+/// .quad  entry                 <imm64>
+/// int3 ...                     padding
+/// ```
+pub fn lazy_stub(record: u64, entry: u64) -> [u8; LAZY_STUB_SIZE] {
+    let mut code = [0xcc; LAZY_STUB_SIZE];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        code[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(&[0xf3, 0x0f, 0x1e, 0xfa]);
+    put(&[0x49, 0xbb]);
+    put(&record.to_le_bytes());
+    put(&[0xff, 0x25, 0, 0, 0, 0]);
+    put(&entry.to_le_bytes());
+    code
+}
+
+/// The vector state a lazy-call entry saves around the binder with
+/// `xsave`: SSE, AVX, MPX bounds, AVX-512 mask and upper halves (XCR0
+/// bits 1, 2, 3, 5, 6, 7), the components arguments can travel in. x87
+/// and AMX tiles are never used for arguments.
+pub const LAZY_XSAVE_COMPONENTS: u64 = 0b1110_1110;
+
+/// Bytes `fxsave` writes: the legacy area, which holds every argument
+/// register (`%xmm0`-`%xmm7`) of a CPU without `xsave`.
+pub const FXSAVE_AREA: u64 = 512;
+/// The legacy area plus the `xsave` header that follows it.
+pub const XSAVE_HEADER_END: u64 = 576;

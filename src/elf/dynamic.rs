@@ -139,6 +139,8 @@ impl DynamicInfo {
                 dt::DT_FLAGS_1 => info.flags_1 |= val,
                 dt::DT_TEXTREL => info.textrel = true,
                 dt::DT_SYMBOLIC => info.symbolic = true,
+                // The old spelling of DF_BIND_NOW.
+                dt::DT_BIND_NOW => info.flags |= DF_BIND_NOW,
                 _ => {}
             }
         }

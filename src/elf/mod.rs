@@ -5,7 +5,9 @@
 //! Must never: map memory or follow addresses into the image; everything
 //! here is pure, bounded work on bytes, which makes it the fuzz surface.
 
+pub mod backed;
 mod dynamic;
+pub mod limits;
 mod plan;
 
 use std::fs::File;

@@ -43,7 +43,6 @@ impl Library {
         Library {
             root,
             scope: Vec::new(),
-            host: host_scope(),
             host_tables: Vec::new(),
             index: OnceLock::new(),
             lookups: AtomicUsize::new(0),
@@ -101,7 +100,7 @@ fn process_lookup(name: &[u8], version: Option<&[u8]>, pin: bool) -> Option<Symb
         host.objects
             .iter()
             .filter(|o| o.global)
-            .find_map(|o| o.lookup(&req).map(|a| (a, Some(o))))
+            .find_map(|o| o.lookup(&req).map(|a| (a, Some(&**o))))
     };
     if let Some((address, object)) = in_host {
         return Some(host_info(address, object, name, version));

@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::error::{Error, ErrorKind, Result, Stage};
 use crate::host::HostLibrary;
-use crate::link::hostscope::HostScope;
+use crate::link::hostscope::HostObject;
 use crate::link::index::{Answer, ScopeIndex};
 use crate::link::symbols::{self, Request};
 use crate::loader::{self, HostRoot, Loaded, Opened, Settings};
@@ -112,6 +112,20 @@ impl OpenOptions {
         self.settings.nodelete = yes;
         self
     }
+    /// Let a call through the PLT to a function that has no definition yet
+    /// bind on its first call instead of failing the load (like
+    /// `RTLD_LAZY`; eager binding stays the default). The call is looked
+    /// up in the library's scope as it is then, so a definition loaded
+    /// later with [`global`](Self::global) is found; if nothing defines
+    /// it, the process ends as under glibc, with `PROGRAM: symbol lookup
+    /// error: LIB: undefined symbol: NAME` on standard error and exit
+    /// status 127. Data references and objects linked with `-z now`
+    /// (`DF_BIND_NOW`) are still bound at load, as is everything when
+    /// `LD_BIND_NOW` is set.
+    pub fn lazy(&mut self, yes: bool) -> &mut Self {
+        self.settings.lazy = yes;
+        self
+    }
     /// Copy segments into anonymous memory instead of mapping the file
     /// (`read`), to compare with the normal `mmap` strategy.
     pub fn copy_segments(&mut self, yes: bool) -> &mut Self {
@@ -180,14 +194,17 @@ impl OpenOptions {
         let host_tables = scope
             .iter()
             .map(|item| match item {
-                ScopeItem::Host(h) => h.path_str().and_then(|p| host.index_of(p)),
+                ScopeItem::Host(h) => h.path_str().and_then(|p| host.shared(p)),
                 ScopeItem::Mapped(_) => None,
             })
             .collect();
+        // Only the host objects of its own scope stay held (the snapshot,
+        // which holds every host object, goes when the load is done): the
+        // host stays free to unload the rest.
+        drop(host);
         let mut library = Library {
             root: Root::Mapped(root),
             scope,
-            host,
             host_tables,
             index: OnceLock::new(),
             lookups: AtomicUsize::new(0),
@@ -212,10 +229,9 @@ pub struct Library {
     root: Root,
     /// The local scope of a library mmld mapped (empty otherwise).
     scope: Vec<ScopeItem>,
-    /// The host's objects as of the load, for lookups in host dependencies.
-    host: Arc<HostScope>,
-    /// For each scope entry provided by the host, its index in `host`.
-    host_tables: Vec<Option<usize>>,
+    /// For each scope entry provided by the host, its tables as of the
+    /// load (held loaded, as the entry's own handle also does).
+    host_tables: Vec<Option<Arc<HostObject>>>,
     /// The scope's names hashed once (`None`: some host object's tables
     /// could not be read), built after `index_after` lookups.
     index: OnceLock<Option<ScopeIndex>>,
@@ -286,6 +302,7 @@ impl Library {
             }
         }
         let found = self.find(raw, None)?;
+        self.inside_object(&found)?;
         // SAFETY: forwarded to the caller.
         unsafe { self.make_symbol(self.address(&found)) }
     }
@@ -305,6 +322,7 @@ impl Library {
             return unsafe { self.make_symbol(found.address) };
         }
         let found = self.find(name.symbol_bytes(), Some(version.as_bytes()))?;
+        self.inside_object(&found)?;
         // SAFETY: forwarded to the caller.
         unsafe { self.make_symbol(self.address(&found)) }
     }
@@ -368,8 +386,8 @@ impl Library {
         match self.scope.get(k)? {
             ScopeItem::Mapped(obj) => Some(&obj.symbols),
             ScopeItem::Host(_) => {
-                let at = self.host_tables.get(k).copied().flatten()?;
-                self.host.objects.get(at).map(|o| &*o.symbols)
+                let o = self.host_tables.get(k)?.as_ref()?;
+                Some(&*o.symbols)
             }
         }
     }
@@ -386,10 +404,13 @@ impl Library {
                 return Some(sym.value);
             }
             match self.scope.get(k)? {
-                ScopeItem::Mapped(obj) => Some(obj.mapping.address_of(sym.value)),
+                // Outside its object: the walk reports the error.
+                ScopeItem::Mapped(obj) => obj
+                    .mapping
+                    .segment_containing(sym.value, 1)
+                    .map(|_| obj.mapping.address_of(sym.value)),
                 ScopeItem::Host(_) => {
-                    let at = self.host_tables.get(k).copied().flatten()?;
-                    let bias = self.host.objects.get(at)?.bias;
+                    let bias = self.host_tables.get(k)?.as_ref()?.bias;
                     Some(bias.wrapping_add(sym.value))
                 }
             }
@@ -422,12 +443,7 @@ impl Library {
                 ScopeItem::Host(h) => {
                     // The host object's own tables answer (a miss costs a
                     // Bloom test); glibc only when it could not be read.
-                    let table = self
-                        .host_tables
-                        .get(position)
-                        .copied()
-                        .flatten()
-                        .and_then(|k| self.host.objects.get(k));
+                    let table = self.host_tables.get(position).and_then(Option::as_ref);
                     let addr = match table {
                         Some(t) => t.lookup(&req),
                         None => {
@@ -463,11 +479,41 @@ impl Library {
         }
     }
 
+    /// A definition of an mmld object must lie in one of its segments (a
+    /// crafted `st_value` could point anywhere in the process); absolute
+    /// symbols are values, not addresses, and thread-local ones are offsets
+    /// into a TLS block.
+    fn inside_object(&self, found: &Found<'_>) -> Result<()> {
+        let Found::Mapped(obj, index, sym) = found else {
+            return Ok(());
+        };
+        if sym.shndx == symbols::SHN_ABS
+            || sym.kind() == symbols::STT_TLS
+            || obj.mapping.segment_containing(sym.value, 1).is_some()
+        {
+            return Ok(());
+        }
+        let name = obj
+            .symbols
+            .symbol_name(sym)
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_else(|_| format!("#{index}"));
+        Err(Error::new(
+            &obj.path,
+            Stage::Lookup,
+            ErrorKind::SymbolOutsideObject {
+                name,
+                value: sym.value,
+            },
+        ))
+    }
+
     fn lookup(&self, raw: &[u8], version: Option<&[u8]>) -> Result<SymbolInfo> {
         if !matches!(self.root, Root::Mapped(_)) {
             return self.lookup_outside(raw, version);
         }
         let found = self.find(raw, version)?;
+        self.inside_object(&found)?;
         Ok(match &found {
             Found::Mapped(obj, index, sym) => {
                 self.describe(obj, *index, *sym, self.address(&found))

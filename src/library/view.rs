@@ -24,6 +24,9 @@ pub struct ObjectView {
     pub ifunc_calls: usize,
     /// Its `.eh_frame` is registered with the host's unwinder.
     pub unwind_registered: bool,
+    /// Host objects it bound symbols into through the global scope, each
+    /// kept loaded while this object lives.
+    pub host_objects_held: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +73,7 @@ impl ObjectView {
             relr_addresses: o.link_report.relr_addresses,
             ifunc_calls: o.link_report.ifunc_calls,
             unwind_registered: o.has_unwind_tables(),
+            host_objects_held: o.host_holds.len(),
         }
     }
 }

@@ -2,20 +2,22 @@
 //!
 //! Owns: finding the objects glibc loaded (`dl_iterate_phdr`), reading their
 //! hash, symbol and version tables in place, and deciding which are in the
-//! global scope. Asking glibc (`dlsym(RTLD_DEFAULT)`) instead costs far more
-//! for a miss than for a hit (glibc formats an error message for every
-//! miss), and most lookups of a load miss the host: they are the library's
-//! own symbols. Must never: write to a host object, or hold a reference
-//! that keeps one loaded: the host must stay free to `dlclose` its own
-//! libraries. The table is rebuilt whenever glibc's load/unload counters
-//! change, and the objects mmld's libraries depend on are kept loaded by
-//! their own `HostLibrary` handles.
+//! global scope. Asking glibc (`dlsym`) instead costs far more for a miss
+//! than for a hit (glibc formats an error message for every miss), and most
+//! lookups of a load miss the host: they are the library's own symbols.
+//! Must never: write to a host object, or read one without holding a
+//! reference on it: another thread of the host may `dlclose` it at any
+//! moment. Every object of a snapshot is held (`hostref`) from before its
+//! tables are first read until the last user of the snapshot drops it; the
+//! process-wide cache keeps no reference of its own, so once mmld is done
+//! with a snapshot the host is free to unload its libraries again.
 
 use std::ffi::CString;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use goblin::elf::dynamic as dt;
 
+use super::hostref::{self, HostRef};
 use super::symbols::{self, Request, Sym, SymbolTable};
 use crate::elf::{DynamicInfo, Segment, VRange};
 use crate::host;
@@ -41,6 +43,9 @@ pub struct HostObject {
     pub runpath: Option<String>,
     /// The file's device and inode, read once when first asked for.
     file: OnceLock<Option<(u64, u64)>>,
+    /// Keeps the object loaded while this snapshot, or an mmld object that
+    /// bound a symbol into it, lives.
+    pub hold: Arc<HostRef>,
 }
 
 impl HostObject {
@@ -153,7 +158,9 @@ impl ScopeFilter {
 
 /// The host's objects in load order.
 pub struct HostScope {
-    pub objects: Vec<HostObject>,
+    /// Shared with the libraries that keep one for lookups in their host
+    /// dependencies.
+    pub objects: Vec<Arc<HostObject>>,
     /// Built once a load expects enough global probes to pay for it
     /// (`None` inside: some global object has no GNU hash table).
     filter: OnceLock<Option<ScopeFilter>>,
@@ -173,8 +180,9 @@ impl HostScope {
     /// A load is about to make about `probes` global lookups.
     pub fn expect_global_probes(&self, probes: usize) {
         if probes >= Self::FILTER_PAYS_FROM {
-            self.filter
-                .get_or_init(|| ScopeFilter::build(self.objects.iter().filter(|o| o.global)));
+            self.filter.get_or_init(|| {
+                ScopeFilter::build(self.objects.iter().map(|o| &**o).filter(|o| o.global))
+            });
         }
     }
 
@@ -193,7 +201,7 @@ impl HostScope {
 
     /// The object loaded from `path` (as glibc names it).
     pub fn object_named(&self, path: &str) -> Option<&HostObject> {
-        self.objects.iter().find(|o| o.name == path)
+        self.objects.iter().find(|o| o.name == path).map(|o| &**o)
     }
 
     /// The object the host loaded under the `DT_NEEDED` name `needed`
@@ -201,11 +209,14 @@ impl HostScope {
     /// system: glibc's `RTLD_NOLOAD` probe searches for and opens the file
     /// even when nothing is loaded under that name.
     pub fn loaded_as(&self, needed: &str) -> Option<&HostObject> {
-        self.objects.iter().find(|o| {
-            o.name.starts_with('/')
-                && (o.soname.as_deref() == Some(needed)
-                    || o.name.rsplit('/').next() == Some(needed))
-        })
+        self.objects
+            .iter()
+            .find(|o| {
+                o.name.starts_with('/')
+                    && (o.soname.as_deref() == Some(needed)
+                        || o.name.rsplit('/').next() == Some(needed))
+            })
+            .map(|o| &**o)
     }
 
     /// The object loaded from the file with this device and inode.
@@ -213,18 +224,42 @@ impl HostScope {
         self.objects
             .iter()
             .find(|o| o.file_id() == Some((dev, ino)))
+            .map(|o| &**o)
     }
 
-    /// Index of the object loaded from `path`, for callers that keep it.
-    pub fn index_of(&self, path: &str) -> Option<usize> {
-        self.objects.iter().position(|o| o.name == path)
+    /// The object loaded from `path`, for callers that keep it.
+    pub fn shared(&self, path: &str) -> Option<Arc<HostObject>> {
+        self.objects.iter().find(|o| o.name == path).cloned()
+    }
+
+    /// The object holding process address `addr`, with the span of its
+    /// segments: an mmld object that bound a symbol there keeps it loaded
+    /// as long as it lives (glibc's relocation dependencies).
+    fn holder_of(&self, addr: u64) -> Option<((u64, u64), Arc<HostRef>)> {
+        self.objects.iter().find_map(|o| {
+            let loads = o.phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD);
+            let start = loads.clone().map(|p| p.p_vaddr).min()?;
+            let end = loads.map(|p| p.p_vaddr.saturating_add(p.p_memsz)).max()?;
+            let span = (o.bias.wrapping_add(start), o.bias.wrapping_add(end));
+            (addr >= span.0 && addr < span.1).then(|| (span, Arc::clone(&o.hold)))
+        })
     }
 }
 
 struct Raw {
     name: String,
+    /// `dlpi_name` as glibc spells it, to take a reference by.
+    c_name: CString,
     bias: u64,
     phdrs: Vec<libc::Elf64_Phdr>,
+}
+
+impl Raw {
+    fn same_object(&self, other: &Raw) -> bool {
+        self.c_name == other.c_name
+            && self.bias == other.bias
+            && same_phdrs(&self.phdrs, &other.phdrs)
+    }
 }
 
 fn iterate() -> ((u64, u64), Vec<Raw>) {
@@ -232,8 +267,10 @@ fn iterate() -> ((u64, u64), Vec<Raw>) {
     let mut raws = Vec::new();
     host::each_host_object(|o| {
         generation = o.generation;
+        // Only copies: nothing here may call back into glibc's loader.
         raws.push(Raw {
             name: o.name.to_string_lossy().into_owned(),
+            c_name: o.name.to_owned(),
             bias: o.bias,
             phdrs: o.phdrs.to_vec(),
         });
@@ -252,44 +289,126 @@ fn current_generation() -> (u64, u64) {
     generation
 }
 
+/// What the process-wide cache remembers between loads.
+struct Cache {
+    /// The snapshot some load or library still uses (and so still holds).
+    live: Weak<HostScope>,
+    /// Tables read before, for objects loaded again at the same address
+    /// with the same program headers. Never read unless the object has
+    /// been found loaded and held again.
+    known: Vec<Known>,
+}
+
+struct Known {
+    name: String,
+    bias: u64,
+    phdrs: Vec<libc::Elf64_Phdr>,
+    symbols: Arc<SymbolTable>,
+    soname: Option<String>,
+    rpath: Option<String>,
+    runpath: Option<String>,
+    file: OnceLock<Option<(u64, u64)>>,
+    global: bool,
+}
+
 /// The host scope, rebuilt when the host has loaded or unloaded anything
-/// since it was last read (glibc's `dlpi_adds`/`dlpi_subs` counters).
-/// Objects still loaded at the same address with the same program
-/// headers keep the tables read last time: a library whose host
-/// dependency (libm for libsqlite3) comes and goes with each load then
-/// costs one table, not all of them.
+/// since it was last read (glibc's `dlpi_adds`/`dlpi_subs` counters) or
+/// when nobody holds the last snapshot any more. Objects still loaded at
+/// the same address with the same program headers keep the tables read
+/// last time: a library whose host dependency (libm for libsqlite3) comes
+/// and goes with each load then costs one table, not all of them.
 pub fn host_scope() -> Arc<HostScope> {
-    static CACHE: Mutex<Option<Arc<HostScope>>> = Mutex::new(None);
+    static CACHE: Mutex<Cache> = Mutex::new(Cache {
+        live: Weak::new(),
+        known: Vec::new(),
+    });
     let lock = || CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let generation = current_generation();
-    let previous = lock().clone();
-    if let Some(s) = &previous
+    let (live, known) = {
+        let mut c = lock();
+        (c.live.upgrade(), std::mem::take(&mut c.known))
+    };
+    if let Some(s) = live
         && s.generation == generation
     {
-        return Arc::clone(s);
+        lock().known = known;
+        return s;
     }
-    // Built without holding the cache: reading the tables asks glibc
-    // (`dlsym`), which takes its loader lock, and a constructor running
-    // under that lock may be loading with mmld.
-    let (generation, raws) = iterate();
-    let scope = Arc::new(build(generation, raws, previous.as_deref()));
-    *lock() = Some(Arc::clone(&scope));
+    // Built without holding the cache: taking references and reading the
+    // tables ask glibc (`dlopen`, `dlsym`), which takes its loader lock,
+    // and a constructor running under that lock may be loading with mmld.
+    let scope = Arc::new(snapshot(&known));
+    let mut c = lock();
+    c.live = Arc::downgrade(&scope);
+    c.known = scope
+        .objects
+        .iter()
+        .map(|o| Known {
+            name: o.name.clone(),
+            bias: o.bias,
+            phdrs: o.phdrs.clone(),
+            symbols: Arc::clone(&o.symbols),
+            soname: o.soname.clone(),
+            rpath: o.rpath.clone(),
+            runpath: o.runpath.clone(),
+            file: o.file.clone(),
+            global: o.global,
+        })
+        .collect();
     scope
 }
 
-fn build(generation: (u64, u64), raws: Vec<Raw>, previous: Option<&HostScope>) -> HostScope {
-    let mut objects = Vec::with_capacity(raws.len());
+/// List the host's objects and hold each before reading anything of it.
+/// If glibc's counters did not move between the listing and the last
+/// reference, every object listed is the one held. Otherwise an object may
+/// have gone, or another may sit at its address: then only objects held
+/// and listed again unchanged are kept.
+fn snapshot(known: &[Known]) -> HostScope {
+    let (generation, raws) = iterate();
+    let holds: Vec<Option<HostRef>> = raws
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| hold(raw, index == 0))
+        .collect();
+    let entries: Vec<(Raw, HostRef)> = if current_generation() == generation {
+        raws.into_iter()
+            .zip(holds)
+            .filter_map(|(r, h)| Some((r, h?)))
+            .collect()
+    } else {
+        let (_, again) = iterate();
+        raws.into_iter()
+            .zip(holds)
+            .filter(|(r, _)| again.iter().any(|a| a.same_object(r)))
+            .filter_map(|(r, h)| Some((r, h?)))
+            .collect()
+    };
+    build(generation, entries, known)
+}
+
+/// A reference that keeps `raw` loaded, if it is still loaded.
+fn hold(raw: &Raw, is_executable: bool) -> Option<HostRef> {
+    if is_executable || hostref::is_permanent(raw.bias, &raw.phdrs) {
+        return Some(HostRef::permanent());
+    }
+    if raw.c_name.is_empty() {
+        return None;
+    }
+    HostRef::take(&raw.c_name, raw.bias)
+}
+
+fn build(generation: (u64, u64), entries: Vec<(Raw, HostRef)>, known: &[Known]) -> HostScope {
+    let mut objects = Vec::with_capacity(entries.len());
     let mut incomplete = false;
-    for (index, raw) in raws.into_iter().enumerate() {
-        let known = previous.and_then(|p| {
-            p.objects.iter().find(|o| {
-                o.name == raw.name && o.bias == raw.bias && same_phdrs(&o.phdrs, &raw.phdrs)
-            })
-        });
-        let object = match known {
+    for (index, (raw, held)) in entries.into_iter().enumerate() {
+        let previous = known
+            .iter()
+            .find(|o| o.name == raw.name && o.bias == raw.bias && same_phdrs(&o.phdrs, &raw.phdrs));
+        let hold = Arc::new(held);
+        let object = match previous {
             // SAFETY (of the shared table's borrowed bytes): the object is
-            // loaded now, at the same address with the same segments, so
-            // every byte the table reads is mapped as before.
+            // loaded and held now, at the same address with the same
+            // segments, so every byte the table reads is mapped as before.
             Some(o) => Some(HostObject {
                 name: raw.name,
                 bias: raw.bias,
@@ -301,11 +420,12 @@ fn build(generation: (u64, u64), raws: Vec<Raw>, previous: Option<&HostScope>) -
                 rpath: o.rpath.clone(),
                 runpath: o.runpath.clone(),
                 file: o.file.clone(),
+                hold,
             }),
-            None => read_object(raw, index == 0),
+            None => read_object(raw, index == 0, hold),
         };
         match object {
-            Some(o) => objects.push(o),
+            Some(o) => objects.push(Arc::new(o)),
             None => incomplete = true,
         }
     }
@@ -328,7 +448,7 @@ fn same_phdrs(a: &[libc::Elf64_Phdr], b: &[libc::Elf64_Phdr]) -> bool {
         })
 }
 
-fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
+fn read_object(raw: Raw, is_executable: bool, hold: Arc<HostRef>) -> Option<HostObject> {
     let segments: Vec<Segment> = raw
         .phdrs
         .iter()
@@ -345,10 +465,10 @@ fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
         })
         .collect();
     let dynamic_phdr = raw.phdrs.iter().find(|p| p.p_type == libc::PT_DYNAMIC)?;
-    // SAFETY: glibc mapped this object with these segments. It stays mapped
-    // while this table is current: the table is rebuilt as soon as glibc's
-    // unload counter moves (callers check it before each use), and objects
-    // mmld's libraries depend on hold their own `dlopen` reference.
+    // SAFETY: glibc mapped this object with these segments, and `hold` keeps
+    // it mapped for as long as this table is used: the table lives in the
+    // snapshot that owns `hold` (or in the cache, which reads it again only
+    // after holding the same object again).
     let mapping = unsafe { Mapping::borrow_host(raw.bias, &segments) }?;
     let dynamic = read_dynamic(
         &mapping,
@@ -377,6 +497,7 @@ fn read_object(raw: Raw, is_executable: bool) -> Option<HostObject> {
         rpath,
         runpath,
         file: OnceLock::new(),
+        hold,
     })
 }
 
@@ -452,4 +573,42 @@ fn probe_global(table: &SymbolTable, bias: u64) -> bool {
     // Undecided (every probe interposed): searching it too is harmless for
     // those names.
     true
+}
+
+/// The host objects one mmld object bound symbols into, each once.
+#[derive(Default)]
+pub struct HoldSet {
+    /// Each held object with its span: most bindings of a load go to the
+    /// same few objects (libc), found here without searching the scope.
+    holds: Vec<((u64, u64), Arc<HostRef>)>,
+}
+
+impl HoldSet {
+    /// Record a binding of `name` (at `version`) to process address `addr`
+    /// in the host's global scope.
+    pub fn add(&mut self, scope: &HostScope, addr: u64, name: &[u8], version: Option<&[u8]>) {
+        if self.holds.iter().any(|((s, e), _)| addr >= *s && addr < *e) {
+            return;
+        }
+        if let Some(found) = scope.holder_of(addr) {
+            self.holds.push(found);
+            return;
+        }
+        // A thread-local variable's address lies in a TLS block, not in
+        // its object: hold the object whose table defines the name.
+        let req = Request::new(name, version);
+        if let Some(o) = scope
+            .objects
+            .iter()
+            .filter(|o| o.global)
+            .find(|o| o.symbols.lookup(&req).is_some())
+            && !self.holds.iter().any(|(_, h)| Arc::ptr_eq(h, &o.hold))
+        {
+            self.holds.push(((0, 0), Arc::clone(&o.hold)));
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<Arc<HostRef>> {
+        self.holds.into_iter().map(|(_, h)| h).collect()
+    }
 }

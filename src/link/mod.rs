@@ -3,9 +3,9 @@
 //! Owns: the scope an object's references are resolved in, applying the
 //! relocation kinds `arch` classifies (in one architecture-neutral loop),
 //! IFUNC handling, and the report of what was bound. Must never: map or
-//! unmap memory, name an architecture's relocation numbers (ask `arch`),
-//! or run any code of the object other than IFUNC resolvers (and none at
-//! all in a dry run).
+//! unmap memory itself (a lazy load's call stubs are `runtime::lazy`'s),
+//! name an architecture's relocation numbers (ask `arch`), or run any code
+//! of the object other than IFUNC resolvers (and none at all in a dry run).
 //!
 //! Files: `reloc` (the relocation loop and each kind's formula), `relative`
 //! (the fast paths: `RELATIVE` runs and `DT_RELR`), `tls` (values of TLS
@@ -16,6 +16,7 @@
 // Host objects sit at the crate root so `runtime` can ask glibc without
 // importing `link`; re-exported at this path for callers outside the crate.
 pub use crate::host;
+pub mod hostref;
 pub mod hostscope;
 pub mod index;
 mod lookup;
@@ -30,7 +31,7 @@ use crate::map::Mapping;
 use symbols::SymbolTable;
 
 pub use lookup::resolve_in_scope;
-pub use reloc::relocate;
+pub use reloc::{check_relocation_count, relocate};
 
 /// Whether LINK may run code of the object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +126,8 @@ pub struct LinkReport {
     pub ifunc_calls: usize,
     pub host_bindings: usize,
     pub unique_bindings: usize,
+    /// PLT slots left to bind on first call (lazy loads only).
+    pub lazy_slots: usize,
     /// Scope positions whose `STB_GNU_UNIQUE` definitions this object's
     /// relocations made the process-wide one (the first bound): those
     /// objects must stay loaded, as glibc makes them nodelete.
@@ -139,6 +142,17 @@ pub struct LinkTarget<'a> {
     pub dynamic: &'a DynamicInfo,
     pub symbols: &'a SymbolTable,
     pub tls_module: Option<u64>,
+    /// Set for a lazy load: PLT slots whose function has no definition yet
+    /// get a stub that binds them on first call, instead of failing.
+    pub lazy: Option<LazyTarget<'a>>,
     /// The object's TLS module, segment and descriptor records.
     pub tls: tls::TlsLink<'a>,
+}
+
+/// Where a lazy load's unbound PLT slots go, and which slots may not be
+/// left unbound.
+pub struct LazyTarget<'a> {
+    pub stubs: &'a mut crate::runtime::lazy::LazyStubs,
+    /// Made read-only after relocation: a slot in it could never be bound.
+    pub relro: Option<crate::elf::VRange>,
 }

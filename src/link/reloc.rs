@@ -13,6 +13,7 @@ use super::relative::{apply_relative, apply_relr};
 use super::symbols::{self, Request, Sym, VersionRequest};
 use super::{Binding, LinkMode, LinkReport, LinkTarget, Provider};
 use crate::arch::{RelocKind, current as arch};
+use crate::elf::{DynamicInfo, VRange};
 use crate::error::{ErrorKind, KindResult};
 use crate::map::Mapping;
 
@@ -123,6 +124,21 @@ struct RelocationContext<'c, 'a, 'p, F> {
     on_bind: F,
 }
 
+/// A sparse file can back relocation tables gigabytes long with a few
+/// kilobytes on disk: refuse counts no library has before walking them.
+pub fn check_relocation_count(dynamic: &DynamicInfo) -> KindResult<()> {
+    let limit = crate::elf::limits::MAX_RELOCATIONS;
+    let size = |r: Option<VRange>| r.map_or(0, |r| r.size);
+    let rela = (size(dynamic.rela) / 24).saturating_add(size(dynamic.jmprel) / 24);
+    let relr = size(dynamic.relr) / 8;
+    for (what, count) in [("DT_RELA and DT_JMPREL", rela), ("DT_RELR", relr)] {
+        if count > limit {
+            return Err(ErrorKind::LimitExceeded { what, count, limit });
+        }
+    }
+    Ok(())
+}
+
 /// Apply every relocation of `target`, binding symbols in `scope`; `host`
 /// answers for the host's objects (one snapshot per load).
 pub fn relocate(
@@ -132,6 +148,7 @@ pub fn relocate(
     mode: LinkMode,
     on_bind: impl FnMut(&[u8], Option<&[u8]>, &Binding),
 ) -> KindResult<LinkReport> {
+    check_relocation_count(target.dynamic)?;
     let bias = target.mapping.bias();
     let mut report = LinkReport::default();
     if let Some(relr) = target.dynamic.relr {
@@ -153,6 +170,7 @@ pub fn relocate(
     for table in ["DT_RELA", "DT_JMPREL"] {
         cx.apply_table(table)?;
     }
+    cx.install_lazy_stubs()?;
     // IFUNC resolvers may read the object's TLS: its static block, if it
     // needs one, is in place before they run.
     super::tls::finish(cx.target, mode)?;
@@ -235,7 +253,14 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
             RelocKind::Unsupported => return Err(unsupported(site, r)),
             _ => debug_assert!(kind.needs_symbol()),
         }
-        let Some(b) = self.binding(site, r)? else {
+        let bound = match self.binding(site, r) {
+            // A call nothing defines yet: a lazy load binds it on first call.
+            Err(e @ ErrorKind::UnresolvedSymbol { .. }) if kind == RelocKind::CallSlot => {
+                return self.bind_on_first_call(r, e);
+            }
+            other => other?,
+        };
+        let Some(b) = bound else {
             // Weak undefined, or unresolved in a dry run: the slot stays 0
             // (a descriptor gives the addend as the address, as glibc's).
             if kind == RelocKind::TlsDescriptor {
@@ -259,6 +284,46 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
             _ => b.addr,
         };
         write(self.target.mapping, site.table, site.index, r.offset, value)
+    }
+
+    /// Leave PLT slot `r` to be bound on its first call, when the load is
+    /// lazy and the slot can be written later (an aligned word outside
+    /// RELRO); otherwise fail with `unresolved`.
+    fn bind_on_first_call(&mut self, r: &Rela, unresolved: ErrorKind) -> KindResult<()> {
+        let writable_later = r.offset.is_multiple_of(arch::WORD_SIZE)
+            && self
+                .target
+                .mapping
+                .writable_range(r.offset, arch::WORD_SIZE);
+        let got = self.target.mapping.address_of(r.offset);
+        let Some(lazy) = self.target.lazy.as_mut() else {
+            return Err(unresolved);
+        };
+        let in_relro = lazy
+            .relro
+            .is_some_and(|v| r.offset >= v.vaddr && r.offset < v.vaddr.saturating_add(v.size));
+        if !writable_later || in_relro || self.mode != LinkMode::Run {
+            return Err(unresolved);
+        }
+        lazy.stubs.want(r.offset, got, r.sym);
+        self.report.lazy_slots += 1;
+        Ok(())
+    }
+
+    /// Point every slot left for its first call at its stub. Done before
+    /// IFUNC resolvers run, so no slot is ever left holding nothing.
+    fn install_lazy_stubs(&mut self) -> KindResult<()> {
+        let Some(lazy) = self.target.lazy.as_mut() else {
+            return Ok(());
+        };
+        let slots = lazy.stubs.build().map_err(|source| ErrorKind::Mmap {
+            what: "lazy-call stubs",
+            source,
+        })?;
+        for (offset, stub) in slots {
+            write(self.target.mapping, "DT_JMPREL", 0, offset, stub)?;
+        }
+        Ok(())
     }
 
     /// The binding for `r`'s symbol (`NO_SYMBOL` for index 0), bound once

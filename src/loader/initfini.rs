@@ -118,13 +118,14 @@ pub(super) fn run_constructors(order: &[u64], scope: &[ScopeItem]) {
 }
 
 /// Run, at process exit, the destructors of objects still loaded (glibc does
-/// the same for libraries opened with `dlopen`). Nothing is unmapped: exit
-/// handlers registered by those objects may still run after this.
+/// the same for libraries opened with `dlopen`), from glibc's `_dl_fini`
+/// through the exit hook. Nothing is unmapped: other objects' destructors
+/// may still call into them.
 extern "C" fn finalize_at_exit() {
-    // A thread stuck inside a load at exit must not make exit hang.
-    let Some(_guard) = LOADER_LOCK.try_lock() else {
-        return;
-    };
+    // Another thread inside a load or an unload finishes it first, as
+    // glibc's `_dl_fini` waits for its load lock (test-dlclose-exit-race):
+    // a destructor running in that thread is never cut off by exit.
+    let _guard = LOADER_LOCK.lock();
     // glibc's _dl_fini sorts every loaded object the same way as dlclose.
     let live: Vec<Arc<LoadedObject>> = {
         let reg = registry::registry();
@@ -143,12 +144,22 @@ extern "C" fn finalize_at_exit() {
     }
 }
 
+/// Make sure the destructors of mmld's objects run at exit, after the
+/// executable's own, where glibc's `_dl_fini` would run them for a library
+/// `dlopen`ed now (see `runtime::exit_hook`). Called by every load that
+/// maps an object; only the first installs anything. Should glibc refuse
+/// the hook, an `atexit` handler runs them instead, before the
+/// executable's destructors.
 pub(super) fn register_exit_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: registers a function with the C library's exit handlers;
-        // it takes no arguments and only touches mmld's own state.
-        unsafe { libc::atexit(finalize_at_exit) };
+        if let Err(e) = crate::runtime::exit_hook::install(finalize_at_exit) {
+            tracing::warn!(target: "mmld::libs", "exit hook: {e}; destructors at exit run from atexit");
+            // SAFETY: registers a function with the C library's exit
+            // handlers; it takes no arguments and only touches mmld's own
+            // state.
+            unsafe { libc::atexit(finalize_at_exit) };
+        }
     });
 }
 

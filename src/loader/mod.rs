@@ -12,12 +12,14 @@
 //! - `relocate`: linking each new object in its scope and recording the
 //!   objects its bindings reached (glibc's `l_reldeps`);
 //! - `initfini`: constructor and destructor order (`_dl_sort_maps`);
+//! - `lazy`: the scope a lazy load's PLT calls are bound in on first call;
 //! - `tree`: the dependency tree `mmld deps` shows and `check`'s report.
 //!
 //! Must never: leave anything behind when a load fails: every mapping of a
 //! failed load is unmapped and no constructor of it has run.
 
 mod initfini;
+mod lazy;
 mod relocate;
 mod resolve;
 mod root;
@@ -55,6 +57,9 @@ pub struct Settings {
     pub allow_executable_stack: bool,
     /// Fault in RELRO pages for writing in one call before relocating.
     pub prefault_relro: bool,
+    /// Bind a PLT call that has no definition yet on its first call
+    /// (`RTLD_LAZY`), in objects without `DF_BIND_NOW`.
+    pub lazy: bool,
     /// Open only a library already loaded (`RTLD_NOLOAD`).
     pub no_load: bool,
 }
@@ -70,6 +75,7 @@ impl Default for Settings {
             allow_text_relocations: false,
             allow_executable_stack: false,
             prefault_relro: false,
+            lazy: false,
             no_load: false,
         }
     }
@@ -131,6 +137,7 @@ pub fn open(name: &Path, settings: Settings) -> Result<Opened> {
         )
     })?);
     let scope = materialize_scope(&scope_items, &objects);
+    lazy::arm(&objects, &scope, settings.deep_bind);
     let init_order = open_handle(&root, &scope, settings);
     register_exit_handler();
     run_constructors(&init_order, &scope);

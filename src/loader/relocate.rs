@@ -13,10 +13,11 @@ use super::scope::{ScopeSlot, link_scope, provider_name};
 use super::transaction::{Batch, Pending, Resolved};
 use crate::error::{AttachContext, ErrorKind, Result, Stage};
 use crate::link::hostscope::HostScope;
-use crate::link::{self, Binding, LinkMode, LinkTarget, Provider};
+use crate::link::{self, Binding, LazyTarget, LinkMode, LinkTarget, Provider};
 use crate::map::Mapping;
 use crate::object::LoadedObject;
 use crate::registry;
+use crate::runtime::lazy::LazyStubs;
 
 impl Batch {
     /// Relocate every object of the batch, dependencies first.
@@ -47,6 +48,16 @@ impl Batch {
         host: &HostScope,
         mode: LinkMode,
     ) -> Result<()> {
+        // A lazy load leaves unbound PLT calls to their first call, except
+        // in objects that ask to be bound now, as glibc does.
+        let lazy = mode == LinkMode::Run
+            && self.settings.lazy
+            && !super::lazy::bind_now_from_env()
+            && self.pending.get(i).is_some_and(|p| !p.dynamic.bind_now());
+        let mut stubs = match self.pending.get_mut(i) {
+            Some(p) if lazy => std::mem::take(&mut p.lazy),
+            _ => LazyStubs::default(),
+        };
         let (Some(p), Some(mapping)) = (self.pending.get(i), self.mappings.get_mut(i)) else {
             return Ok(());
         };
@@ -67,6 +78,10 @@ impl Batch {
             dynamic: &p.dynamic,
             symbols: &p.symbols,
             tls_module: p.tls.as_ref().map(|t| t.id),
+            lazy: lazy.then_some(LazyTarget {
+                stubs: &mut stubs,
+                relro: p.plan.relro,
+            }),
             tls: link::tls::TlsLink::new(
                 p.tls.as_ref().filter(|_| mode == LinkMode::Run),
                 p.plan.tls,
@@ -86,9 +101,13 @@ impl Batch {
             true => scope.iter().map(provider_name).collect(),
             false => Vec::new(),
         };
+        let mut host_holds = crate::link::hostscope::HoldSet::default();
         let report = link::relocate(&mut target, &scope, host, mode, |sym, ver, b: &Binding| {
             if let Some(slot) = bound.get_mut(b.provider) {
                 *slot = true;
+            }
+            if matches!(scope.get(b.provider), Some(Provider::HostGlobal)) {
+                host_holds.add(host, b.addr, sym, ver);
             }
             if trace {
                 let to = names
@@ -116,7 +135,9 @@ impl Batch {
         if let Some(p) = self.pending.get_mut(i) {
             p.report = report;
             p.reldeps = reldeps;
+            p.lazy = stubs;
             p.descriptors = descriptors;
+            p.host_holds = host_holds.into_vec();
         }
         Ok(())
     }

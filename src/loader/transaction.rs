@@ -28,6 +28,7 @@ use crate::link::{LinkReport, Provider};
 use crate::map::{Mapping, Protection};
 use crate::object::{Dep, LoadedObject, ScopeItem};
 use crate::registry::{self, Entry, LOADER_LOCK};
+use crate::runtime::lazy::LazyStubs;
 use crate::runtime::tls::TlsModule;
 use crate::search::{self, Provenance};
 
@@ -43,6 +44,8 @@ pub(super) enum Resolved {
 /// An object mapped by this load, not yet published.
 pub(super) struct Pending {
     pub(super) path: PathBuf,
+    /// The path as the loader was given it (glibc's `l_name`).
+    pub(super) opened_as: PathBuf,
     pub(super) name: String,
     pub(super) soname: Option<String>,
     pub(super) dev: u64,
@@ -68,12 +71,17 @@ pub(super) struct Pending {
     pub(super) bias: u64,
     /// TLS module id, reserved at mapping when the object has `PT_TLS`.
     pub(super) tls: Option<TlsModule>,
+    /// PLT slots bound on first call (lazy loads).
+    pub(super) lazy: LazyStubs,
     /// Records of its dynamic TLS descriptors (kept as long as the object).
     pub(super) descriptors: crate::runtime::tlsdesc::Descriptors,
     pub(super) report: LinkReport,
     /// A relocation made one of its `STB_GNU_UNIQUE` definitions the
     /// process's: it stays loaded (glibc marks it nodelete).
     pub(super) unique_bound: bool,
+    /// Host objects its relocations bound to (glibc's relocation
+    /// dependencies on them): held as long as the object lives.
+    pub(super) host_holds: Vec<Arc<crate::link::hostref::HostRef>>,
 }
 
 impl Pending {
@@ -179,12 +187,18 @@ impl Batch {
         provenance: Provenance,
     ) -> Result<usize> {
         self.check_policy(path, &elf)?;
-        let protection = match self.mode {
-            Mode::Run => Protection::Exact,
-            Mode::Check => Protection::Inert,
-        };
-        let mapping = Mapping::map(&elf.file, &elf.plan, self.settings.strategy, protection)
-            .at(path, Stage::Map)?;
+        // A check copies what it reads into memory it owns: a file
+        // mapping would fault if the file were truncated meanwhile.
+        let mapping = match self.mode {
+            Mode::Run => Mapping::map(
+                &elf.file,
+                &elf.plan,
+                self.settings.strategy,
+                Protection::Exact,
+            ),
+            Mode::Check => Mapping::copy_for_inspection(&elf.file, &elf.plan, &elf.dynamic),
+        }
+        .at(path, Stage::Map)?;
         // The descriptor is closed here: mappings keep the file alive.
         let ElfFile {
             file,
@@ -230,6 +244,7 @@ impl Batch {
         let plan_tls = plan.tls;
         self.pending.push(Pending {
             path: abs,
+            opened_as: path.to_path_buf(),
             name,
             soname,
             dev,
@@ -248,9 +263,11 @@ impl Batch {
             code_ranges,
             bias: mapping.bias(),
             tls: plan_tls.map(|_| TlsModule::reserve()),
+            lazy: LazyStubs::default(),
             descriptors: Default::default(),
             report: LinkReport::default(),
             unique_bound: false,
+            host_holds: Vec::new(),
         });
         self.mappings.push(mapping);
         Ok(self.pending.len() - 1)
@@ -331,7 +348,7 @@ impl Batch {
 /// change to the environment applies to the next load. `$ORIGIN` in it is
 /// the executable's directory.
 pub(super) fn ld_library_path() -> Vec<PathBuf> {
-    if std::env::var_os("LD_LIBRARY_PATH").is_some() {
+    if search::secure::env_var_os("LD_LIBRARY_PATH").is_some() {
         search::ld_library_path_from_env(
             std::env::current_exe()
                 .ok()
@@ -415,9 +432,12 @@ fn make_object(
     LoadedObject {
         id,
         tls: p.tls,
+        lazy: p.lazy,
         _descriptors: p.descriptors,
+        host_holds: p.host_holds,
         frames,
         path: p.path,
+        opened_as: p.opened_as,
         name: p.name,
         soname: p.soname,
         dev: p.dev,

@@ -6,10 +6,14 @@
 //! (that is LINK), or hand out a reference into memory that can change while
 //! the reference lives.
 
+mod code;
+mod inspect;
 mod sys;
 mod writer;
 
 pub use writer::RelocWriter;
+
+pub use code::CodePages;
 
 use std::fs::File;
 use std::io;
@@ -110,12 +114,15 @@ impl Mapping {
             let prot = prot_of(seg, protection);
             match strategy {
                 Strategy::Mmap => mapping.map_segment_from_file(file, seg, prot)?,
+                // Only the bytes the file has are read: the holes of a
+                // sparse file stay untouched zero pages.
                 Strategy::Read => mapping.fill_segment(seg, prot, |dst, offset| {
-                    file.read_exact_at(dst, offset)
-                        .map_err(|source| ErrorKind::Io {
+                    crate::elf::backed::read_backed(file, dst, offset).map_err(|source| {
+                        ErrorKind::Io {
                             op: "reading a segment",
                             source,
-                        })
+                        }
+                    })
                 })?,
             }
             mapping.segments.push(MappedSegment { plan: *seg, prot });
@@ -263,49 +270,84 @@ impl Mapping {
         let zero_tail = seg.memsz > seg.filesz
             && seg.filesz > 0
             && !seg.file_end_vaddr().is_multiple_of(PAGE_SIZE);
-        if file_map_end > page_start {
-            // The last file page is writable for a moment if its tail must be
-            // zeroed, as the kernel does for ELF executables.
-            let map_prot = if zero_tail {
-                prot | libc::PROT_WRITE
-            } else {
-                prot
-            };
-            // SAFETY: page_start..file_map_end lies inside this mapping's
+        // A non-writable segment's last file page is never mapped from the
+        // file when its tail must be zeroed: the file page would have to be
+        // writable for a moment. It is copied into an anonymous page
+        // instead (below), so every file page gets exactly `prot`.
+        let copied_page = (zero_tail && !seg.writable()).then(|| page_down(seg.file_end_vaddr()));
+        let from_file_end = copied_page.unwrap_or(file_map_end);
+        if from_file_end > page_start {
+            // SAFETY: page_start..from_file_end lies inside this mapping's
             // reservation (the plan bounds every segment by max_vaddr), and
             // no reference into the reservation exists yet.
             unsafe {
                 sys::map_file_fixed(
                     self.ptr_at(page_start),
-                    (file_map_end - page_start) as usize,
-                    map_prot,
+                    (from_file_end - page_start) as usize,
+                    prot,
                     file.as_fd(),
                     page_down(seg.offset),
                 )
             }
             .map_err(map_err("mapping a segment from the file"))?;
-            if zero_tail {
-                self.zero_bss_tail(seg, prot, map_prot)?;
-            }
+        }
+        match copied_page {
+            Some(page) => self.copy_last_page(file, seg, page, prot)?,
+            // A writable segment's page is zeroed in place, as the kernel
+            // does for ELF executables: it has the write permission anyway.
+            None if zero_tail => self.zero_bss_tail(seg),
+            None => {}
         }
         self.map_anonymous_rest(seg, file_map_end, prot)
     }
 
-    /// Zero the part of the last file page past `p_filesz`: the file has
-    /// other bytes there, but the program expects `.bss` zeros.
-    fn zero_bss_tail(&mut self, seg: &Segment, prot: i32, map_prot: i32) -> KindResult<()> {
+    /// The last, partly file-backed page of a non-writable segment: an
+    /// anonymous page holding the file's bytes up to `p_filesz` and zeros
+    /// after them, then given the segment's protection. Anonymous memory is
+    /// no file page, so no file page is ever writable.
+    fn copy_last_page(
+        &mut self,
+        file: &File,
+        seg: &Segment,
+        page: u64,
+        prot: i32,
+    ) -> KindResult<()> {
+        let len = (seg.file_end_vaddr() - page) as usize;
+        let offset = page_down(seg.offset) + (page - page_down(seg.vaddr));
+        // SAFETY: the page lies inside the reservation (it holds the end of
+        // the segment's file bytes) and nothing refers to it yet.
+        unsafe {
+            sys::map_anon_fixed(
+                self.ptr_at(page),
+                PAGE_SIZE as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        }
+        .map_err(map_err("mapping the last file page of a segment"))?;
+        // SAFETY: the first `len` bytes of the page just mapped read-write;
+        // this slice is the only reference to them and ends before the
+        // protection changes.
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.ptr_at(page), len) };
+        file.read_exact_at(dst, offset)
+            .map_err(|source| ErrorKind::Io {
+                op: "reading the last file page of a segment",
+                source,
+            })?;
+        // SAFETY: the segment's own protection on its own anonymous page.
+        unsafe { sys::protect(self.ptr_at(page), PAGE_SIZE as usize, prot) }
+            .map_err(map_err("protecting the last file page of a segment"))
+    }
+
+    /// Zero the part of a writable segment's last file page past
+    /// `p_filesz`: the file has other bytes there, but the program expects
+    /// `.bss` zeros.
+    fn zero_bss_tail(&mut self, seg: &Segment) {
         let start = seg.file_end_vaddr();
         let end = page_up(start).unwrap_or(start);
-        // SAFETY: start..end is the tail of a page just mapped writable
-        // (map_prot has PROT_WRITE) inside our reservation.
+        // SAFETY: start..end is the tail of a page just mapped with the
+        // segment's protection, which includes PROT_WRITE, inside our
+        // reservation.
         unsafe { std::ptr::write_bytes(self.ptr_at(start), 0, (end - start) as usize) };
-        if map_prot != prot {
-            let page = page_down(start);
-            // SAFETY: restoring the segment's own protection on its own page.
-            unsafe { sys::protect(self.ptr_at(page), PAGE_SIZE as usize, prot) }
-                .map_err(map_err("restoring protection after zeroing .bss"))?;
-        }
-        Ok(())
     }
 
     fn map_anonymous_rest(&mut self, seg: &Segment, from: u64, prot: i32) -> KindResult<()> {
@@ -329,8 +371,10 @@ impl Mapping {
         let page_start = page_down(seg.vaddr);
         let end = page_up(seg.end()).unwrap_or(u64::MAX);
         // SAFETY: page_start..end is inside the reservation, unreferenced.
+        // Not charged against the commit limit up front: only the pages
+        // the file has data for are ever written.
         unsafe {
-            sys::map_anon_fixed(
+            sys::map_anon_fixed_unreserved(
                 self.ptr_at(page_start),
                 (end - page_start) as usize,
                 libc::PROT_READ | libc::PROT_WRITE,

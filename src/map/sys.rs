@@ -81,6 +81,30 @@ pub unsafe fn map_anon_fixed(addr: *mut u8, len: usize, prot: i32) -> io::Result
     Ok(())
 }
 
+/// Map zero-filled anonymous memory at exactly `addr`, without reserving
+/// swap for it (`MAP_NORESERVE`): for copies of sparse files, whose holes
+/// are never written.
+///
+/// # Safety
+/// As for [`map_file_fixed`].
+pub unsafe fn map_anon_fixed_unreserved(addr: *mut u8, len: usize, prot: i32) -> io::Result<()> {
+    // SAFETY: the caller guarantees the range is its own reservation.
+    let p = unsafe {
+        libc::mmap(
+            addr.cast(),
+            len,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Change the protection of `addr..addr+len`.
 ///
 /// # Safety

@@ -8,6 +8,9 @@
 pub mod call;
 pub mod cxa;
 pub mod debugger;
+mod elf_writer;
+pub mod exit_hook;
+pub mod lazy;
 pub mod static_tls;
 pub mod tls;
 pub mod tls_object;
@@ -34,8 +37,17 @@ fn code_pointers(mapping: &Mapping, dynamic: &DynamicInfo, fini: bool) -> KindRe
     let Some(range) = range else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::with_capacity((range.size / 8) as usize);
-    for i in 0..range.size / 8 {
+    let count = range.size / 8;
+    let limit = crate::elf::limits::MAX_INIT_ENTRIES;
+    if count > limit {
+        return Err(ErrorKind::LimitExceeded {
+            what: tag,
+            count,
+            limit,
+        });
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..count {
         let at = range.vaddr + i * 8;
         let addr = mapping.read_u64(at).ok_or(ErrorKind::TableOutsideImage {
             tag,

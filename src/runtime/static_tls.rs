@@ -80,7 +80,7 @@ impl StaticTlsBlock {
         let bytes = tls_object::build(shape).map_err(|detail| ErrorKind::TlsUnsupported {
             detail: format!("static TLS block: {detail}"),
         })?;
-        let fd = memfd_with(&bytes)?;
+        let fd = memfd_with(c"mmld-static-tls", &bytes)?;
         // The pid rather than `self`: debuggers read the objects glibc lists
         // by name, and in a debugger's process `/proc/self` is the debugger
         // (gdb would read its own descriptor N, and can block on it).
@@ -226,11 +226,12 @@ pub fn is_block_object(name: &[u8]) -> bool {
     crate::host::is_hidden(name)
 }
 
-fn memfd_with(bytes: &[u8]) -> KindResult<OwnedFd> {
+/// A `memfd` named `name` holding `bytes` (also used by `exit_hook`).
+pub(super) fn memfd_with(name: &CStr, bytes: &[u8]) -> KindResult<OwnedFd> {
     let io = |op, source| ErrorKind::Io { op, source };
-    // SAFETY: the name is a NUL-terminated literal; MFD_CLOEXEC keeps the
-    // fd out of exec'd children.
-    let fd = unsafe { libc::memfd_create(c"mmld-static-tls".as_ptr(), libc::MFD_CLOEXEC) };
+    // SAFETY: `name` is NUL-terminated; MFD_CLOEXEC keeps the fd out of
+    // exec'd children.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
         return Err(io("memfd_create", std::io::Error::last_os_error()));
     }
@@ -238,11 +239,11 @@ fn memfd_with(bytes: &[u8]) -> KindResult<OwnedFd> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut file = File::from(owned);
     file.write_all(bytes)
-        .map_err(|e| io("writing the static TLS object to its memfd", e))?;
+        .map_err(|e| io("writing an in-memory object to its memfd", e))?;
     Ok(OwnedFd::from(file))
 }
 
-fn dlerror() -> String {
+pub(super) fn dlerror() -> String {
     // SAFETY: dlerror returns NULL or a NUL-terminated string valid until
     // the next dl* call on this thread; it is copied at once.
     let e = unsafe { libc::dlerror() };

@@ -37,30 +37,15 @@ pub struct TlsShape<'a> {
     pub align: u64,
 }
 
-const EHDR_SIZE: usize = 64;
-const PHDR_SIZE: usize = 56;
-const SYM_SIZE: usize = 24;
+use super::elf_writer::{
+    DT_FLAGS, DT_HASH, DT_NULL, DT_RELA, DT_RELAENT, DT_RELASZ, DT_SONAME, DT_STRSZ, DT_STRTAB,
+    DT_SYMENT, DT_SYMTAB, DYN_SIZE, EHDR_SIZE, PF_R, PHDR_SIZE, Phdr, SYM_SIZE, Writer,
+    load_dynamic_stack, write_header, write_phdrs,
+};
+
 const RELA_SIZE: usize = 24;
 const PHDR_COUNT: usize = 4;
-
-const PT_LOAD: u32 = 1;
-const PT_DYNAMIC: u32 = 2;
 const PT_TLS: u32 = 7;
-const PT_GNU_STACK: u32 = 0x6474_e551;
-const PF_W: u32 = 2;
-const PF_R: u32 = 4;
-
-const DT_NULL: u64 = 0;
-const DT_HASH: u64 = 4;
-const DT_STRTAB: u64 = 5;
-const DT_SYMTAB: u64 = 6;
-const DT_RELA: u64 = 7;
-const DT_RELASZ: u64 = 8;
-const DT_RELAENT: u64 = 9;
-const DT_STRSZ: u64 = 10;
-const DT_SYMENT: u64 = 11;
-const DT_SONAME: u64 = 14;
-const DT_FLAGS: u64 = 30;
 const DF_STATIC_TLS: u64 = 0x10;
 
 const STB_GLOBAL: u8 = 1;
@@ -72,36 +57,6 @@ const STV_PROTECTED: u8 = 3;
 const DEFINED_SHNDX: u16 = 1;
 
 const R_X86_64_TPOFF64: u64 = 18;
-
-/// A little-endian byte writer: the whole object is built with it, so no
-/// offset arithmetic can write outside the buffer.
-#[derive(Default)]
-struct Writer {
-    bytes: Vec<u8>,
-}
-
-impl Writer {
-    fn u8(&mut self, v: u8) {
-        self.bytes.push(v);
-    }
-    fn u16(&mut self, v: u16) {
-        self.bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u32(&mut self, v: u32) {
-        self.bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    fn pad_to(&mut self, align: usize) {
-        while !self.bytes.len().is_multiple_of(align) {
-            self.bytes.push(0);
-        }
-    }
-    fn pos(&self) -> u64 {
-        self.bytes.len() as u64
-    }
-}
 
 /// Where each part of the object goes, computed before writing so the
 /// headers can name offsets of parts written after them.
@@ -191,8 +146,8 @@ pub fn build(shape: &TlsShape<'_>) -> Result<Vec<u8>, String> {
     let (strtab, names) = strings();
     let l = layout(strtab.len(), shape, align).ok_or("TLS image too large")?;
     let mut w = Writer::default();
-    write_header(&mut w);
-    write_phdrs(&mut w, &l, shape, memsz, align);
+    write_header(&mut w, PHDR_COUNT as u16);
+    write_tls_phdrs(&mut w, &l, shape, memsz, align);
     write_symbols(&mut w, &l, names);
     w.bytes.extend_from_slice(&strtab);
     w.pad_to(8);
@@ -234,83 +189,25 @@ pub fn build(shape: &TlsShape<'_>) -> Result<Vec<u8>, String> {
     Ok(w.bytes)
 }
 
-fn write_header(w: &mut Writer) {
-    // Magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ELFOSABI_SYSV, padding.
-    w.bytes
-        .extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    w.u16(3); // ET_DYN
-    w.u16(crate::arch::current::MACHINE);
-    w.u32(1); // EV_CURRENT
-    w.u64(0); // e_entry
-    w.u64(EHDR_SIZE as u64); // e_phoff
-    w.u64(0); // e_shoff: no section headers
-    w.u32(0); // e_flags
-    w.u16(EHDR_SIZE as u16);
-    w.u16(PHDR_SIZE as u16);
-    w.u16(PHDR_COUNT as u16);
-    w.u16(64); // e_shentsize
-    w.u16(0); // e_shnum
-    w.u16(0); // e_shstrndx
-}
-
-struct Phdr {
-    p_type: u32,
-    flags: u32,
-    offset: u64,
-    filesz: u64,
-    memsz: u64,
-    align: u64,
-}
-
-fn write_phdrs(w: &mut Writer, l: &Layout, shape: &TlsShape<'_>, memsz: u64, align: u64) {
+fn write_tls_phdrs(w: &mut Writer, l: &Layout, shape: &TlsShape<'_>, memsz: u64, align: u64) {
     // One writable PT_LOAD: glibc adjusts `.dynamic` in place and writes
-    // the relocated word. PT_GNU_STACK keeps glibc from making every
-    // thread's stack executable for an object that does not say.
+    // the relocated word.
     let load_align = crate::arch::current::PAGE_SIZE.max(align);
-    let phdrs = [
-        Phdr {
-            p_type: PT_LOAD,
-            flags: PF_R | PF_W,
-            offset: 0,
-            filesz: l.end,
-            memsz: l.end,
-            align: load_align,
-        },
-        Phdr {
-            p_type: PT_DYNAMIC,
-            flags: PF_R | PF_W,
-            offset: l.dynamic,
-            filesz: (DYNAMIC_ENTRIES * 16) as u64,
-            memsz: (DYNAMIC_ENTRIES * 16) as u64,
-            align: 8,
-        },
-        Phdr {
-            p_type: PT_TLS,
-            flags: PF_R,
-            offset: l.tls,
-            filesz: shape.image.len() as u64,
-            memsz,
-            align,
-        },
-        Phdr {
-            p_type: PT_GNU_STACK,
-            flags: PF_R | PF_W,
-            offset: 0,
-            filesz: 0,
-            memsz: 0,
-            align: 16,
-        },
-    ];
-    for p in phdrs {
-        w.u32(p.p_type);
-        w.u32(p.flags);
-        w.u64(p.offset);
-        w.u64(p.offset); // p_vaddr: the object is linked at 0
-        w.u64(p.offset); // p_paddr
-        w.u64(p.filesz);
-        w.u64(p.memsz);
-        w.u64(p.align);
-    }
+    let [load, dynamic, stack] = load_dynamic_stack(
+        l.end,
+        l.dynamic,
+        (DYNAMIC_ENTRIES * DYN_SIZE) as u64,
+        load_align,
+    );
+    let tls = Phdr {
+        p_type: PT_TLS,
+        flags: PF_R,
+        offset: l.tls,
+        filesz: shape.image.len() as u64,
+        memsz,
+        align,
+    };
+    write_phdrs(w, &[load, dynamic, tls, stack]);
 }
 
 fn write_symbols(w: &mut Writer, l: &Layout, names: [u32; 3]) {

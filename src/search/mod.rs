@@ -7,9 +7,10 @@
 
 pub mod ldcache;
 pub mod paths;
+pub mod secure;
 
 pub use ldcache::{LdCache, LdCacheError, system_cache};
 pub use paths::{
-    DEFAULT_DIRS, Provenance, SearchRequest, candidates, expand_element, expand_origin,
-    ld_library_path_from_env, split_ld_library_path, split_rpath,
+    DEFAULT_DIRS, Provenance, SearchRequest, candidates, expand_element, expand_element_in,
+    expand_origin, ld_library_path_from_env, split_ld_library_path, split_rpath,
 };

@@ -33,8 +33,10 @@
 //!   it again cannot give a different answer, and glibc likewise skips
 //!   directories it has already tried.
 //!
-//! Not modelled: secure (setuid) mode, where glibc ignores
-//! `LD_LIBRARY_PATH` and restricts `$ORIGIN`; the glibc-hwcaps
+//! * Secure (setuid) mode: `LD_LIBRARY_PATH` is ignored and `$ORIGIN` is
+//!   restricted (see [`super::secure`]).
+//!
+//! Not modelled: the glibc-hwcaps
 //! (`x86-64-v2`..`v4`) and legacy hwcap (`tls`, `x86_64`) subdirectories
 //! glibc 2.36 also probes inside every search directory, which only select
 //! optimised builds of the same library; and `LD_LIBRARY_PATH` being
@@ -194,12 +196,10 @@ pub fn split_ld_library_path(value: &str, main_origin: Option<&Path>) -> Vec<Pat
     split_list(value.as_bytes(), b":;", main_origin)
 }
 
-/// `LD_LIBRARY_PATH` from this process's environment, split and expanded.
-///
-/// glibc ignores the variable for setuid/setgid programs; this loader runs
-/// unprivileged and does not model that.
+/// `LD_LIBRARY_PATH` from this process's environment, split and expanded;
+/// empty in secure mode, as glibc ignores it for setuid/setgid programs.
 pub fn ld_library_path_from_env(main_origin: Option<&Path>) -> Vec<PathBuf> {
-    match std::env::var_os("LD_LIBRARY_PATH") {
+    match super::secure::env_var_os("LD_LIBRARY_PATH") {
         Some(value) => split_list(value.as_bytes(), b":;", main_origin),
         None => Vec::new(),
     }
@@ -221,11 +221,25 @@ fn split_list(value: &[u8], separators: &[u8], origin: Option<&Path>) -> Vec<Pat
 }
 
 fn expand_bytes(element: &[u8], origin: Option<&Path>) -> Option<PathBuf> {
+    expand_bytes_in(element, origin, super::secure::is_secure())
+}
+
+/// [`expand_element`] as a process in secure mode (`secure`) or not
+/// would expand it: tests give the flag; the loader gives the process's.
+pub fn expand_element_in(element: &str, origin: Option<&Path>, secure: bool) -> Option<PathBuf> {
+    expand_bytes_in(element.as_bytes(), origin, secure)
+}
+
+fn expand_bytes_in(element: &[u8], origin: Option<&Path>, secure: bool) -> Option<PathBuf> {
     if element.is_empty() {
         return Some(PathBuf::from("."));
     }
     let mut out: Vec<u8> = Vec::with_capacity(element.len());
     let mut rest = element;
+    // Secure mode accepts `$ORIGIN` only opening the element, followed by
+    // `/` or nothing, and only if the result is a trusted directory.
+    let mut origin_used = false;
+    let mut origin_at_start = false;
     loop {
         let mut parts = rest.splitn(2, |&b| b == b'$');
         out.extend_from_slice(parts.next().unwrap_or_default());
@@ -233,6 +247,12 @@ fn expand_bytes(element: &[u8], origin: Option<&Path>) -> Option<PathBuf> {
             break;
         };
         if let Some(tail) = match_token(after, b"ORIGIN") {
+            if !origin_used {
+                origin_at_start = out.is_empty() && (tail.is_empty() || tail.starts_with(b"/"));
+            } else {
+                origin_at_start = false;
+            }
+            origin_used = true;
             out.extend_from_slice(origin?.as_os_str().as_bytes());
             rest = tail;
         } else if let Some(tail) = match_token(after, b"LIB") {
@@ -254,7 +274,11 @@ fn expand_bytes(element: &[u8], origin: Option<&Path>) -> Option<PathBuf> {
     if out.is_empty() {
         return None;
     }
-    Some(PathBuf::from(OsString::from_vec(out)))
+    let path = PathBuf::from(OsString::from_vec(out));
+    if origin_used && !super::secure::origin_allowed(origin_at_start, &path, secure) {
+        return None;
+    }
+    Some(path)
 }
 
 /// If `input` (the text after a `$`) starts with token `name`, bare or in

@@ -96,6 +96,14 @@ pub(super) fn parse_sysv(
     if nbucket == 0 {
         return Err(ErrorKind::EmptyHashTable { table: "DT_HASH" });
     }
+    let limit = crate::elf::limits::MAX_SYMBOLS;
+    if nchain > limit || nbucket > limit {
+        return Err(ErrorKind::LimitExceeded {
+            what: "DT_HASH",
+            count: u64::from(nchain.max(nbucket)),
+            limit: u64::from(limit),
+        });
+    }
     let buckets_at = addr.saturating_add(8);
     let buckets_len = u64::from(nbucket) * 4;
     let chains_len = u64::from(nchain) * 4;
@@ -221,10 +229,14 @@ pub(super) fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u3
     let count = if max_start == 0 {
         symoffset
     } else {
-        // Bounded by the file-backed end of the segment: each step reads
-        // the next word or fails.
+        // Bounded by the file-backed end of the segment (each step reads
+        // the next word or fails) and by a symbol count no library has: a
+        // sparse file backs gigabytes of zeros, a chain without end.
         let mut index = max_start;
         loop {
+            if index >= crate::elf::limits::MAX_SYMBOLS {
+                return Err(endless("more symbols than any real library has"));
+            }
             let chain = u32_at(&chains, (index - symoffset) as usize)
                 .ok_or_else(|| endless("no end marker before the end of its segment"))?;
             if chain & 1 != 0 {
