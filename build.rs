@@ -479,6 +479,13 @@ const TEST_LIBS: &[TestLib] = &[
         extra_inputs: &[],
         extra_flags: &["-Wl,--no-as-needed", "-lstdc++"],
     },
+    // The C ABI drop-in's backtrace test (tests/capi.rs).
+    TestLib {
+        output: "libthrower.so",
+        sources: &["capi/thrower.cpp"],
+        extra_inputs: &[],
+        extra_flags: &["-Wl,--no-as-needed", "-lstdc++"],
+    },
     TestLib {
         output: "libcxx_static.so",
         sources: &["cxx_static.cpp"],

@@ -25,6 +25,7 @@ pub mod link;
 mod loader;
 pub mod map;
 mod object;
+pub mod objects;
 mod registry;
 pub mod runtime;
 pub mod search;

@@ -33,8 +33,16 @@ fn init_tracing(flag: bool) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Exec { report, command } = &cli.command {
+        // The program, not mmld, does the loading: nothing to trace here.
+        return report_error(cli::exec::run(command, cli.trace, report.as_deref()));
+    }
     init_tracing(cli.trace);
-    match dispatch(cli.command) {
+    report_error(dispatch(cli.command))
+}
+
+fn report_error(result: Result<ExitCode>) -> ExitCode {
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("mmld: {e:#}");
@@ -122,6 +130,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             ret,
         } => cli::share::worker(&library, parent, strategy, call.as_deref(), ret),
         Command::Check { library } => check(&library),
+        Command::Exec { report, command } => cli::exec::run(&command, false, report.as_deref()),
     }
 }
 

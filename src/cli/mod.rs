@@ -4,6 +4,7 @@
 //! into the loader's internals; everything here goes through `mmld::*`.
 
 pub mod call;
+pub mod exec;
 pub mod info;
 pub mod maps;
 pub mod pictures;
@@ -121,6 +122,22 @@ pub enum Command {
         timeout: u64,
         #[command(flatten)]
         pictures: pictures::PictureArgs,
+    },
+    /// Run a program with libmmld.so preloaded: every dlopen it makes is
+    /// served by mmld (the C ABI drop-in); --trace logs what mmld does.
+    #[command(after_help = "Example: mmld exec --report libs.txt -- python3 -c 'import sqlite3'")]
+    Exec {
+        /// At exit, write the libraries mmld loaded (address, path, how found).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// The program and its arguments.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "PROGRAM [ARGS]"
+        )]
+        command: Vec<std::ffi::OsString>,
     },
     /// Internal: one worker of `mmld share`.
     #[command(name = "__share-worker", hide = true)]

@@ -27,6 +27,8 @@ pub struct ObjectView {
     /// Host objects it bound symbols into through the global scope, each
     /// kept loaded while this object lives.
     pub host_objects_held: usize,
+    /// How the library search found it ("ld.so.cache", "DT_RUNPATH", ...).
+    pub found_by: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +76,7 @@ impl ObjectView {
             ifunc_calls: o.link_report.ifunc_calls,
             unwind_registered: o.has_unwind_tables(),
             host_objects_held: o.host_holds.len(),
+            found_by: o.provenance.to_string(),
         }
     }
 }

@@ -47,10 +47,12 @@ impl HostRef {
     pub fn take(name: &CStr, bias: u64) -> Option<HostRef> {
         // SAFETY: RTLD_NOLOAD never maps anything or runs a constructor; it
         // only counts one more reference on an object already loaded.
-        let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        let handle = unsafe {
+            (crate::host::real().dlopen)(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD)
+        };
         if handle.is_null() {
             // SAFETY: clears the error glibc recorded for this thread.
-            unsafe { libc::dlerror() };
+            unsafe { (crate::host::real().dlerror)() };
             return None;
         }
         let held = HostRef { handle };
@@ -64,7 +66,11 @@ impl HostRef {
         // its first field is `l_addr` in every glibc; the object stays
         // loaded because `self` holds a reference.
         unsafe {
-            if libc::dlinfo(self.handle, libc::RTLD_DI_LINKMAP, (&raw mut map).cast()) != 0
+            if (crate::host::real().dlinfo)(
+                self.handle,
+                libc::RTLD_DI_LINKMAP,
+                (&raw mut map).cast(),
+            ) != 0
                 || map.is_null()
             {
                 return None;
@@ -78,7 +84,7 @@ impl Drop for HostRef {
     fn drop(&mut self) {
         if !self.handle.is_null() {
             // SAFETY: balances the RTLD_NOLOAD dlopen in `take`, once.
-            unsafe { libc::dlclose(self.handle) };
+            unsafe { (crate::host::real().dlclose)(self.handle) };
         }
     }
 }

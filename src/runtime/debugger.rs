@@ -11,6 +11,7 @@
 use std::ffi::{CString, c_char, c_int};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The public head of `struct link_map`: the part debuggers read.
 #[repr(C)]
@@ -66,6 +67,26 @@ unsafe impl Send for Node {}
 
 static NODES: Mutex<Vec<Node>> = Mutex::new(Vec::new());
 
+/// Objects added to and removed from the list so far.
+static ADDS: AtomicU64 = AtomicU64::new(0);
+static SUBS: AtomicU64 = AtomicU64::new(0);
+
+/// `(added, removed)` since the process started: `dl_iterate_phdr`'s
+/// `dlpi_adds`/`dlpi_subs` for mmld's objects.
+pub fn changes() -> (u64, u64) {
+    (ADDS.load(Ordering::Relaxed), SUBS.load(Ordering::Relaxed))
+}
+
+/// The node of object `id`. It stays valid until the object is removed,
+/// which happens only when the object itself is dropped.
+pub fn link_map_of(id: u64) -> Option<*mut LinkMap> {
+    let mut nodes = NODES.lock().unwrap_or_else(|e| e.into_inner());
+    nodes
+        .iter_mut()
+        .find(|n| n.id == id)
+        .map(|n| &raw mut *n.map)
+}
+
 fn relink(nodes: &mut [Node], state: c_int) {
     let mut prev: *mut LinkMap = std::ptr::null_mut();
     let ptrs: Vec<*mut LinkMap> = nodes.iter_mut().map(|n| &raw mut *n.map).collect();
@@ -116,6 +137,7 @@ pub fn add(id: u64, path: &Path, bias: u64, dynamic: u64) {
         _name: name,
     });
     relink(&mut nodes, RT_ADD);
+    ADDS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Withdraw an object (before it is unmapped).
@@ -127,5 +149,6 @@ pub fn remove(id: u64) {
     // Unlink first, then free: the list never points at a freed node.
     let gone = nodes.remove(pos);
     relink(&mut nodes, RT_DELETE);
+    SUBS.fetch_add(1, Ordering::Relaxed);
     drop(gone);
 }

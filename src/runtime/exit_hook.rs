@@ -153,7 +153,8 @@ pub fn install(routine: extern "C" fn()) -> KindResult<()> {
     // SAFETY: `name` is NUL-terminated; the object has no constructor and
     // no relocation: glibc maps it, loads libc.so.6 (already loaded) as its
     // dependency and runs nothing of it until exit.
-    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    let handle =
+        unsafe { (crate::host::real().dlopen)(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if handle.is_null() {
         crate::host::unhide(name.as_bytes());
         return Err(ErrorKind::Other(format!(

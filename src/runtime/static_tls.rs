@@ -160,7 +160,7 @@ impl StaticTlsBlock {
             return Err(ErrorKind::Other("static TLS object already closed".into()));
         }
         // SAFETY: the handle is open; `c` is NUL-terminated.
-        let p = unsafe { libc::dlsym(handle, c.as_ptr()) };
+        let p = unsafe { (crate::host::real().dlsym)(handle, c.as_ptr()) };
         if p.is_null() {
             return Err(ErrorKind::TlsUnsupported {
                 detail: format!("static TLS object: dlsym({name}) failed: {}", dlerror()),
@@ -209,7 +209,7 @@ fn release(serial: u64, object: Opened) {
     for o in closable {
         // SAFETY: the handle came from our dlopen and is closed once; the
         // block's owner dropped it after the last code that used it.
-        unsafe { libc::dlclose(o.handle.0) };
+        unsafe { (crate::host::real().dlclose)(o.handle.0) };
         crate::host::unhide(o.name.as_bytes());
     }
 }
@@ -246,7 +246,7 @@ pub(super) fn memfd_with(name: &CStr, bytes: &[u8]) -> KindResult<OwnedFd> {
 pub(super) fn dlerror() -> String {
     // SAFETY: dlerror returns NULL or a NUL-terminated string valid until
     // the next dl* call on this thread; it is copied at once.
-    let e = unsafe { libc::dlerror() };
+    let e = unsafe { (crate::host::real().dlerror)() };
     if e.is_null() {
         return "(no dlerror)".to_string();
     }
@@ -257,7 +257,8 @@ pub(super) fn dlerror() -> String {
 fn open(name: &CStr, shape: &TlsShape<'_>) -> KindResult<Handle> {
     // SAFETY: `name` is NUL-terminated; the object runs no code (it has no
     // constructors and no imports), glibc only maps and relocates it.
-    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    let handle =
+        unsafe { (crate::host::real().dlopen)(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if !handle.is_null() {
         return Ok(Handle(handle));
     }

@@ -96,3 +96,28 @@ pub unsafe extern "C" fn plugin_free_string(s: *mut c_char) {
         drop(unsafe { CString::from_raw(s) });
     }
 }
+
+#[inline(never)]
+fn panic_inner(depth: u32) -> u32 {
+    if depth > 0 {
+        panic!("plugin panic at depth {depth}");
+    }
+    depth
+}
+
+#[inline(never)]
+fn panic_outer(depth: u32) -> u32 {
+    // black_box: keeps both frames in the backtrace.
+    std::hint::black_box(panic_inner(std::hint::black_box(depth + 1))) + 1
+}
+
+/// Panic through two frames with the default hook, which prints the
+/// message and, under `RUST_BACKTRACE=1`, a backtrace naming these
+/// functions; the panic is caught here. Returns -1 after a panic.
+#[unsafe(no_mangle)]
+pub extern "C" fn plugin_panic_with_backtrace() -> i32 {
+    match panic::catch_unwind(|| panic_outer(1)) {
+        Ok(v) => v as i32,
+        Err(_) => -1,
+    }
+}

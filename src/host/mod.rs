@@ -5,11 +5,24 @@
 //! loaded (`dlopen` with `RTLD_NOLOAD`), glibc-family names, and the
 //! objects glibc holds for mmld that are not libraries (hidden from every
 //! walk). Must never: load a library into the host (every `dlopen` here has
-//! `RTLD_NOLOAD`).
+//! `RTLD_NOLOAD`, except the glibc family's own), or call glibc's `dl*`
+//! functions by name: they go through [`real`], which stays glibc's when the
+//! C ABI drop-in interposes the names.
+
+pub mod real;
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::sync::{Mutex, OnceLock};
+
+pub use real::real;
+
+/// A failed probe leaves a message in glibc's `dlerror` state, which is the
+/// program's (the drop-in's `dlerror` reports it): read it away.
+fn forget_error() {
+    // SAFETY: dlerror has no preconditions.
+    unsafe { (real().dlerror)() };
+}
 
 /// Libraries that belong to the C library itself: mmld never maps them,
 /// because two copies of libc in one process corrupt each other's state.
@@ -56,7 +69,10 @@ impl HostLibrary {
         let c = CString::new(name).ok()?;
         // SAFETY: RTLD_NOLOAD only looks the name up; it runs no constructor
         // and maps nothing. `c` is a valid NUL-terminated string.
-        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        let handle = unsafe { (real().dlopen)(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        if handle.is_null() {
+            forget_error();
+        }
         (!handle.is_null()).then(|| HostLibrary {
             handle,
             name: name.to_string(),
@@ -77,7 +93,10 @@ impl HostLibrary {
     pub fn loaded_from(name: &str, path: &str) -> Option<HostLibrary> {
         let c = CString::new(path).ok()?;
         // SAFETY: RTLD_NOLOAD only looks the name up (see `find_loaded`).
-        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        let handle = unsafe { (real().dlopen)(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+        if handle.is_null() {
+            forget_error();
+        }
         (!handle.is_null()).then(|| HostLibrary {
             handle,
             name: name.to_string(),
@@ -91,7 +110,10 @@ impl HostLibrary {
         let c = CString::new(name).ok()?;
         // SAFETY: loads a C-library component through the system loader;
         // `c` is a valid NUL-terminated string.
-        let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        let handle = unsafe { (real().dlopen)(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        if handle.is_null() {
+            forget_error();
+        }
         (!handle.is_null()).then(|| HostLibrary {
             handle,
             name: name.to_string(),
@@ -112,7 +134,7 @@ impl HostLibrary {
         // handle; the head fields are part of glibc's public ABI, and the
         // name string lives as long as the library (we hold a reference).
         unsafe {
-            if libc::dlinfo(self.handle, libc::RTLD_DI_LINKMAP, (&raw mut map).cast()) != 0
+            if (real().dlinfo)(self.handle, libc::RTLD_DI_LINKMAP, (&raw mut map).cast()) != 0
                 || map.is_null()
                 || (*map).l_name.is_null()
             {
@@ -135,7 +157,7 @@ impl HostLibrary {
 impl Drop for HostLibrary {
     fn drop(&mut self) {
         // SAFETY: balances the reference taken by the RTLD_NOLOAD dlopen.
-        unsafe { libc::dlclose(self.handle) };
+        unsafe { (real().dlclose)(self.handle) };
     }
 }
 
@@ -164,7 +186,7 @@ fn main_program_handle() -> Option<*mut libc::c_void> {
     let h = MAIN.get_or_init(|| {
         // SAFETY: dlopen(NULL) returns the main program's handle; it loads
         // nothing. The reference is kept for the life of the process.
-        Handle(unsafe { libc::dlopen(std::ptr::null(), libc::RTLD_NOW) })
+        Handle(unsafe { (real().dlopen)(std::ptr::null(), libc::RTLD_NOW) })
     });
     (!h.0.is_null()).then_some(h.0)
 }
@@ -174,12 +196,13 @@ fn dl_lookup(handle: *mut libc::c_void, name: &CStr, version: Option<&CStr>) -> 
     // handle that is RTLD_DEFAULT or one glibc gave us. dlerror is cleared
     // first so a NULL result can be told apart from a symbol at address 0.
     unsafe {
-        libc::dlerror();
+        let real = real();
+        (real.dlerror)();
         let p = match version {
-            Some(v) => libc::dlvsym(handle, name.as_ptr(), v.as_ptr()),
-            None => libc::dlsym(handle, name.as_ptr()),
+            Some(v) => (real.dlvsym)(handle, name.as_ptr(), v.as_ptr()),
+            None => (real.dlsym)(handle, name.as_ptr()),
         };
-        if p.is_null() && !libc::dlerror().is_null() {
+        if p.is_null() && !(real.dlerror)().is_null() {
             return None;
         }
         Some(p as u64)
@@ -278,5 +301,5 @@ pub fn each_host_object<F: FnMut(&HostObjectInfo<'_>) -> bool>(mut visit: F) {
     }
     // SAFETY: the trampoline only reads what glibc hands it for the
     // duration of each call; `visit` outlives the iteration.
-    unsafe { libc::dl_iterate_phdr(Some(trampoline::<F>), (&raw mut visit).cast()) };
+    unsafe { (real().dl_iterate_phdr)(Some(trampoline::<F>), (&raw mut visit).cast()) };
 }
