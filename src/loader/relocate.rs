@@ -94,13 +94,9 @@ impl Batch {
         {
             target.mapping.prefault_for_relocation(relro);
         }
-        // Asked once per object, not once per binding; the names are only
-        // for the trace.
+        // Asked once per object, not per binding; names only for the trace.
         let trace = tracing::enabled!(target: "mmld::bindings", tracing::Level::DEBUG);
-        let names: Vec<String> = match trace {
-            true => scope.iter().map(provider_name).collect(),
-            false => Vec::new(),
-        };
+        let names: Vec<String> = scope.iter().filter(|_| trace).map(provider_name).collect();
         let mut host_holds = crate::link::hostscope::HoldSet::default();
         let report = link::relocate(&mut target, &scope, host, mode, |sym, ver, b: &Binding| {
             if let Some(slot) = bound.get_mut(b.provider) {

@@ -161,6 +161,35 @@ fn validate_sysv_chains(table: &SysvHash, nchain: u32) -> KindResult<()> {
     Ok(())
 }
 
+/// The highest chain start in the bucket array, after checking that no
+/// bucket starts below `symoffset`. One pass over the bucket words (the
+/// host's libc has thousands, read on every first load); the smallest
+/// non-empty start is checked once after it.
+fn highest_bucket(buckets: &RoBytes, nbuckets: u32, symoffset: u32) -> KindResult<u32> {
+    let mut max_start = 0u32;
+    let mut min_start = u32::MAX;
+    let words = buckets.as_slice().chunks_exact(4);
+    if words.len() < nbuckets as usize {
+        return Err(malformed("DT_GNU_HASH", "bucket truncated"));
+    }
+    for word in words {
+        let b = u32::from_le_bytes(word.try_into().unwrap_or_default());
+        max_start = max_start.max(b);
+        min_start = min_start.min(b.wrapping_sub(1));
+    }
+    if min_start.wrapping_add(1) < symoffset && min_start != u32::MAX {
+        let i = (0..nbuckets as usize)
+            .find(|&i| u32_at(buckets, i).is_some_and(|b| b != 0 && b < symoffset))
+            .unwrap_or(0);
+        let b = u32_at(buckets, i).unwrap_or(0);
+        return Err(malformed(
+            "DT_GNU_HASH",
+            format!("bucket {i} starts at symbol {b}, below symoffset {symoffset}"),
+        ));
+    }
+    Ok(max_start)
+}
+
 /// Parse the GNU hash table and count the symbols it covers (the dynamic
 /// section does not say how many symbols there are).
 pub(super) fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u32)> {
@@ -197,30 +226,7 @@ pub(super) fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u3
         .unwrap_or(RoBytes::EMPTY);
 
     // The highest bucket start, then that chain's end, bounds the table.
-    // One pass over the bucket words (the host's libc has thousands of
-    // buckets, read on every first load): the maximum, and the smallest
-    // non-empty start, checked after the loop.
-    let mut max_start = 0u32;
-    let mut min_start = u32::MAX;
-    let words = buckets.as_slice().chunks_exact(4);
-    if words.len() < nbuckets as usize {
-        return Err(malformed("DT_GNU_HASH", "bucket truncated"));
-    }
-    for word in words {
-        let b = u32::from_le_bytes(word.try_into().unwrap_or_default());
-        max_start = max_start.max(b);
-        min_start = min_start.min(b.wrapping_sub(1));
-    }
-    if min_start.wrapping_add(1) < symoffset && min_start != u32::MAX {
-        let i = (0..nbuckets as usize)
-            .find(|&i| u32_at(&buckets, i).is_some_and(|b| b != 0 && b < symoffset))
-            .unwrap_or(0);
-        let b = u32_at(&buckets, i).unwrap_or(0);
-        return Err(malformed(
-            "DT_GNU_HASH",
-            format!("bucket {i} starts at symbol {b}, below symoffset {symoffset}"),
-        ));
-    }
+    let max_start = highest_bucket(&buckets, nbuckets, symoffset)?;
     let endless = |detail: &str| ErrorKind::EndlessHashChain {
         table: "DT_GNU_HASH",
         start: max_start,
