@@ -431,6 +431,13 @@ const TEST_LIBS: &[TestLib] = &[
             "-Wl,-rpath,$ORIGIN",
         ],
     },
+    // Built before the two libraries that link against it.
+    TestLib {
+        output: "libtlshost.so",
+        sources: &["tlshost.c"],
+        extra_inputs: &[],
+        extra_flags: &[],
+    },
     // A descriptor against a variable of a library glibc loaded.
     TestLib {
         output: "libtlsuser_desc.so",
@@ -470,12 +477,6 @@ const TEST_LIBS: &[TestLib] = &[
         sources: &["omp.c"],
         extra_inputs: &[],
         extra_flags: &["-fopenmp"],
-    },
-    TestLib {
-        output: "libtlshost.so",
-        sources: &["tlshost.c"],
-        extra_inputs: &[],
-        extra_flags: &[],
     },
     // Needs libtlshost.so, which the tests load with glibc first.
     TestLib {

@@ -6,7 +6,7 @@
 //! objects glibc holds for mmld that are not libraries (hidden from every
 //! walk). Must never: load a library into the host (every `dlopen` here has
 //! `RTLD_NOLOAD`, except the glibc family's own), or call glibc's `dl*`
-//! functions by name: they go through [`real`], which stays glibc's when the
+//! functions by name: they go through `real`, which stays glibc's when the
 //! C ABI drop-in interposes the names.
 
 pub mod real;

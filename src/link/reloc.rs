@@ -15,7 +15,7 @@ use super::{Binding, LinkMode, LinkReport, LinkTarget, Provider};
 use crate::arch::{RelocKind, current as arch};
 use crate::elf::{DynamicInfo, VRange};
 use crate::error::{ErrorKind, KindResult};
-use crate::map::{Mapping, RoBytes};
+use crate::map::Mapping;
 
 /// Bytes of one `Elf64_Rela`.
 const RELA_SIZE: usize = 24;
@@ -28,17 +28,19 @@ pub(super) struct Rela {
     pub(super) addend: i64,
 }
 
-fn rela_at(table: &RoBytes, index: usize) -> Option<Rela> {
-    let off = index.checked_mul(RELA_SIZE)?;
-    let b = table.as_slice().get(off..off.checked_add(RELA_SIZE)?)?;
-    let word =
-        |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
-    let info = word(8)?;
+/// Decode one entry; `b` is `RELA_SIZE` bytes (from `chunks_exact`, so the
+/// compiler drops the length checks).
+#[inline]
+fn rela_from(b: &[u8]) -> Option<Rela> {
+    let (offset, rest) = b.split_first_chunk::<8>()?;
+    let (info, rest) = rest.split_first_chunk::<8>()?;
+    let addend = rest.first_chunk::<8>()?;
+    let info = u64::from_le_bytes(*info);
     Some(Rela {
-        offset: word(0)?,
+        offset: u64::from_le_bytes(*offset),
         rtype: (info & 0xffff_ffff) as u32,
         sym: (info >> 32) as u32,
-        addend: word(16)? as i64,
+        addend: i64::from_le_bytes(*addend),
     })
 }
 
@@ -71,7 +73,9 @@ impl BindingCache {
     fn new(symbols: u32) -> Self {
         BindingCache {
             slot_of: vec![0; symbols as usize],
-            bindings: Vec::new(),
+            // At most one binding per symbol: sized once, never regrown
+            // (growing it was most of a load's heap page faults).
+            bindings: Vec::with_capacity(symbols as usize),
         }
     }
 
@@ -196,25 +200,30 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
                 addr: range.vaddr,
                 end: range.vaddr.saturating_add(range.size),
             })?;
-        let count = bytes.len() / RELA_SIZE;
+        let entries = bytes.as_slice();
+        let count = entries.len() / RELA_SIZE;
         let bias = self.bias;
         let mut index = 0;
         while index < count {
             // The common case of large libraries (hundreds of thousands of
-            // entries, in long runs): no symbol, one checked write. The run
-            // is applied with the mapping and counters borrowed once, so
-            // they stay in registers.
-            let mapping = &mut *self.target.mapping;
+            // entries, in long runs): no symbol, one write into the segment
+            // the writer already checked. The table's bounds were checked
+            // once above; entries are decoded from fixed-size chunks.
+            let mut writer = self.target.mapping.writer();
             let counts = &mut self.report.by_type;
             let mut other = None;
-            while let Some(r) = (index < count).then(|| rela_at(&bytes, index)).flatten() {
+            let rest = entries.get(index * RELA_SIZE..).unwrap_or_default();
+            for chunk in rest.chunks_exact(RELA_SIZE) {
+                let Some(r) = rela_from(chunk) else { break };
                 counts.add(r.rtype);
                 let kind = arch::classify(r.rtype);
                 if kind != RelocKind::Relative {
                     other = Some((r, kind));
                     break;
                 }
-                apply_relative(mapping, table, index, &r, bias)?;
+                if !writer.write_u64(r.offset, bias.wrapping_add(r.addend as u64)) {
+                    return Err(out_of_bounds(table, index, r.offset));
+                }
                 index += 1;
             }
             let Some((r, kind)) = other else {
@@ -554,11 +563,16 @@ pub(super) fn write(
     if mapping.write_u64(offset, value) {
         Ok(())
     } else {
-        Err(ErrorKind::RelocationOutOfBounds {
-            table,
-            index,
-            offset,
-            width: arch::WORD_SIZE,
-        })
+        Err(out_of_bounds(table, index, offset))
+    }
+}
+
+#[cold]
+fn out_of_bounds(table: &'static str, index: usize, offset: u64) -> ErrorKind {
+    ErrorKind::RelocationOutOfBounds {
+        table,
+        index,
+        offset,
+        width: arch::WORD_SIZE,
     }
 }

@@ -109,6 +109,11 @@ pub enum Opened {
 /// everything it needs.
 pub fn open(name: &Path, settings: Settings) -> Result<Opened> {
     let _guard = LOADER_LOCK.lock();
+    // One host snapshot for the whole load: `locate`, the batch and the
+    // linker each ask for it, and while this reference lives a later ask
+    // gets the same snapshot (unless glibc's object counters moved) instead
+    // of listing and holding every host object again.
+    let _host = crate::link::hostscope::host_scope();
     let (path, elf) = match root::locate(name, settings)? {
         Located::Mapped(existing) => return Ok(Opened::Mapped(existing)),
         Located::Host(h) => return Ok(Opened::Host(h)),

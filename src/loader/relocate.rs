@@ -69,7 +69,6 @@ impl Batch {
             self.settings.deep_bind,
         );
         let (scope, owners): (Vec<Provider<'_>>, Vec<Option<Resolved>>) = scope.into_iter().unzip();
-        let names: Vec<String> = scope.iter().map(provider_name).collect();
         // Which scope entries received a binding (indexed by position).
         let mut bound = vec![false; scope.len()];
         let mut descriptors = crate::runtime::tlsdesc::Descriptors::default();
@@ -95,6 +94,9 @@ impl Batch {
         {
             target.mapping.prefault_for_relocation(relro);
         }
+        // Asked once per object, not per binding; names only for the trace.
+        let trace = tracing::enabled!(target: "mmld::bindings", tracing::Level::DEBUG);
+        let names: Vec<String> = scope.iter().filter(|_| trace).map(provider_name).collect();
         let mut host_holds = crate::link::hostscope::HoldSet::default();
         let report = link::relocate(&mut target, &scope, host, mode, |sym, ver, b: &Binding| {
             if let Some(slot) = bound.get_mut(b.provider) {
@@ -103,7 +105,7 @@ impl Batch {
             if matches!(scope.get(b.provider), Some(Provider::HostGlobal)) {
                 host_holds.add(host, b.addr, sym, ver);
             }
-            if tracing::enabled!(target: "mmld::bindings", tracing::Level::DEBUG) {
+            if trace {
                 let to = names
                     .get(b.provider)
                     .map(String::as_str)

@@ -9,6 +9,7 @@
 mod code;
 mod inspect;
 mod sys;
+mod writer;
 
 pub use code::CodePages;
 

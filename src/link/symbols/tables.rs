@@ -92,3 +92,107 @@ pub(super) fn malformed(table: &'static str, detail: impl Into<String>) -> Error
         detail: detail.into(),
     }
 }
+
+/// Length of the NUL-terminated string at the start of `bytes`, if it ends
+/// inside them. Eight bytes per step (the classic "has a zero byte" test):
+/// every binding of a load measures its name, and the generic search costs
+/// about 100 instructions for a 20-byte name.
+pub(super) fn nul_position(bytes: &[u8]) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0usize;
+    for chunk in &mut words {
+        let word = u64::from_le_bytes(chunk.try_into().ok()?);
+        let zero = word.wrapping_sub(LOW) & !word & HIGH;
+        if zero != 0 {
+            // The lowest flagged byte is the first zero (flags above a
+            // zero can be false, never below it).
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&c| c == 0)
+        .map(|i| at + i)
+}
+
+/// Reads of the small entries of a linked table (`DT_VERDEF`,
+/// `DT_VERNEED`): the first read checks its entry as [`table_bytes`] does
+/// and keeps the rest of that segment's file-backed bytes, so later entries
+/// in the same stretch cost a slice check instead of a segment search.
+/// A read outside the kept stretch takes the checked path again, so each
+/// read succeeds or fails exactly as `table_bytes` would decide it.
+pub(super) struct EntryReader<'m> {
+    mapping: &'m Mapping,
+    base: u64,
+    bytes: RoBytes,
+}
+
+impl<'m> EntryReader<'m> {
+    pub(super) fn new(mapping: &'m Mapping) -> Self {
+        EntryReader {
+            mapping,
+            base: 0,
+            bytes: RoBytes::EMPTY,
+        }
+    }
+
+    /// The `N` bytes at `at`.
+    pub(super) fn read<const N: usize>(
+        &mut self,
+        tag: &'static str,
+        at: u64,
+    ) -> KindResult<[u8; N]> {
+        let kept = at
+            .checked_sub(self.base)
+            .and_then(|off| usize::try_from(off).ok())
+            .and_then(|off| self.bytes.as_slice().get(off..)?.first_chunk::<N>());
+        if let Some(b) = kept {
+            return Ok(*b);
+        }
+        let entry = table_bytes(self.mapping, tag, at, N as u64)?;
+        let b =
+            entry
+                .as_slice()
+                .first_chunk::<N>()
+                .copied()
+                .ok_or(ErrorKind::TableOutsideImage {
+                    tag,
+                    addr: at,
+                    end: at.saturating_add(N as u64),
+                })?;
+        if let Ok(rest) = table_bytes_to_segment_end(self.mapping, tag, at) {
+            self.base = at;
+            self.bytes = rest;
+        }
+        Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nul_position;
+
+    #[test]
+    fn nul_position_agrees_with_a_byte_search() {
+        let mut bytes: Vec<u8> = (1..=40u8).map(|b| b.wrapping_mul(37) | 1).collect();
+        bytes.extend_from_slice(&[0x80, 0x01, 0xff, 0x00, 0x80]);
+        for start in 0..bytes.len() {
+            for end in start..=bytes.len() {
+                let s = &bytes[start..end];
+                assert_eq!(
+                    nul_position(s),
+                    s.iter().position(|&c| c == 0),
+                    "{start}..{end}"
+                );
+            }
+        }
+        // A zero right after bytes 0x01 (where the subtraction borrows).
+        let s = [0x01, 0x01, 0x00, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01];
+        assert_eq!(nul_position(&s), Some(2));
+        assert_eq!(nul_position(&[0x00; 9]), Some(0));
+    }
+}

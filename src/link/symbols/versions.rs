@@ -5,7 +5,7 @@
 //! chain past its count, or trust an offset without a check.
 
 use super::VersionName;
-use super::tables::{malformed, table_bytes, u16_at, u32_at_off};
+use super::tables::{EntryReader, malformed, u16_at, u32_at_off};
 use crate::error::KindResult;
 use crate::map::Mapping;
 
@@ -26,15 +26,23 @@ fn set_version(table: &mut Vec<Option<VersionName>>, ndx: u16, v: VersionName) {
     table[ndx] = Some(v);
 }
 
+/// Room for the indices a table of `num` entries usually uses (index 1 is
+/// the base; references number on from the definitions), so the list is
+/// not regrown entry by entry.
+fn capacity(num: u64) -> usize {
+    (num.min(64) as usize) * 2 + 2
+}
+
 pub(super) fn parse_verdef(
     mapping: &Mapping,
     addr: u64,
     num: u64,
 ) -> KindResult<Vec<Option<VersionName>>> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(capacity(num));
+    let mut reader = EntryReader::new(mapping);
     let mut at = addr;
     for i in 0..num.min(MAX_VERSIONS as u64) {
-        let entry = table_bytes(mapping, "DT_VERDEF", at, 20)?;
+        let entry = reader.read::<20>("DT_VERDEF", at)?;
         let e = entry.as_slice();
         let bad = || malformed("DT_VERDEF", format!("entry {i} at {at:#x} is truncated"));
         let flags = u16_at(e, 2).ok_or_else(bad)?;
@@ -43,11 +51,7 @@ pub(super) fn parse_verdef(
         let aux = u32_at_off(e, 12).ok_or_else(bad)?;
         let next = u32_at_off(e, 16).ok_or_else(bad)?;
         let aux_at = at.checked_add(u64::from(aux)).ok_or_else(bad)?;
-        let name = u32_at_off(
-            table_bytes(mapping, "DT_VERDEF aux", aux_at, 8)?.as_slice(),
-            0,
-        )
-        .ok_or_else(bad)?;
+        let name = u32_at_off(&reader.read::<8>("DT_VERDEF aux", aux_at)?, 0).ok_or_else(bad)?;
         set_version(
             &mut out,
             ndx,
@@ -71,12 +75,13 @@ pub(super) fn parse_verneed(
     addr: u64,
     num: u64,
 ) -> KindResult<Vec<Option<VersionName>>> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(capacity(num));
+    let mut reader = EntryReader::new(mapping);
     let mut at = addr;
     // Total entries visited, bounded so a looping list cannot hang us.
     let mut budget = MAX_VERSIONS;
     for i in 0..num.min(MAX_VERSIONS as u64) {
-        let entry = table_bytes(mapping, "DT_VERNEED", at, 16)?;
+        let entry = reader.read::<16>("DT_VERNEED", at)?;
         let e = entry.as_slice();
         let bad = || malformed("DT_VERNEED", format!("entry {i} at {at:#x} is truncated"));
         let cnt = u16_at(e, 2).ok_or_else(bad)?;
@@ -88,7 +93,7 @@ pub(super) fn parse_verneed(
             budget = budget
                 .checked_sub(1)
                 .ok_or_else(|| malformed("DT_VERNEED", "too many version references"))?;
-            let a = table_bytes(mapping, "DT_VERNEED aux", aux_at, 16)?;
+            let a = reader.read::<16>("DT_VERNEED aux", aux_at)?;
             let a = a.as_slice();
             let bad_aux = || {
                 malformed(
