@@ -59,6 +59,11 @@ fn in_child(name: &str) -> bool {
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(VAR, name)
         .env("MALLOC_ARENA_MAX", "1")
+        // glibc keeps the stacks of joined threads for reuse (40 MiB by
+        // default), and how many it keeps depends on how the threads
+        // happened to overlap: with no cache, a joined thread's stack is
+        // unmapped at once, so the maps comparison sees only mmld's doing.
+        .env("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0")
         .output()
         .expect("run the test binary in a child process");
     let text = format!(
