@@ -66,14 +66,8 @@ unsafe impl Sync for HostLibrary {}
 impl HostLibrary {
     /// The host's copy of `name`, if the host has loaded it. Never loads.
     pub fn find_loaded(name: &str) -> Option<HostLibrary> {
-        let c = CString::new(name).ok()?;
-        // SAFETY: RTLD_NOLOAD only looks the name up; it runs no constructor
-        // and maps nothing. `c` is a valid NUL-terminated string.
-        let handle = unsafe { (real().dlopen)(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-        if handle.is_null() {
-            forget_error();
-        }
-        (!handle.is_null()).then(|| HostLibrary {
+        let handle = glibc_dlopen(name, libc::RTLD_NOW | libc::RTLD_NOLOAD)?;
+        Some(HostLibrary {
             handle,
             name: name.to_string(),
             path: std::sync::OnceLock::new(),
@@ -91,13 +85,8 @@ impl HostLibrary {
     /// path, as `dl_iterate_phdr` names it), reported under `name`. Matching
     /// a loaded object by its full name makes glibc search nothing.
     pub fn loaded_from(name: &str, path: &str) -> Option<HostLibrary> {
-        let c = CString::new(path).ok()?;
-        // SAFETY: RTLD_NOLOAD only looks the name up (see `find_loaded`).
-        let handle = unsafe { (real().dlopen)(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-        if handle.is_null() {
-            forget_error();
-        }
-        (!handle.is_null()).then(|| HostLibrary {
+        let handle = glibc_dlopen(path, libc::RTLD_NOW | libc::RTLD_NOLOAD)?;
+        Some(HostLibrary {
             handle,
             name: name.to_string(),
             path: std::sync::OnceLock::from(Some(path.to_string())),
@@ -107,14 +96,8 @@ impl HostLibrary {
     /// Ask glibc to load `name` (used only for the glibc family, which must
     /// be the host's own copy).
     pub fn load_system(name: &str) -> Option<HostLibrary> {
-        let c = CString::new(name).ok()?;
-        // SAFETY: loads a C-library component through the system loader;
-        // `c` is a valid NUL-terminated string.
-        let handle = unsafe { (real().dlopen)(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-        if handle.is_null() {
-            forget_error();
-        }
-        (!handle.is_null()).then(|| HostLibrary {
+        let handle = glibc_dlopen(name, libc::RTLD_NOW | libc::RTLD_LOCAL)?;
+        Some(HostLibrary {
             handle,
             name: name.to_string(),
             path: std::sync::OnceLock::new(),
@@ -176,6 +159,22 @@ pub fn global_symbol(name: &CStr, version: Option<&CStr>) -> Option<u64> {
 
 /// glibc's handle for the main program, whose `dlsym` searches the global
 /// scope (the main program's search list, extended by `RTLD_GLOBAL` loads).
+/// glibc's own `dlopen` of `name` with `flags`; a refusal clears glibc's
+/// error state and gives `None`. Callers pass `RTLD_NOLOAD` (a look-up that
+/// runs no constructor and maps nothing) except for the glibc family, which
+/// must be the host's own copy.
+fn glibc_dlopen(name: &str, flags: libc::c_int) -> Option<*mut libc::c_void> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string, and `real()` is glibc's
+    // dlopen itself, never the drop-in's.
+    let handle = unsafe { (real().dlopen)(c.as_ptr(), flags) };
+    if handle.is_null() {
+        forget_error();
+        return None;
+    }
+    Some(handle)
+}
+
 fn main_program_handle() -> Option<*mut libc::c_void> {
     struct Handle(*mut libc::c_void);
     // SAFETY: an opaque token glibc accepts from any thread.
