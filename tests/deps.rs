@@ -18,11 +18,15 @@
 //! which records constructor and destructor calls.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
+
+#[path = "common/oracle.rs"]
+mod oracle;
 
 use mmld::{Library, OpenOptions};
+use oracle::{replay_glibc, replay_mmld, same_as_glibc, say};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -37,105 +41,8 @@ fn in_process_lock() -> std::sync::MutexGuard<'static, ()> {
     IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The glibc oracle, compiled once per test process.
-fn oracle() -> &'static Path {
-    static ORACLE: OnceLock<PathBuf> = OnceLock::new();
-    ORACLE.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("glibc_oracle.{}", std::process::id()));
-        let status = Command::new("gcc")
-            .current_dir(ROOT)
-            .args([
-                "-O1",
-                "-Wall",
-                "-Wl,--export-dynamic-symbol=mmld_exe_*",
-                "-o",
-            ])
-            .arg(&out)
-            .args(["testlibs/glibc_oracle.c", "-ldl"])
-            .status()
-            .expect("run gcc to build the glibc oracle");
-        assert!(
-            status.success(),
-            "gcc failed to build testlibs/glibc_oracle.c"
-        );
-        out
-    })
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Replay `steps` with glibc in a fresh process with `env` added.
-fn replay_glibc(steps: &[&str], env: &[(&str, &str)]) -> Vec<String> {
-    let out = Command::new(oracle())
-        .current_dir(ROOT)
-        .env_remove("LD_LIBRARY_PATH")
-        .envs(env.iter().copied())
-        .args(steps)
-        .output()
-        .expect("run the glibc oracle");
-    text(&out.stdout).lines().map(str::to_owned).collect()
-}
-
-/// Replay `steps` with mmld in a fresh process with `env` added.
-fn replay_mmld(steps: &[&str], env: &[(&str, &str)]) -> Vec<String> {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new(exe)
-        .current_dir(ROOT)
-        .env("MMLD_REPLAY", steps.join("\n"))
-        .env_remove("MMLD_TRACE")
-        // cargo's LD_LIBRARY_PATH would be searched by both loaders.
-        .env_remove("LD_LIBRARY_PATH")
-        // libtest runs the test on a thread of its own, whose malloc
-        // arena would grow in /proc/self/maps; one arena keeps all of
-        // malloc in [heap], which the maps comparison leaves out.
-        .env("MALLOC_ARENA_MAX", "1")
-        .envs(env.iter().copied())
-        .args(["replay_child", "--exact", "--nocapture", "--test-threads=1"])
-        .output()
-        .expect("run the mmld replay child");
-    let lines: Vec<String> = text(&out.stdout)
-        .lines()
-        // libtest's "test replay_child ... " has no newline before the
-        // first line the test prints.
-        .filter_map(|l| l.find("replay> ").map(|at| l[at + 8..].to_owned()))
-        .collect();
-    assert!(
-        out.status.success(),
-        "the mmld replay of {steps:?} failed ({}); it printed {lines:#?}\nstderr: {}",
-        out.status,
-        text(&out.stderr)
-    );
-    lines
-}
-
-/// Error lines differ in wording between the two loaders: compare only
-/// that an error happened, and at which step.
-fn normalized(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .map(|l| match l.strip_prefix("error:open:") {
-            Some(_) => "error:open".to_owned(),
-            None => l.clone(),
-        })
-        .collect()
-}
-
-/// Replay `steps` with both loaders, require the same output, and require
-/// it to be `expected` (error lines compared as `error:open`). Returns
-/// mmld's lines.
-fn same_as_glibc(steps: &[&str], env: &[(&str, &str)], expected: &[&str]) -> Vec<String> {
-    let glibc = replay_glibc(steps, env);
-    let mmld = replay_mmld(steps, env);
-    assert_eq!(
-        normalized(&mmld),
-        normalized(&glibc),
-        "mmld and glibc disagree on {steps:?}\nmmld:  {mmld:#?}\nglibc: {glibc:#?}"
-    );
-    assert_eq!(normalized(&mmld), expected, "steps {steps:?}");
-    mmld
 }
 
 /// Not a test of its own: the mmld side of a replay, run by `replay_mmld`
@@ -147,13 +54,6 @@ fn replay_child() {
     };
     let steps: Vec<&str> = script.lines().collect();
     replay(&steps);
-}
-
-fn say(line: impl AsRef<str>) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "replay> {}", line.as_ref());
-    let _ = out.flush();
 }
 
 /// `/proc/self/maps` without the `[heap]` line (malloc may grow the heap;

@@ -10,116 +10,22 @@
 //! `tstr` calls a function in it, `nstr` in a thread created on the spot.
 
 use std::ffi::{CStr, c_char, c_int};
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::mpsc;
 
+#[path = "common/oracle.rs"]
+mod oracle;
+
 use mmld::Library;
+use oracle::{clean, replay_glibc, replay_mmld, same_as_glibc, say};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn oracle() -> &'static Path {
-    static ORACLE: OnceLock<PathBuf> = OnceLock::new();
-    ORACLE.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("glibc_oracle_tls.{}", std::process::id()));
-        let status = Command::new("gcc")
-            .current_dir(ROOT)
-            .args(["-O1", "-Wall", "-o"])
-            .arg(&out)
-            .args(["testlibs/glibc_oracle.c", "-ldl", "-lpthread"])
-            .status()
-            .expect("run gcc to build the glibc oracle");
-        assert!(status.success(), "gcc failed to build the glibc oracle");
-        out
-    })
-}
-
-/// The environment both loaders run in: no tunables or OpenMP settings
-/// from the caller, so the surplus and the team size are the defaults.
-fn clean(cmd: &mut Command, env: &[(&str, &str)]) {
-    cmd.current_dir(ROOT)
-        .env_remove("LD_LIBRARY_PATH")
-        .env_remove("GLIBC_TUNABLES")
-        .env_remove("MMLD_TRACE")
-        .env_remove("OMP_NUM_THREADS")
-        .env_remove("OMP_DYNAMIC")
-        .env_remove("OMP_THREAD_LIMIT")
-        .envs(env.iter().copied());
-}
-
-fn replay_glibc(steps: &[&str], env: &[(&str, &str)]) -> Vec<String> {
-    let mut cmd = Command::new(oracle());
-    clean(&mut cmd, env);
-    let out = cmd.args(steps).output().expect("run the glibc oracle");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-fn replay_mmld(steps: &[&str], env: &[(&str, &str)]) -> Vec<String> {
-    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
-    clean(&mut cmd, env);
-    let out = cmd
-        .env("MMLD_REPLAY", steps.join("\n"))
-        .args(["replay_child", "--exact", "--nocapture", "--test-threads=1"])
-        .output()
-        .expect("run the mmld replay child");
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.find("replay> ").map(|at| l[at + 8..].to_owned()))
-        .collect();
-    assert!(
-        out.status.success(),
-        "the mmld replay of {steps:?} failed ({}); it printed {lines:#?}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    lines
-}
-
-/// Error wording differs between the loaders: compare only where.
-fn normalized(lines: &[String]) -> Vec<String> {
-    lines
-        .iter()
-        .map(|l| {
-            if l.starts_with("error:open:") {
-                "error:open".to_owned()
-            } else {
-                l.clone()
-            }
-        })
-        .collect()
-}
-
-/// Both loaders, the same output, and that output is `expected`. Returns
-/// mmld's raw lines.
-fn same_as_glibc(steps: &[&str], env: &[(&str, &str)], expected: &[&str]) -> Vec<String> {
-    let glibc = replay_glibc(steps, env);
-    let mmld = replay_mmld(steps, env);
-    assert_eq!(
-        normalized(&mmld),
-        normalized(&glibc),
-        "mmld and glibc disagree on {steps:?}\nmmld:  {mmld:#?}\nglibc: {glibc:#?}"
-    );
-    assert_eq!(normalized(&mmld), expected, "steps {steps:?}");
-    mmld
-}
 
 // ---------------------------------------------------------------------------
 // The mmld side of a replay.
 
 type StrFn = unsafe extern "C" fn() -> *const c_char;
 type IntFn = unsafe extern "C" fn() -> c_int;
-
-fn say(line: impl AsRef<str>) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "replay> {}", line.as_ref());
-    let _ = out.flush();
-}
 
 /// Calls a `const char *f(void)` and copies the result.
 fn call_str(f: StrFn) -> String {
