@@ -59,7 +59,7 @@ use std::process::Command;
 use common::peers::{Loader, Rounds, Workers, cell_ns, cell_ratio, ld_library_path, verdict};
 use common::proto::{BEGIN, END};
 use common::{
-    FIRST_LOAD_LIBS, env_usize, first_load_target, fmt_ratio, mapped_in_process, system_lib,
+    FIRST_LOAD_LIBS, warm_cache, env_usize, first_load_target, fmt_ratio, mapped_in_process, system_lib,
 };
 
 /// One library: its file name, path, symbol, and the rounds measured.
@@ -369,6 +369,12 @@ fn main() {
         .iter()
         .map(|(name, path, sym)| measure(&w, name, path, sym, rounds))
         .collect();
+    // Issue 15: the same loads with a relocation cache an earlier load wrote.
+    let warm: Vec<warm_cache::WarmRow> = libs
+        .iter()
+        .filter(|(name, _, _)| warm_cache::WARM_CACHE_LIBS.iter().any(|(n, _)| n == name))
+        .map(|(name, path, sym)| warm_cache::measure(&w, name, path, sym, rounds))
+        .collect();
 
     let mut md = String::new();
     let _ = write!(
@@ -382,6 +388,10 @@ fn main() {
     }
     md.push_str("#### First load in a fresh process (open + one symbol lookup)\n\n");
     md.push_str(&time_table(&results));
+    if !warm.is_empty() {
+        md.push_str("\n#### First load with a warm relocation cache (issue 15)\n\n");
+        md.push_str(&warm_cache::table(&warm));
+    }
     md.push_str("\n#### Memory and page faults (medians over the runs)\n\n");
     md.push_str(&memory_table(&results));
     if bench {

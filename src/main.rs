@@ -14,10 +14,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Exec { report, command } = &cli.command {
         // The program, not mmld, does the loading: nothing to trace here.
-        return report_error(cli::exec::run(command, cli.trace, report.as_deref()), false);
+        return report_error(
+            cli::exec::run(command, cli.trace.as_deref(), report.as_deref()),
+            false,
+        );
     }
     let trace = cli::trace::TraceArgs {
-        flag: cli.trace,
+        categories: cli.trace,
         file: cli.trace_file,
     };
     cli::trace::init(&trace);
@@ -62,7 +65,8 @@ fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> 
             symbol,
             args,
             ret,
-        } => run(&library, &symbol, &args, ret),
+            relocs,
+        } => run(&library, &symbol, &args, ret, &relocs),
         Command::Info {
             library,
             json,
@@ -82,6 +86,7 @@ fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> 
             ret,
             json,
             pictures,
+            relocs,
         } => {
             let library = cli::library_after_call(library, &mut call)?;
             if library.is_none() && pid.is_none() {
@@ -95,6 +100,7 @@ fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> 
                 ret,
                 json,
                 pictures,
+                relocs,
             })
         }
         Command::Share {
@@ -108,6 +114,7 @@ fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> 
             hold,
             timeout,
             pictures,
+            relocs,
         } => {
             let Some(library) = cli::library_after_call(library, &mut call)? else {
                 bail!("share needs a LIBRARY");
@@ -124,6 +131,7 @@ fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> 
                 hold,
                 timeout: std::time::Duration::from_secs(timeout),
                 pictures,
+                relocs,
             })
         }
         Command::ShareWorker {
@@ -132,12 +140,13 @@ fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> 
             strategy,
             call,
             ret,
-        } => cli::share::worker(&library, parent, strategy, call.as_deref(), ret),
+            relocs,
+        } => cli::share::worker(&library, parent, strategy, call.as_deref(), ret, &relocs),
         Command::Check { library, json } => check(&library, json),
         Command::Completions { shell } => tools::completions(shell).map(|()| ExitCode::SUCCESS),
         Command::Man => tools::man().map(|()| ExitCode::SUCCESS),
         Command::Exec { report, command } => {
-            cli::exec::run(&command, trace.flag, report.as_deref())
+            cli::exec::run(&command, trace.categories.as_deref(), report.as_deref())
         }
     }
 }
@@ -204,14 +213,17 @@ fn run(
     symbol: &str,
     args: &[String],
     ret: call::Ret,
+    relocs: &cli::share_relocations::ShareRelocArgs,
 ) -> Result<ExitCode> {
     let parsed = args
         .iter()
         .map(|a| call::parse_arg(a))
         .collect::<Result<Vec<_>>>()?;
     let regs = call::assign(&parsed)?;
+    let mut options = mmld::OpenOptions::new();
+    relocs.apply(&mut options);
     // SAFETY: running a library is what the user asked for.
-    let lib = unsafe { mmld::Library::open(library) }?;
+    let lib = unsafe { options.open(library) }?;
     let info = lib.symbol_info(symbol)?;
     match info.kind {
         mmld::SymbolKind::Function | mmld::SymbolKind::IndirectFunction if info.in_code => {}

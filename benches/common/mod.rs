@@ -226,6 +226,7 @@ unsafe extern "C" {
 pub mod peers;
 pub mod proto;
 pub mod table;
+pub mod warm_cache;
 pub mod workers;
 
 #[allow(unused_imports)]

@@ -38,7 +38,15 @@ impl Loader for Mmld {
     }
 
     fn note(&self, lib: &mmld::Library) -> String {
-        format!("indexed={}", u8::from(lib.indexed_names().is_some()))
+        let hits = lib
+            .relocation_sharing()
+            .iter()
+            .filter(|s| matches!(s.outcome, mmld::SharingOutcome::Hit))
+            .count();
+        format!(
+            "indexed={} cache_hits={hits}",
+            u8::from(lib.indexed_names().is_some())
+        )
     }
 }
 

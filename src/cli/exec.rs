@@ -29,7 +29,7 @@ pub fn drop_in() -> Result<PathBuf> {
 /// Run `command` with the drop-in; returns only on failure to start it.
 pub fn run(
     command: &[OsString],
-    trace: bool,
+    trace: Option<&str>,
     report: Option<&Path>,
 ) -> Result<std::process::ExitCode> {
     let Some((program, args)) = command.split_first() else {
@@ -43,8 +43,8 @@ pub fn run(
     }
     let mut child = std::process::Command::new(program);
     child.args(args).env("LD_PRELOAD", preload);
-    if trace && std::env::var_os("MMLD_TRACE").is_none() {
-        child.env("MMLD_TRACE", "all");
+    if let Some(categories) = trace.filter(|_| std::env::var_os("MMLD_TRACE").is_none()) {
+        child.env("MMLD_TRACE", categories);
     }
     if let Some(path) = report {
         // Each process of the run appends its block; start from empty.

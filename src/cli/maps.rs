@@ -15,6 +15,7 @@ use mmld::inspect::{self, ObjectLayout, Pid};
 
 use super::call;
 use super::pictures::PictureArgs;
+use super::share_relocations::{self, ShareRelocArgs};
 
 /// `SYMBOL [ARGS]...` from the command line, parsed before loading so a bad
 /// argument fails before any library code runs.
@@ -72,11 +73,14 @@ impl PreparedCall {
     }
 }
 
-/// Open `library` with the chosen strategy.
-pub fn open(library: &Path, copy: bool) -> Result<mmld::Library> {
+/// Open `library` with the chosen strategy (and relocation cache, if asked).
+pub fn open(library: &Path, copy: bool, relocs: &ShareRelocArgs) -> Result<mmld::Library> {
+    let mut options = mmld::OpenOptions::new();
+    options.copy_segments(copy);
+    relocs.apply(&mut options);
     // SAFETY: loading runs the library's constructors, which is what the
     // user asked for.
-    let lib = unsafe { mmld::OpenOptions::new().copy_segments(copy).open(library) }?;
+    let lib = unsafe { options.open(library) }?;
     Ok(lib)
 }
 
@@ -89,12 +93,17 @@ pub struct Options<'a> {
     pub ret: call::Ret,
     pub json: bool,
     pub pictures: PictureArgs,
+    pub relocs: ShareRelocArgs,
 }
 
 pub fn run(opts: Options<'_>) -> Result<ExitCode> {
     if let Some(pid) = opts.pid {
-        let report = inspect::maps::maps_of_process(Pid::Other(pid))
+        let mut report = inspect::maps::maps_of_process(Pid::Other(pid))
             .with_context(|| format!("inspecting process {pid}"))?;
+        if let Some(dir) = &opts.relocs.share_relocations {
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            report.mark_relocation_caches(|f| f.starts_with(&dir));
+        }
         let text = report.to_text(None);
         if opts.pictures.wanted() {
             let picture = Picture::of_maps(&report, None, &format!("mmld maps --pid {pid}"));
@@ -114,17 +123,25 @@ pub fn run(opts: Options<'_>) -> Result<ExitCode> {
         .call
         .map(|w| PreparedCall::parse(w, opts.ret))
         .transpose()?;
-    let lib = open(library, opts.copy)?;
+    let lib = open(library, opts.copy, &opts.relocs)?;
     let layouts = ObjectLayout::of_library(&lib, opts.copy);
-    let after_load = inspect::maps::maps_of_objects(Pid::Myself, &layouts)?;
+    let caches = share_relocations::cache_files(&lib);
+    let is_cache = |f: &Path| caches.iter().any(|c| c == f);
+    let mut after_load = inspect::maps::maps_of_objects(Pid::Myself, &layouts)?;
+    after_load.mark_relocation_caches(is_cache);
     let (report, earlier, called) = match &prepared {
         Some(p) => {
             let called = p.invoke(&lib, library)?;
-            let after = inspect::maps::maps_of_objects(Pid::Myself, &layouts)?;
+            let mut after = inspect::maps::maps_of_objects(Pid::Myself, &layouts)?;
+            after.mark_relocation_caches(is_cache);
             (after, Some(after_load), Some(called))
         }
         None => (after_load, None, None),
     };
+    let sharing = lib.relocation_sharing();
+    let sharing_on = sharing
+        .iter()
+        .any(|s| !matches!(s.outcome, mmld::SharingOutcome::Off));
     let mut text = String::new();
     if let Some(c) = &called {
         text.push_str(&format!(
@@ -132,6 +149,9 @@ pub fn run(opts: Options<'_>) -> Result<ExitCode> {
         ));
     }
     text.push_str(&report.to_text(earlier.as_ref()));
+    if sharing_on {
+        text.push_str(&share_relocations::to_text(&sharing));
+    }
     let host = lib.host_dependencies();
     if !host.is_empty() {
         text.push_str(&format!(
@@ -154,6 +174,8 @@ pub fn run(opts: Options<'_>) -> Result<ExitCode> {
     if opts.json {
         let mut v = report.to_json(earlier.as_ref());
         v["called"] = serde_json::json!(called);
+        v["relocation_sharing"] =
+            serde_json::Value::Array(sharing.iter().map(share_relocations::to_json).collect());
         println!("{v}");
     } else {
         print!("{text}");

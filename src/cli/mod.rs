@@ -10,6 +10,7 @@ pub mod maps;
 mod peek;
 pub mod pictures;
 pub mod share;
+pub mod share_relocations;
 pub mod tools;
 pub mod trace;
 
@@ -25,9 +26,17 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     /// Log what the loader does (like LD_DEBUG=libs,bindings): searches,
-    /// mappings and every symbol binding. Same as MMLD_TRACE=all.
-    #[arg(long, global = true)]
-    pub trace: bool,
+    /// mappings and every symbol binding. Same as MMLD_TRACE=all;
+    /// --trace=CATEGORIES picks some (libs, bindings, share).
+    #[arg(
+        long,
+        global = true,
+        value_name = "CATEGORIES",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "all"
+    )]
+    pub trace: Option<String>,
     /// Write the trace to FILE (appending) instead of standard error;
     /// implies --trace unless MMLD_TRACE picks categories.
     #[arg(long, global = true, value_name = "FILE")]
@@ -53,6 +62,8 @@ pub enum Command {
         /// How to read the return value.
         #[arg(long, value_enum, default_value = "i64")]
         ret: call::Ret,
+        #[command(flatten)]
+        relocs: share_relocations::ShareRelocArgs,
     },
     /// Describe a library like `readelf -d -l`, without running it.
     Info {
@@ -128,6 +139,10 @@ pub enum Command {
         json: bool,
         #[command(flatten)]
         pictures: pictures::PictureArgs,
+        /// With --pid, DIR marks the mappings from its cache files; otherwise
+        /// the library is loaded with the relocation cache in DIR.
+        #[command(flatten)]
+        relocs: share_relocations::ShareRelocArgs,
     },
     /// Load a library in N worker processes and measure how its pages are
     /// shared: smaps per segment, and physical pages when privileged.
@@ -169,6 +184,10 @@ pub enum Command {
         timeout: u64,
         #[command(flatten)]
         pictures: pictures::PictureArgs,
+        /// The workers load with the relocation cache in DIR (one warm-up
+        /// worker writes it first), and as many load normally for comparison.
+        #[command(flatten)]
+        relocs: share_relocations::ShareRelocArgs,
     },
     /// Run a program with libmmld.so preloaded: every dlopen it makes is
     /// served by mmld (the C ABI drop-in); --trace logs what mmld does.
@@ -198,6 +217,8 @@ pub enum Command {
         call: Option<Vec<String>>,
         #[arg(long, value_enum, default_value = "i64")]
         ret: call::Ret,
+        #[command(flatten)]
+        relocs: share_relocations::ShareRelocArgs,
     },
 }
 

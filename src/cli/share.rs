@@ -29,6 +29,7 @@ use mmld::inspect::{self, ObjectLayout};
 use super::call;
 use super::maps::{PreparedCall, open};
 use super::pictures::PictureArgs;
+use super::share_relocations::{self, Comparison, ShareRelocArgs};
 
 /// How the workers load the library.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,6 +75,8 @@ pub struct Options {
     pub hold: bool,
     pub timeout: Duration,
     pub pictures: PictureArgs,
+    /// `--share-relocations DIR` and its verification flag.
+    pub relocs: ShareRelocArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,14 +107,68 @@ pub fn run(opts: Options) -> Result<ExitCode> {
 
 fn run_workers(opts: &Options) -> Result<()> {
     let exe = std::env::current_exe().context("finding the mmld executable to start workers")?;
+    if opts.relocs.on() {
+        // One worker first, alone: it writes the cache, so that every
+        // measured worker finds it instead of racing to write it.
+        let mut warm = start(opts, &exe, 1, true)?;
+        warm.wait_ready(Instant::now() + opts.timeout)?;
+        warm.release()?;
+    }
+    let mut workers = start(opts, &exe, opts.procs, true)?;
+    workers.wait_ready(Instant::now() + opts.timeout)?;
+    let report = measure(opts, &workers)?;
+    let normal = if opts.relocs.on() {
+        // The same library loaded normally by as many workers: what the
+        // cache saves is the difference.
+        let mut normal = start(opts, &exe, opts.procs, false)?;
+        normal.wait_ready(Instant::now() + opts.timeout)?;
+        let r = measure(opts, &normal)?;
+        normal.release()?;
+        Some(r)
+    } else {
+        None
+    };
+    let comparison = normal.as_ref().map(|n| Comparison {
+        shared: &report,
+        normal: n,
+        outcomes: workers
+            .0
+            .iter()
+            .filter_map(|w| w.ready.as_ref())
+            .map(|v| v.get("relocation_sharing").cloned().unwrap_or(Value::Null))
+            .collect(),
+    });
+    show(opts, &report, comparison.as_ref())?;
+    if opts.hold {
+        eprintln!(
+            "mmld: holding {} workers (pid {}); close standard input (Ctrl-D) to release them",
+            report.pids.len(),
+            report
+                .pids
+                .iter()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        wait_for_stdin_eof()?;
+    }
+    workers.release()?;
+    // A signal that came with the end of input still counts.
+    check_interrupt()
+}
+
+/// Start `count` workers; `share` says whether they load with the
+/// relocation cache (the normal-load comparison runs without it, even when
+/// `MMLD_SHARE_RELOCATIONS` is set).
+fn start(opts: &Options, exe: &Path, count: u32, share: bool) -> Result<Workers> {
     let ret = opts
         .ret
         .to_possible_value()
         .map(|v| v.get_name().to_string())
         .unwrap_or_else(|| "i64".into());
     let mut workers = Workers::default();
-    for _ in 0..opts.procs {
-        let mut cmd = Command::new(&exe);
+    for _ in 0..count {
+        let mut cmd = Command::new(exe);
         cmd.args(opts.trace.child_args())
             .arg("__share-worker")
             .arg(&opts.library)
@@ -121,6 +178,11 @@ fn run_workers(opts: &Options) -> Result<()> {
             .arg(opts.strategy.name())
             .arg("--ret")
             .arg(&ret);
+        if share {
+            cmd.args(opts.relocs.child_args());
+        } else if opts.relocs.on() {
+            cmd.env_remove("MMLD_SHARE_RELOCATIONS");
+        }
         if let Some(words) = &opts.call {
             cmd.arg("--call").args(words);
         }
@@ -139,8 +201,11 @@ fn run_workers(opts: &Options) -> Result<()> {
         });
         check_interrupt()?;
     }
-    workers.wait_ready(Instant::now() + opts.timeout)?;
+    Ok(workers)
+}
 
+/// Measure ready workers from what each reported.
+fn measure(opts: &Options, workers: &Workers) -> Result<inspect::share::ShareReport> {
     let measured: Vec<inspect::share::Worker> = workers
         .0
         .iter()
@@ -170,29 +235,12 @@ fn run_workers(opts: &Options) -> Result<()> {
         .and_then(Value::as_str)
         .map(str::to_string);
     check_interrupt()?;
-    let report = inspect::share::measure(
+    Ok(inspect::share::measure(
         &opts.library.display().to_string(),
         opts.strategy.name(),
         called,
         &measured,
-    )?;
-    show(opts, &report)?;
-    if opts.hold {
-        eprintln!(
-            "mmld: holding {} workers (pid {}); close standard input (Ctrl-D) to release them",
-            report.pids.len(),
-            report
-                .pids
-                .iter()
-                .map(i32::to_string)
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        wait_for_stdin_eof()?;
-    }
-    workers.release()?;
-    // A signal that came with the end of input still counts.
-    check_interrupt()
+    )?)
 }
 
 /// `share --pid`: the library as other processes (whoever loaded it) have
@@ -221,19 +269,31 @@ fn running(opts: &Options) -> Result<ExitCode> {
         None,
         &measured,
     )?;
-    show(opts, &report)?;
+    show(opts, &report, None)?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Write the pictures asked for, then print the report.
-fn show(opts: &Options, report: &inspect::share::ShareReport) -> Result<()> {
-    let text = report.to_text();
+/// Write the pictures asked for, then print the report (and, with the
+/// relocation cache, what it saved against a normal load).
+fn show(
+    opts: &Options,
+    report: &inspect::share::ShareReport,
+    comparison: Option<&Comparison<'_>>,
+) -> Result<()> {
+    let mut text = report.to_text();
+    if let Some(c) = comparison {
+        text.push_str(&c.to_text());
+    }
     if opts.pictures.wanted() {
         opts.pictures.write(&Picture::of_share(report), &text)?;
     }
     let mut out = std::io::stdout().lock();
     if opts.json {
-        writeln!(out, "{}", report.to_json())?;
+        let mut v = report.to_json();
+        if let Some(c) = comparison {
+            v["relocation_sharing"] = c.to_json();
+        }
+        writeln!(out, "{v}")?;
     } else {
         write!(out, "{text}")?;
     }
@@ -405,13 +465,14 @@ pub fn worker(
     strategy: StrategyArg,
     call_words: Option<&[String]>,
     ret: call::Ret,
+    relocs: &ShareRelocArgs,
 ) -> Result<ExitCode> {
     sys::die_with_parent(parent)?;
     let prepared = call_words
         .map(|w| PreparedCall::parse(w, ret))
         .transpose()?;
     let copy = strategy == StrategyArg::Read;
-    let lib = open(library, copy)?;
+    let lib = open(library, copy, relocs)?;
     let called = match &prepared {
         Some(p) => Some(p.invoke(&lib, library)?),
         None => None,
@@ -424,6 +485,7 @@ pub fn worker(
         "pid": std::process::id(),
         "objects": objects,
         "called": called,
+        "relocation_sharing": share_relocations::all_to_json(&lib),
     });
     {
         let mut out = std::io::stdout().lock();

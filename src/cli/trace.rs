@@ -8,13 +8,13 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// The categories the loader reports under (`mmld::<category>` targets).
-pub const CATEGORIES: &[&str] = &["libs", "bindings"];
+pub const CATEGORIES: &[&str] = &["libs", "bindings", "share"];
 
 /// What to trace, from the command line and the environment.
 #[derive(Debug, Clone, Default)]
 pub struct TraceArgs {
-    /// `--trace`.
-    pub flag: bool,
+    /// `--trace` (`all`) or `--trace=CATEGORIES`.
+    pub categories: Option<String>,
     /// `--trace-file`.
     pub file: Option<PathBuf>,
 }
@@ -23,8 +23,8 @@ impl TraceArgs {
     /// The same settings for a child `mmld` process (share's workers).
     pub fn child_args(&self) -> Vec<std::ffi::OsString> {
         let mut out = Vec::new();
-        if self.flag {
-            out.push("--trace".into());
+        if let Some(c) = &self.categories {
+            out.push(format!("--trace={c}").into());
         }
         if let Some(f) = &self.file {
             out.push("--trace-file".into());
@@ -71,9 +71,18 @@ pub fn colour_stderr() -> bool {
 /// Install the subscriber `args` and `MMLD_TRACE` ask for, if any.
 pub fn init(args: &TraceArgs) {
     // Nothing from the environment in a setuid or setgid process.
-    let spec =
+    // `--trace=CATEGORIES` wins over MMLD_TRACE; a bare `--trace` (all)
+    // lets MMLD_TRACE pick, as it always has.
+    let env =
         mmld::search::secure::env_var_os("MMLD_TRACE").map(|v| v.to_string_lossy().into_owned());
-    let (filter, unknown) = filter(args.flag || args.file.is_some(), spec.as_deref());
+    let spec = match args.categories.as_deref() {
+        Some("all") | None => env,
+        Some(c) => Some(c.to_string()),
+    };
+    let (filter, unknown) = filter(
+        args.categories.is_some() || args.file.is_some(),
+        spec.as_deref(),
+    );
     if !unknown.is_empty() {
         eprintln!(
             "mmld: warning: MMLD_TRACE: unknown {} {} (known: {}, or all)",

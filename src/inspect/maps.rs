@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
@@ -44,6 +45,14 @@ pub struct MapsRow {
     /// Every page of the piece, as pagemap (and kpagecount) saw it; the
     /// counts above are counted from these, and pictures draw them.
     pub states: Vec<PageState>,
+    /// The file the piece maps when it is not the object's own (another
+    /// device or inode): pages mapped over the object from elsewhere, such
+    /// as relocated pages from a relocation cache.
+    pub mapped_file: Option<PathBuf>,
+    /// Set by [`MapsReport::mark_relocation_caches`]: `mapped_file` is a
+    /// relocation cache file, so these are relocated pages shared with
+    /// every process that maps the same cache.
+    pub relocation_cache: bool,
 }
 
 impl MapsRow {
@@ -174,11 +183,28 @@ fn annotate(
 ) -> Result<Vec<MapsRow>> {
     let roles = layout.roles();
     let sees_cache = file.is_some_and(sys::mincore_sees_page_cache);
+    let own = file
+        .and_then(|f| f.metadata().ok())
+        .map(|m| (m.dev(), m.ino()));
     let mut rows = Vec::new();
     for vma in vmas
         .iter()
         .filter(|v| v.start < layout.end && v.end > layout.start)
     {
+        // A file other than the object's: page-cache residency is asked of
+        // that file, not the object's.
+        let mapped_file = vma
+            .path
+            .as_ref()
+            .filter(|_| own.is_some_and(|o| o != (vma.dev_id(), vma.inode)))
+            .cloned();
+        let other = mapped_file.as_ref().and_then(|p| File::open(p).ok());
+        let backing = if mapped_file.is_some() { other.as_ref() } else { file };
+        let sees_cache = if mapped_file.is_some() {
+            backing.is_some_and(sys::mincore_sees_page_cache)
+        } else {
+            sees_cache
+        };
         for r in &roles {
             let (start, end) = (
                 vma.start.max(layout.start).max(r.start),
@@ -188,7 +214,7 @@ fn annotate(
                 continue;
             }
             let pages = probe.pages(start, end)?;
-            let cached = match (file, vma.is_file() && sees_cache) {
+            let cached = match (backing, vma.is_file() && sees_cache) {
                 (Some(f), true) => {
                     let offset = vma.offset + (start - vma.start);
                     sys::page_cache_residency(f, offset, end - start)
@@ -215,6 +241,8 @@ fn annotate(
                 zero: pages.iter().filter(|p| p.zero).count() as u64,
                 cached,
                 states: pages,
+                mapped_file: mapped_file.clone(),
+                relocation_cache: false,
             });
         }
     }
@@ -226,6 +254,18 @@ fn mapped_by(m: MappedBy) -> &'static str {
         MappedBy::Mmld { copied: false } => "mmld (mmap)",
         MappedBy::Mmld { copied: true } => "mmld (read: copied into anonymous memory)",
         MappedBy::Other => "the system loader",
+    }
+}
+
+/// What a row mapped from another file says about it.
+fn from_elsewhere(r: &MapsRow) -> String {
+    match &r.mapped_file {
+        Some(f) if r.relocation_cache => format!(
+            "  [relocated pages, shared from cache {}]",
+            f.display()
+        ),
+        Some(f) => format!("  [mapped from {}]", f.display()),
+        None => String::new(),
     }
 }
 
@@ -247,6 +287,15 @@ fn resident_by_row(earlier: Option<&MapsReport>) -> HashMap<(u64, u64), u64> {
 }
 
 impl MapsReport {
+    /// Mark the rows whose mapped file `is_cache` says is a relocation
+    /// cache file (the caller knows the cache: its directory, or the files
+    /// the library reported).
+    pub fn mark_relocation_caches(&mut self, is_cache: impl Fn(&Path) -> bool) {
+        for row in self.objects.iter_mut().flat_map(|o| o.rows.iter_mut()) {
+            row.relocation_cache = row.mapped_file.as_deref().is_some_and(&is_cache);
+        }
+    }
+
     /// Text form. With `earlier` (the same objects measured before a call),
     /// resident counts show as `before → after`.
     pub fn to_text(&self, earlier: Option<&MapsReport>) -> String {
@@ -301,13 +350,14 @@ impl MapsReport {
                 };
                 let _ = writeln!(
                     out,
-                    "      {range}{:<7} resident {resident}{zero}  cached {cached}  {}",
+                    "      {range}{:<7} resident {resident}{zero}  cached {cached}  {}{}",
                     r.role.label(),
                     if r.role == Role::Gap {
                         "(inaccessible hole between segments)".to_string()
                     } else {
                         r.sections.join(" ")
-                    }
+                    },
+                    from_elsewhere(r)
                 );
             }
             let total_before = earlier.and_then(|e| {
@@ -366,6 +416,8 @@ impl MapsReport {
                         "resident": r.resident,
                         "zero_pages": r.zero,
                         "cached": r.cached,
+                        "mapped_file": r.mapped_file.as_ref().map(|p| p.to_string_lossy()),
+                        "from_relocation_cache": r.relocation_cache,
                     });
                     if earlier.is_some() {
                         v["resident_after_load"] = json!(before.get(&(r.start, r.end)));

@@ -1,0 +1,221 @@
+//! `--share-relocations DIR` and `--verify-shared-relocations` on `run`,
+//! `maps` and `share`: the options, how a library's sharing outcome is
+//! shown, and `share`'s comparison against a normal load.
+//!
+//! Owns: turning the flags into `OpenOptions` (and into a worker's
+//! arguments), the text and JSON of `Library::relocation_sharing`, and the
+//! "memory saved" summary `share` prints under its table. Must never: look
+//! inside the cache or decide whether it may be used; the library does
+//! that, and these are only its answers.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use mmld::inspect::ShareTotals;
+use mmld::inspect::share::ShareReport;
+use mmld::{SharedRelocations, SharingOutcome};
+
+/// The shared-relocation flags of `run`, `maps` and `share`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ShareRelocArgs {
+    /// Share relocated pages across processes through a cache in DIR (owned
+    /// by you, writable by no one else): the first load writes it, later
+    /// loads map its pages instead of relocating them. Same as
+    /// MMLD_SHARE_RELOCATIONS=DIR.
+    #[arg(long, value_name = "DIR")]
+    pub share_relocations: Option<PathBuf>,
+    /// With --share-relocations: also relocate fully and compare every page
+    /// taken from the cache, failing the load on any difference.
+    #[arg(long, requires = "share_relocations")]
+    pub verify_shared_relocations: bool,
+}
+
+impl ShareRelocArgs {
+    /// Whether sharing was asked for on the command line.
+    pub fn on(&self) -> bool {
+        self.share_relocations.is_some()
+    }
+
+    /// Apply the flags to `options` (nothing without `--share-relocations`,
+    /// so `MMLD_SHARE_RELOCATIONS` still applies as the library reads it).
+    pub fn apply(&self, options: &mut mmld::OpenOptions) {
+        if let Some(dir) = &self.share_relocations {
+            options.share_relocations(dir.clone());
+            options.verify_shared_relocations(self.verify_shared_relocations);
+        }
+    }
+
+    /// The same flags for a child `mmld` process (share's workers).
+    pub fn child_args(&self) -> Vec<std::ffi::OsString> {
+        let mut out = Vec::new();
+        if let Some(dir) = &self.share_relocations {
+            out.push("--share-relocations".into());
+            out.push(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).into());
+            if self.verify_shared_relocations {
+                out.push("--verify-shared-relocations".into());
+            }
+        }
+        out
+    }
+}
+
+/// `hit`, `written`, `fallback` or `off`, and the fallback's reason.
+pub fn outcome_label(o: &SharingOutcome) -> (&'static str, Option<&str>) {
+    match o {
+        SharingOutcome::Off => ("off", None),
+        SharingOutcome::Hit => ("hit", None),
+        SharingOutcome::Written => ("written", None),
+        SharingOutcome::Fallback(why) => ("fallback", Some(why.as_str())),
+        _ => ("other", None),
+    }
+}
+
+/// One object's outcome as JSON (what `maps --json` and share's workers carry).
+pub fn to_json(s: &SharedRelocations) -> Value {
+    let (outcome, reason) = outcome_label(&s.outcome);
+    json!({
+        "path": s.path.to_string_lossy(),
+        "outcome": outcome,
+        "reason": reason,
+        "pages_from_cache": s.pages_from_cache,
+        "pages_private": s.pages_private,
+        "cache_file": s.cache_file.as_ref().map(|p| p.to_string_lossy().into_owned()),
+        "address": s.address,
+    })
+}
+
+/// Every object's outcome as a JSON array.
+pub fn all_to_json(lib: &mmld::Library) -> Value {
+    Value::Array(lib.relocation_sharing().iter().map(to_json).collect())
+}
+
+/// One line per object mmld mapped: what the cache did for it.
+pub fn to_text(sharing: &[SharedRelocations]) -> String {
+    let mut out = String::new();
+    for s in sharing {
+        let (outcome, reason) = outcome_label(&s.outcome);
+        let name = s
+            .path
+            .file_name()
+            .map_or_else(|| s.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let _ = write!(
+            out,
+            "shared relocations: {name}: {outcome}, {} pages from the cache, {} relocated privately",
+            s.pages_from_cache, s.pages_private
+        );
+        if let Some(r) = reason {
+            let _ = write!(out, " ({r})");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The cache files the library's objects map pages from, as the kernel
+/// names them in `/proc/PID/maps` (canonical paths).
+pub fn cache_files(lib: &mmld::Library) -> Vec<PathBuf> {
+    lib.relocation_sharing()
+        .into_iter()
+        .filter_map(|s| s.cache_file)
+        .map(|f| std::fs::canonicalize(&f).unwrap_or(f))
+        .collect()
+}
+
+/// `share --share-relocations`: the workers' report against the same
+/// library loaded normally by as many workers.
+pub struct Comparison<'a> {
+    /// The workers that loaded with the cache.
+    pub shared: &'a ShareReport,
+    /// As many workers that loaded normally.
+    pub normal: &'a ShareReport,
+    /// Each shared worker's outcomes (its ready line's `relocation_sharing`).
+    pub outcomes: Vec<Value>,
+}
+
+fn sum(v: &[u64]) -> u64 {
+    v.iter().sum()
+}
+
+fn private_dirty(t: &ShareTotals) -> Vec<u64> {
+    t.smaps.iter().map(|s| s.private_dirty).collect()
+}
+
+/// Distinct frames behind the RELRO rows, summed (privileged only).
+fn relro_physical(r: &ShareReport) -> Option<u64> {
+    r.rows
+        .iter()
+        .filter(|row| row.roles.contains(&mmld::inspect::Role::Relro))
+        .map(|row| row.physical.as_ref().map(|p| p.physical_pages))
+        .sum()
+}
+
+impl Comparison<'_> {
+    /// Outcome counts over all workers and objects: `hit 52, written 0, ...`.
+    fn outcome_counts(&self) -> Vec<(String, u64)> {
+        let mut counts: Vec<(String, u64)> = Vec::new();
+        for o in self.outcomes.iter().filter_map(Value::as_array).flatten() {
+            let label = o["outcome"].as_str().unwrap_or("?").to_string();
+            match counts.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((label, 1)),
+            }
+        }
+        counts
+    }
+
+    /// The summary printed under share's table.
+    pub fn to_text(&self) -> String {
+        let (s, n) = (self.shared.totals(), self.normal.totals());
+        let (sd, nd) = (private_dirty(&s), private_dirty(&n));
+        let procs = sd.len().max(1) as u64;
+        let mut out = String::new();
+        let counts = self
+            .outcome_counts()
+            .iter()
+            .map(|(l, c)| format!("{l} {c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "\nshared relocations: objects over all workers: {counts}"
+        );
+        let _ = writeln!(
+            out,
+            "private dirty per process: {} KiB with the cache, {} KiB loaded normally ({} workers measured each way)",
+            sum(&sd) / procs,
+            sum(&nd) / procs,
+            procs
+        );
+        let saved = sum(&nd).saturating_sub(sum(&sd));
+        let _ = writeln!(
+            out,
+            "memory saved: {} KiB per process, {saved} KiB over the {procs} processes",
+            saved / procs
+        );
+        if let (Some(a), Some(b)) = (relro_physical(self.shared), relro_physical(self.normal)) {
+            let _ = writeln!(
+                out,
+                "RELRO physical pages across the workers: {a} with the cache, {b} loaded normally"
+            );
+        }
+        out
+    }
+
+    /// The summary as JSON (the `relocation_sharing` member of share's report).
+    pub fn to_json(&self) -> Value {
+        let (s, n) = (self.shared.totals(), self.normal.totals());
+        let (sd, nd) = (private_dirty(&s), private_dirty(&n));
+        json!({
+            "workers": self.outcomes,
+            "private_dirty_kib": sd,
+            "normal_private_dirty_kib": nd,
+            "saved_kib": sum(&nd).saturating_sub(sum(&sd)),
+            "relro_physical_pages": relro_physical(self.shared),
+            "normal_relro_physical_pages": relro_physical(self.normal),
+            "normal_totals": n.to_json(),
+            "normal_pids": self.normal.pids,
+        })
+    }
+}
