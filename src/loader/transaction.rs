@@ -111,6 +111,8 @@ pub(super) struct Batch {
     /// `mmld deps`: record missing libraries and go on.
     pub(super) keep_going: bool,
     pub(super) missing: Vec<Error>,
+    /// Shared relocations: what happened to each object (batch order).
+    pub(super) sharing: Vec<crate::relshare::SharedRelocations>,
 }
 
 impl Batch {
@@ -130,6 +132,7 @@ impl Batch {
             ld_library_path: ld_library_path(),
             keep_going: false,
             missing: Vec::new(),
+            sharing: Vec::new(),
         }
     }
 
@@ -386,6 +389,7 @@ pub(super) fn reuse_root(dev: u64, ino: u64, settings: Settings) -> Option<Loade
         root,
         scope,
         host: crate::link::hostscope::host_scope(),
+        sharing: Vec::new(),
     })
 }
 
