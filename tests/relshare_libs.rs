@@ -216,6 +216,7 @@ fn probe_llvm(l: &Loaded) -> String {
     type FnType = unsafe extern "C" fn(*mut c_void, *mut *mut c_void, u32, c_int) -> *mut c_void;
     type AddFn = unsafe extern "C" fn(*mut c_void, *const c_char, *mut c_void) -> *mut c_void;
     type Append = unsafe extern "C" fn(*mut c_void, *mut c_void, *const c_char) -> *mut c_void;
+    // LLVMPositionBuilderAtEnd; also LLVMBuildRet, whose result is unused.
     type Position = unsafe extern "C" fn(*mut c_void, *mut c_void);
     type Param = unsafe extern "C" fn(*mut c_void, u32) -> *mut c_void;
     type Add = unsafe extern "C" fn(*mut c_void, *mut c_void, *mut c_void, *const c_char) -> *mut c_void;
@@ -235,7 +236,7 @@ fn probe_llvm(l: &Loaded) -> String {
         l.f::<Position>("LLVMPositionBuilderAtEnd")(builder, bb);
         let param = l.f::<Param>("LLVMGetParam");
         let sum = l.f::<Add>("LLVMBuildAdd")(builder, param(func, 0), param(func, 1), c"s".as_ptr());
-        l.f::<PtrToPtr>("LLVMBuildRet")(builder, sum);
+        l.f::<Position>("LLVMBuildRet")(builder, sum);
         let text = l.f::<PtrToPtr>("LLVMPrintModuleToString")(module) as *mut c_char;
         let printed = c_str(text);
         let dispose_message = l.f::<Dispose>("LLVMDisposeMessage");
@@ -384,7 +385,7 @@ fn child(probe: &str, path: &Path, run: &Run<'_>) -> Probe {
     );
     let line = stdout
         .lines()
-        .find_map(|l| l.strip_prefix(TAG))
+        .find_map(|l| l.find(TAG).map(|i| &l[i + TAG.len()..]))
         .unwrap_or_else(|| panic!("no {TAG}line\n--- stdout\n{stdout}\n--- stderr\n{stderr}"));
     let v: Value = serde_json::from_str(line).unwrap();
     Probe {
