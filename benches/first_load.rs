@@ -59,7 +59,8 @@ use std::process::Command;
 use common::peers::{Loader, Rounds, Workers, cell_ns, cell_ratio, ld_library_path, verdict};
 use common::proto::{BEGIN, END};
 use common::{
-    FIRST_LOAD_LIBS, warm_cache, env_usize, first_load_target, fmt_ratio, mapped_in_process, system_lib,
+    FIRST_LOAD_LIBS, env_usize, first_load_target, fmt_ratio, mapped_in_process, system_lib,
+    warm_cache,
 };
 
 /// One library: its file name, path, symbol, and the rounds measured.

@@ -138,7 +138,13 @@ fn probe_sqlite(l: &Loaded) -> String {
 }
 
 fn probe_xml2(l: &Loaded) -> String {
-    type Read = unsafe extern "C" fn(*const c_char, c_int, *const c_char, *const c_char, c_int) -> *mut c_void;
+    type Read = unsafe extern "C" fn(
+        *const c_char,
+        c_int,
+        *const c_char,
+        *const c_char,
+        c_int,
+    ) -> *mut c_void;
     type Dump = unsafe extern "C" fn(*mut c_void, *mut *mut u8, *mut c_int);
     let read: Read = l.f("xmlReadMemory");
     let dump: Dump = l.f("xmlDocDumpMemory");
@@ -160,7 +166,9 @@ fn probe_xml2(l: &Loaded) -> String {
         let mut out: *mut u8 = std::ptr::null_mut();
         let mut len: c_int = 0;
         dump(doc, &mut out, &mut len);
-        let bytes = std::slice::from_raw_parts(out, len as usize).escape_ascii().to_string();
+        let bytes = std::slice::from_raw_parts(out, len as usize)
+            .escape_ascii()
+            .to_string();
         free(out as *mut c_void);
         free_doc(doc);
         format!("{parser_version} / {bytes}")
@@ -198,7 +206,12 @@ fn probe_stdcxx(l: &Loaded) -> String {
             let mut status: c_int = 0;
             // SAFETY: the Itanium ABI's prototype; the result is malloc'd.
             unsafe {
-                let p = demangle(c.as_ptr(), std::ptr::null_mut(), std::ptr::null_mut(), &mut status);
+                let p = demangle(
+                    c.as_ptr(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    &mut status,
+                );
                 if p.is_null() {
                     return format!("status {status}");
                 }
@@ -219,14 +232,16 @@ fn probe_llvm(l: &Loaded) -> String {
     // LLVMPositionBuilderAtEnd; also LLVMBuildRet, whose result is unused.
     type Position = unsafe extern "C" fn(*mut c_void, *mut c_void);
     type Param = unsafe extern "C" fn(*mut c_void, u32) -> *mut c_void;
-    type Add = unsafe extern "C" fn(*mut c_void, *mut c_void, *mut c_void, *const c_char) -> *mut c_void;
+    type Add =
+        unsafe extern "C" fn(*mut c_void, *mut c_void, *mut c_void, *const c_char) -> *mut c_void;
     type Message = unsafe extern "C" fn(*const c_char) -> *mut c_char;
     type Dispose = unsafe extern "C" fn(*mut c_void);
     // SAFETY: the LLVM-C API's documented prototypes; every object is
     // disposed of before returning.
     unsafe {
         let ctx = l.f::<Nothing>("LLVMContextCreate")();
-        let module = l.f::<ModuleIn>("LLVMModuleCreateWithNameInContext")(c"relshare".as_ptr(), ctx);
+        let module =
+            l.f::<ModuleIn>("LLVMModuleCreateWithNameInContext")(c"relshare".as_ptr(), ctx);
         let i32t = l.f::<PtrToPtr>("LLVMInt32TypeInContext")(ctx);
         let mut params = [i32t, i32t];
         let fnty = l.f::<FnType>("LLVMFunctionType")(i32t, params.as_mut_ptr(), 2, 0);
@@ -235,7 +250,8 @@ fn probe_llvm(l: &Loaded) -> String {
         let builder = l.f::<PtrToPtr>("LLVMCreateBuilderInContext")(ctx);
         l.f::<Position>("LLVMPositionBuilderAtEnd")(builder, bb);
         let param = l.f::<Param>("LLVMGetParam");
-        let sum = l.f::<Add>("LLVMBuildAdd")(builder, param(func, 0), param(func, 1), c"s".as_ptr());
+        let sum =
+            l.f::<Add>("LLVMBuildAdd")(builder, param(func, 0), param(func, 1), c"s".as_ptr());
         l.f::<Position>("LLVMBuildRet")(builder, sum);
         let text = l.f::<PtrToPtr>("LLVMPrintModuleToString")(module) as *mut c_char;
         let printed = c_str(text);
@@ -338,7 +354,10 @@ impl Probe {
             .unwrap_or_else(|| panic!("no sharing record for {file} in {:#?}", self.sharing))
     }
     fn outcome(&self, file: &str) -> String {
-        self.object(file)["outcome"].as_str().unwrap_or("?").to_string()
+        self.object(file)["outcome"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
     }
 }
 
@@ -395,11 +414,27 @@ fn child(probe: &str, path: &Path, run: &Run<'_>) -> Probe {
 }
 
 fn glibc(probe: &str, path: &Path) -> Probe {
-    child(probe, path, &Run { loader: "glibc", ..Run::default() })
+    child(
+        probe,
+        path,
+        &Run {
+            loader: "glibc",
+            ..Run::default()
+        },
+    )
 }
 
 fn mmld(probe: &str, path: &Path, dir: Option<&Path>, verify: bool) -> Probe {
-    child(probe, path, &Run { loader: "mmld", dir, verify, ..Run::default() })
+    child(
+        probe,
+        path,
+        &Run {
+            loader: "mmld",
+            dir,
+            verify,
+            ..Run::default()
+        },
+    )
 }
 
 /// A fresh cache directory: owned by us, mode 0700.
@@ -518,19 +553,36 @@ fn a_moved_dependency_falls_back() {
     let reference = glibc("xml2", &xml);
     let dir = cache_dir();
     let first = mmld("xml2", &xml, Some(dir.path()), false);
-    assert_eq!(first.outcome("libxml2.so.2"), "written", "{:#?}", first.sharing);
+    assert_eq!(
+        first.outcome("libxml2.so.2"),
+        "written",
+        "{:#?}",
+        first.sharing
+    );
     // libz.so.1 copied elsewhere and found first through LD_LIBRARY_PATH:
     // a dependency with another identity (and so another address).
     let moved = tempfile::tempdir().unwrap();
-    std::fs::copy(Path::new(LIB_DIR).join("libz.so.1"), moved.path().join("libz.so.1")).unwrap();
+    std::fs::copy(
+        Path::new(LIB_DIR).join("libz.so.1"),
+        moved.path().join("libz.so.1"),
+    )
+    .unwrap();
     let second = child(
         "xml2",
         &xml,
-        &Run { loader: "mmld", dir: Some(dir.path()), verify: true, ld_path: Some(moved.path()) },
+        &Run {
+            loader: "mmld",
+            dir: Some(dir.path()),
+            verify: true,
+            ld_path: Some(moved.path()),
+        },
     );
     let libz = second.object("libz.so.1");
     assert!(
-        libz["path"].as_str().unwrap().starts_with(moved.path().to_str().unwrap()),
+        libz["path"]
+            .as_str()
+            .unwrap()
+            .starts_with(moved.path().to_str().unwrap()),
         "libz came from the moved copy: {libz}"
     );
     assert_not_hit(&second, "libxml2.so.2", &reference, "moved dependency");
@@ -598,15 +650,28 @@ fn a_different_executable_falls_back_and_maps_marks_cache_pages() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|o| o["path"].as_str().is_some_and(|p| p.ends_with("libsqlite3.so.0")))
+        .filter(|o| {
+            o["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("libsqlite3.so.0"))
+        })
         .flat_map(|o| o["rows"].as_array().unwrap())
         .collect();
-    let from_cache: Vec<&&Value> = rows.iter().filter(|r| r["from_relocation_cache"] == true).collect();
-    assert!(!from_cache.is_empty(), "maps marks the cache's pages: {rows:#?}");
+    let from_cache: Vec<&&Value> = rows
+        .iter()
+        .filter(|r| r["from_relocation_cache"] == true)
+        .collect();
+    assert!(
+        !from_cache.is_empty(),
+        "maps marks the cache's pages: {rows:#?}"
+    );
     let canonical_dir = std::fs::canonicalize(dir.path()).unwrap();
     for r in from_cache {
         assert!(
-            r["mapped_file"].as_str().unwrap().starts_with(canonical_dir.to_str().unwrap()),
+            r["mapped_file"]
+                .as_str()
+                .unwrap()
+                .starts_with(canonical_dir.to_str().unwrap()),
             "{r}"
         );
     }
@@ -696,7 +761,11 @@ fn share_shows_llvm_relro_as_one_physical_copy() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "mmld share: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mmld share: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let sharing = &report["relocation_sharing"];
     for worker in sharing["workers"].as_array().unwrap() {
@@ -704,7 +773,11 @@ fn share_shows_llvm_relro_as_one_physical_copy() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|s| s["path"].as_str().is_some_and(|p| p.ends_with("libLLVM-15.so.1")))
+            .find(|s| {
+                s["path"]
+                    .as_str()
+                    .is_some_and(|p| p.ends_with("libLLVM-15.so.1"))
+            })
             .unwrap();
         assert_eq!(llvm["outcome"], "hit", "every measured worker hits: {llvm}");
     }
@@ -733,11 +806,21 @@ fn share_shows_llvm_relro_as_one_physical_copy() {
             "RELRO: {physical} physical pages behind {per} resident per worker: {row}"
         );
         let normal = sharing["normal_relro_physical_pages"].as_u64().unwrap();
-        assert!(normal >= 3 * per, "loaded normally, four copies: {normal} vs {per}");
+        assert!(
+            normal >= 3 * per,
+            "loaded normally, four copies: {normal} vs {per}"
+        );
     } else {
         eprintln!("not privileged: physical pages not checked, Private_Dirty only");
     }
-    let dirty = |k: &str| -> u64 { sharing[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum() };
+    let dirty = |k: &str| -> u64 {
+        sharing[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
     assert!(
         dirty("private_dirty_kib") < dirty("normal_private_dirty_kib"),
         "the cache saves private dirty memory: {sharing}"

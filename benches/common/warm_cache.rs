@@ -32,10 +32,7 @@ pub struct WarmRow {
 
 /// A fresh cache directory for one library: owned by us, mode 0700.
 fn cache_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "mmld-bench-cache.{}.{name}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("mmld-bench-cache.{}.{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir(&dir).expect("create the bench's cache directory");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))

@@ -52,7 +52,11 @@ impl ShareRelocArgs {
         let mut out = Vec::new();
         if let Some(dir) = &self.share_relocations {
             out.push("--share-relocations".into());
-            out.push(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).into());
+            out.push(
+                std::path::absolute(dir)
+                    .unwrap_or_else(|_| dir.clone())
+                    .into(),
+            );
             if self.verify_shared_relocations {
                 out.push("--verify-shared-relocations".into());
             }
@@ -96,10 +100,10 @@ pub fn to_text(sharing: &[SharedRelocations]) -> String {
     let mut out = String::new();
     for s in sharing {
         let (outcome, reason) = outcome_label(&s.outcome);
-        let name = s
-            .path
-            .file_name()
-            .map_or_else(|| s.path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = s.path.file_name().map_or_else(
+            || s.path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         let _ = write!(
             out,
             "shared relocations: {name}: {outcome}, {} pages from the cache, {} relocated privately",
@@ -217,5 +221,64 @@ impl Comparison<'_> {
             "normal_totals": n.to_json(),
             "normal_pids": self.normal.pids,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(outcome: SharingOutcome, from_cache: usize) -> SharedRelocations {
+        let mut s = SharedRelocations::clone(&base());
+        s.outcome = outcome;
+        s.pages_from_cache = from_cache;
+        s
+    }
+
+    fn base() -> SharedRelocations {
+        // The only constructor outside the crate: a library's own report.
+        // SAFETY: loading the test library runs its constructors, as every
+        // test that loads it does.
+        let lib = unsafe {
+            mmld::Library::open(concat!(env!("CARGO_MANIFEST_DIR"), "/testlibs/libdemo.so"))
+        }
+        .expect("load testlibs/libdemo.so");
+        lib.relocation_sharing()
+            .into_iter()
+            .next()
+            .expect("libdemo.so has a sharing record")
+    }
+
+    #[test]
+    fn flags_reach_workers_with_an_absolute_directory() {
+        let args = ShareRelocArgs {
+            share_relocations: Some("cache".into()),
+            verify_shared_relocations: true,
+        };
+        let child = args.child_args();
+        assert_eq!(child.len(), 3);
+        assert_eq!(child[0], "--share-relocations");
+        assert!(PathBuf::from(&child[1]).is_absolute());
+        assert_eq!(child[2], "--verify-shared-relocations");
+        assert!(ShareRelocArgs::default().child_args().is_empty());
+    }
+
+    #[test]
+    fn outcomes_are_named_with_their_reason() {
+        let off = base();
+        assert_eq!(outcome_label(&off.outcome), ("off", None));
+        let hit = record(SharingOutcome::Hit, 12);
+        let fell = record(
+            SharingOutcome::Fallback("cache directory is group-writable".into()),
+            0,
+        );
+        let text = to_text(&[hit.clone(), fell]);
+        assert!(
+            text.contains("libdemo.so: hit, 12 pages from the cache"),
+            "{text}"
+        );
+        assert!(text.contains("fallback, 0 pages from the cache, 0 relocated privately (cache directory is group-writable)"), "{text}");
+        assert_eq!(to_json(&hit)["outcome"], "hit");
+        assert_eq!(to_json(&hit)["pages_from_cache"], 12);
     }
 }

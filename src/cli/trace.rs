@@ -138,5 +138,10 @@ mod tests {
         assert_eq!(f.as_deref(), Some("mmld::libs=debug"));
         assert_eq!(unknown, vec!["bogus".to_string()]);
         assert_eq!(filter(false, Some("all")).0.as_deref(), Some("mmld=debug"));
+        // --trace=share: what the relocation cache did.
+        assert_eq!(
+            filter(true, Some("share")).0.as_deref(),
+            Some("mmld::share=debug")
+        );
     }
 }

@@ -199,7 +199,11 @@ fn annotate(
             .filter(|_| own.is_some_and(|o| o != (vma.dev_id(), vma.inode)))
             .cloned();
         let other = mapped_file.as_ref().and_then(|p| File::open(p).ok());
-        let backing = if mapped_file.is_some() { other.as_ref() } else { file };
+        let backing = if mapped_file.is_some() {
+            other.as_ref()
+        } else {
+            file
+        };
         let sees_cache = if mapped_file.is_some() {
             backing.is_some_and(sys::mincore_sees_page_cache)
         } else {
@@ -260,10 +264,9 @@ fn mapped_by(m: MappedBy) -> &'static str {
 /// What a row mapped from another file says about it.
 fn from_elsewhere(r: &MapsRow) -> String {
     match &r.mapped_file {
-        Some(f) if r.relocation_cache => format!(
-            "  [relocated pages, shared from cache {}]",
-            f.display()
-        ),
+        Some(f) if r.relocation_cache => {
+            format!("  [relocated pages, shared from cache {}]", f.display())
+        }
         Some(f) => format!("  [mapped from {}]", f.display()),
         None => String::new(),
     }
