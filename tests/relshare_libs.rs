@@ -315,7 +315,15 @@ fn probe_child() {
                 o.verify_shared_relocations(std::env::var_os("RELSHARE_VERIFY").is_some());
             }
             // SAFETY: loading a system library, as the test intends.
-            Loaded::Mmld(unsafe { o.open(&path) }.unwrap_or_else(|e| panic!("mmld: {e}")))
+            match unsafe { o.open(&path) } {
+                Ok(lib) => Loaded::Mmld(lib),
+                // The parent expects this load to fail: its error is the answer.
+                Err(e) if std::env::var_os("RELSHARE_EXPECT_ERROR").is_some() => {
+                    println!("\n{TAG}{}", json!({"error": e.to_string()}));
+                    return;
+                }
+                Err(e) => panic!("mmld: {e}"),
+            }
         }
     };
     let result = match probe.as_str() {
@@ -330,7 +338,7 @@ fn probe_child() {
         Loaded::Mmld(lib) => sharing_json(lib),
         Loaded::Glibc(_) => Value::Array(Vec::new()),
     };
-    println!("{TAG}{}", json!({"result": result, "sharing": sharing}));
+    println!("\n{TAG}{}", json!({"result": result, "sharing": sharing}));
 }
 
 // ---------------------------------------------------------------------------
@@ -369,6 +377,8 @@ struct Run<'a> {
     verify: bool,
     /// `LD_LIBRARY_PATH` for the child (none otherwise).
     ld_path: Option<&'a Path>,
+    /// The load is expected to fail; `Probe::result` is then its error.
+    expect_error: bool,
 }
 
 fn child(probe: &str, path: &Path, run: &Run<'_>) -> Probe {
@@ -393,6 +403,9 @@ fn child(probe: &str, path: &Path, run: &Run<'_>) -> Probe {
     if let Some(p) = run.ld_path {
         c.env("LD_LIBRARY_PATH", p);
     }
+    if run.expect_error {
+        c.env("RELSHARE_EXPECT_ERROR", "1");
+    }
     let out = c.output().expect("re-run the test binary");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -407,6 +420,17 @@ fn child(probe: &str, path: &Path, run: &Run<'_>) -> Probe {
         .find_map(|l| l.find(TAG).map(|i| &l[i + TAG.len()..]))
         .unwrap_or_else(|| panic!("no {TAG}line\n--- stdout\n{stdout}\n--- stderr\n{stderr}"));
     let v: Value = serde_json::from_str(line).unwrap();
+    if run.expect_error {
+        let error = v["error"].as_str();
+        assert!(
+            error.is_some(),
+            "{probe}: the load was expected to fail: {v}"
+        );
+        return Probe {
+            result: error.unwrap_or_default().to_string(),
+            sharing: Vec::new(),
+        };
+    }
     Probe {
         result: v["result"].as_str().unwrap().to_string(),
         sharing: v["sharing"].as_array().cloned().unwrap_or_default(),
@@ -575,6 +599,7 @@ fn a_moved_dependency_falls_back() {
             dir: Some(dir.path()),
             verify: true,
             ld_path: Some(moved.path()),
+            ..Run::default()
         },
     );
     let libz = second.object("libz.so.1");
@@ -824,5 +849,46 @@ fn share_shows_llvm_relro_as_one_physical_copy() {
     assert!(
         dirty("private_dirty_kib") < dirty("normal_private_dirty_kib"),
         "the cache saves private dirty memory: {sharing}"
+    );
+}
+
+#[test]
+fn verification_fails_loudly_on_a_changed_cache_page() {
+    let Some(path) = system_lib("sqlite") else {
+        return;
+    };
+    let dir = cache_dir();
+    let first = mmld("sqlite", &path, Some(dir.path()), false);
+    assert_eq!(first.outcome("libsqlite3.so.0"), "written");
+    let file = PathBuf::from(
+        first.object("libsqlite3.so.0")["cache_file"]
+            .as_str()
+            .unwrap(),
+    );
+    // The last page of the file is a page image (the header comes first):
+    // the header's checksum does not cover it, so only verification can
+    // tell it from the page a full relocation writes.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let n = bytes.len();
+    assert!(n >= 2 * 4096, "a header page and at least one image");
+    for b in &mut bytes[n - 4096..] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let failed = child(
+        "sqlite",
+        &path,
+        &Run {
+            loader: "mmld",
+            dir: Some(dir.path()),
+            verify: true,
+            expect_error: true,
+            ..Run::default()
+        },
+    );
+    assert!(
+        failed.result.contains("shared relocations differ"),
+        "verification names the difference: {}",
+        failed.result
     );
 }
