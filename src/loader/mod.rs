@@ -24,6 +24,7 @@ mod relocate;
 mod resolve;
 mod root;
 mod scope;
+mod share;
 mod transaction;
 mod tree;
 
@@ -139,14 +140,7 @@ pub fn open(name: &Path, settings: Settings) -> Result<Opened> {
     batch.resolve_all()?;
     let scope_items = batch.root_scope();
     batch.link_all(&scope_items, LinkMode::Run)?;
-    batch.sharing = crate::relshare::placeholder_reports(
-        settings.share,
-        batch
-            .pending
-            .iter()
-            .zip(&batch.mappings)
-            .map(|(p, m)| (p.path.clone(), m.base() as usize)),
-    );
+    batch.sharing = batch.sharing_reports();
     let objects = batch.publish()?;
     let root = Arc::clone(objects.first().ok_or_else(|| {
         Error::new(

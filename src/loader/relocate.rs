@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use super::scope::{ScopeSlot, link_scope, provider_name};
+use super::share::object_link;
 use super::transaction::{Batch, Pending, Resolved};
 use crate::error::{AttachContext, ErrorKind, Result, Stage};
 use crate::link::hostscope::HostScope;
@@ -58,6 +59,11 @@ impl Batch {
             Some(p) if lazy => std::mem::take(&mut p.lazy),
             _ => LazyStubs::default(),
         };
+        // Shared relocations key the scope by where objects are mapped.
+        let bases: Vec<u64> = match self.share {
+            Some(_) => self.mappings.iter().map(Mapping::base).collect(),
+            None => Vec::new(),
+        };
         let (Some(p), Some(mapping)) = (self.pending.get(i), self.mappings.get_mut(i)) else {
             return Ok(());
         };
@@ -71,6 +77,18 @@ impl Batch {
         let (scope, owners): (Vec<Provider<'_>>, Vec<Option<Resolved>>) = scope.into_iter().unzip();
         // Which scope entries received a binding (indexed by position).
         let mut bound = vec![false; scope.len()];
+        let share_scope = match (&self.share, mode) {
+            (Some(_), LinkMode::Run) => {
+                super::share::scope_entries(&self.pending, &bases, &scope, &owners)
+            }
+            _ => Vec::new(),
+        };
+        let mut share_hook = match (self.share.as_mut(), mode) {
+            (Some(s), LinkMode::Run) => s
+                .before_link(object_link(p, &mut *mapping, &share_scope, host, lazy))
+                .at(&p.path, Stage::Map)?,
+            _ => None,
+        };
         let mut descriptors = crate::runtime::tlsdesc::Descriptors::default();
         let mut target = LinkTarget {
             name: &p.name,
@@ -87,6 +105,7 @@ impl Batch {
                 p.plan.tls,
                 &mut descriptors,
             ),
+            share: share_hook.as_mut(),
         };
         let from = p.name.clone();
         if let (Some(relro), LinkMode::Run, true) =
@@ -120,6 +139,10 @@ impl Batch {
             }
         })
         .at(&p.path, Stage::Link)?;
+        if let Some(s) = self.share.as_mut() {
+            let obj = object_link(p, &mut *mapping, &share_scope, host, lazy);
+            s.after_link(obj, share_hook, &mut bound)?;
+        }
         if mode == LinkMode::Run {
             publish_tls(p, mapping)?;
         }

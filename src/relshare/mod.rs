@@ -13,6 +13,16 @@
 //! with a permission the object's segment does not grant; or be used in a
 //! secure-mode process.
 
+mod address;
+mod cache_file;
+mod classify;
+mod session;
+mod trust;
+mod verify;
+
+pub use classify::ScopeEntry;
+pub use session::{ObjectLink, Session};
+
 use std::path::PathBuf;
 
 /// What shared relocations did for one object of a load.
@@ -99,24 +109,4 @@ pub fn effective(settings: ShareSettings) -> Option<(PathBuf, bool)> {
         .or_else(|| env(ENV_DIR).map(PathBuf::from))?;
     let verify = settings.verify || env(ENV_VERIFY).is_some_and(|v| v == "1");
     Some((dir, verify))
-}
-
-/// Reports for a load before the mechanism exists: `Off`, or a fallback
-/// saying it is not built yet.
-pub(crate) fn placeholder_reports(
-    settings: ShareSettings,
-    objects: impl Iterator<Item = (PathBuf, usize)>,
-) -> Vec<SharedRelocations> {
-    let on = effective(settings).is_some();
-    objects
-        .map(|(path, address)| {
-            let mut r = SharedRelocations::off(path, address);
-            if on {
-                r.outcome =
-                    SharingOutcome::Fallback("shared relocations are not implemented yet".into());
-                tracing::debug!(target: "mmld::share", path = %r.path.display(), "fallback: not implemented yet");
-            }
-            r
-        })
-        .collect()
 }
