@@ -155,6 +155,21 @@ fn relro_physical(r: &ShareReport) -> Option<u64> {
         .sum()
 }
 
+/// Resident RELRO pages per worker.
+fn relro_resident(r: &ShareReport) -> Vec<u64> {
+    let mut per = vec![0; r.pids.len()];
+    for row in r
+        .rows
+        .iter()
+        .filter(|row| row.roles.contains(&mmld::inspect::Role::Relro))
+    {
+        for (w, f) in row.workers.iter().enumerate().take(per.len()) {
+            per[w] += f.resident;
+        }
+    }
+    per
+}
+
 impl Comparison<'_> {
     /// Outcome counts over all workers and objects: `hit 52, written 0, ...`.
     fn outcome_counts(&self) -> Vec<(String, u64)> {
@@ -199,9 +214,12 @@ impl Comparison<'_> {
             saved / procs
         );
         if let (Some(a), Some(b)) = (relro_physical(self.shared), relro_physical(self.normal)) {
+            let per = |r: &ShareReport| relro_resident(r).into_iter().max().unwrap_or(0);
             let _ = writeln!(
                 out,
-                "RELRO physical pages across the workers: {a} with the cache, {b} loaded normally"
+                "RELRO physical pages across the workers: {a} with the cache ({} resident in each), {b} loaded normally ({} resident in each)",
+                per(self.shared),
+                per(self.normal)
             );
         }
         out
@@ -218,6 +236,8 @@ impl Comparison<'_> {
             "saved_kib": sum(&nd).saturating_sub(sum(&sd)),
             "relro_physical_pages": relro_physical(self.shared),
             "normal_relro_physical_pages": relro_physical(self.normal),
+            "relro_resident_pages": relro_resident(self.shared),
+            "normal_relro_resident_pages": relro_resident(self.normal),
             "normal_totals": n.to_json(),
             "normal_pids": self.normal.pids,
         })

@@ -56,6 +56,16 @@ pub struct MapsRow {
 }
 
 impl MapsRow {
+    /// Resident pages that are the mapped file's own page-cache pages, and
+    /// resident pages that are private copies (written in this process).
+    pub fn file_and_private_pages(&self) -> (u64, u64) {
+        let present = || self.states.iter().filter(|s| s.present);
+        (
+            present().filter(|s| s.file).count() as u64,
+            present().filter(|s| !s.file).count() as u64,
+        )
+    }
+
     /// File offset of the piece's first page, for file mappings.
     pub fn file_offset(&self) -> Option<u64> {
         self.vma
@@ -265,7 +275,11 @@ fn mapped_by(m: MappedBy) -> &'static str {
 fn from_elsewhere(r: &MapsRow) -> String {
     match &r.mapped_file {
         Some(f) if r.relocation_cache => {
-            format!("  [relocated pages, shared from cache {}]", f.display())
+            let (cache, private) = r.file_and_private_pages();
+            format!(
+                "  [relocated pages, shared from cache {}: {cache} resident from it, {private} relocated privately]",
+                f.display()
+            )
         }
         Some(f) => format!("  [mapped from {}]", f.display()),
         None => String::new(),
@@ -421,6 +435,7 @@ impl MapsReport {
                         "cached": r.cached,
                         "mapped_file": r.mapped_file.as_ref().map(|p| p.to_string_lossy()),
                         "from_relocation_cache": r.relocation_cache,
+                        "resident_from_file": r.mapped_file.as_ref().map(|_| r.file_and_private_pages().0),
                     });
                     if earlier.is_some() {
                         v["resident_after_load"] = json!(before.get(&(r.start, r.end)));
