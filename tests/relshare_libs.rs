@@ -704,7 +704,7 @@ fn a_different_executable_falls_back_and_maps_marks_cache_pages() {
 
 /// A cache written normally, then made hostile by `spoil`: the next load
 /// must not use it, and must still work.
-fn hostile(case: &str, spoil: impl FnOnce(&Path, &Path)) {
+fn hostile(case: &str, dir_is_hostile: bool, spoil: impl FnOnce(&Path, &Path)) {
     let Some(path) = system_lib("sqlite") else {
         return;
     };
@@ -721,6 +721,18 @@ fn hostile(case: &str, spoil: impl FnOnce(&Path, &Path)) {
     spoil(dir.path(), &file);
     let second = mmld("sqlite", &path, Some(dir.path()), false);
     assert_not_hit(&second, "libsqlite3.so.0", &reference, case);
+    if dir_is_hostile {
+        // Nothing is written into a directory that is not trusted either.
+        assert_eq!(second.outcome("libsqlite3.so.0"), "fallback", "{case}");
+        let why = second.object("libsqlite3.so.0")["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            why.contains("cache directory"),
+            "{case}: the reason names the directory: {why}"
+        );
+    }
     // Verification mode does not turn a refused cache into an error either.
     let third = mmld("sqlite", &path, Some(dir.path()), true);
     assert_eq!(third.result, reference.result, "{case}: verified load");
@@ -730,21 +742,21 @@ fn hostile(case: &str, spoil: impl FnOnce(&Path, &Path)) {
 
 #[test]
 fn a_cache_directory_owned_by_another_user_is_ignored() {
-    hostile("other owner", |dir, _| {
+    hostile("other owner", true, |dir, _| {
         std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
     });
 }
 
 #[test]
 fn a_group_writable_cache_directory_is_ignored() {
-    hostile("group-writable", |dir, _| {
+    hostile("group-writable", true, |dir, _| {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o770)).unwrap();
     });
 }
 
 #[test]
 fn a_symlinked_cache_file_is_ignored() {
-    hostile("symlinked file", |dir, file| {
+    hostile("symlinked file", false, |dir, file| {
         let target = dir.join("moved-aside");
         std::fs::rename(file, &target).unwrap();
         std::os::unix::fs::symlink(&target, file).unwrap();
@@ -753,7 +765,7 @@ fn a_symlinked_cache_file_is_ignored() {
 
 #[test]
 fn a_truncated_cache_file_is_ignored() {
-    hostile("truncated file", |_, file| {
+    hostile("truncated file", false, |_, file| {
         let len = std::fs::metadata(file).unwrap().len();
         let f = std::fs::File::options().write(true).open(file).unwrap();
         f.set_len(len / 2).unwrap();
@@ -762,7 +774,7 @@ fn a_truncated_cache_file_is_ignored() {
 
 #[test]
 fn a_corrupted_cache_file_is_ignored() {
-    hostile("corrupted file", |_, file| {
+    hostile("corrupted file", false, |_, file| {
         let mut bytes = std::fs::read(file).unwrap();
         // The header and the table of what each page depends on.
         for b in bytes.iter_mut().take(4096).skip(8) {
