@@ -75,6 +75,9 @@ impl Batch {
         };
         let obj = object_link(p, &mut *mapping, &share_scope, host, lazy);
         let mut share_hook = before_link(self.share.as_mut(), obj)?;
+        // Pages mapped from a relocation cache must not be faulted in for writing.
+        let prefault =
+            self.settings.prefault_relro && share_hook.as_ref().is_none_or(|h| h.replay.is_none());
         let mut descriptors = crate::runtime::tlsdesc::Descriptors::default();
         let mut target = LinkTarget {
             name: &p.name,
@@ -94,9 +97,7 @@ impl Batch {
             share: share_hook.as_mut(),
         };
         let from = p.name.clone();
-        if let (Some(relro), LinkMode::Run, true) =
-            (p.plan.relro, mode, self.settings.prefault_relro)
-        {
+        if let (Some(relro), LinkMode::Run, true) = (p.plan.relro, mode, prefault) {
             target.mapping.prefault_for_relocation(relro);
         }
         // Asked once per object, not per binding; names only for the trace.
