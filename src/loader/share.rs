@@ -5,8 +5,11 @@
 //! cache (that is `relshare`), or touch a mapping.
 
 use super::transaction::{Batch, Pending, Resolved};
+use crate::error::{AttachContext, Stage};
+use crate::link::LinkMode;
 use crate::link::Provider;
-use crate::relshare::{ObjectLink, ScopeEntry, SharedRelocations};
+use crate::link::sharing::ShareHook;
+use crate::relshare::{ObjectLink, ScopeEntry, Session, SharedRelocations};
 
 impl Batch {
     /// What shared relocations did for each object of the batch.
@@ -25,9 +28,55 @@ impl Batch {
     }
 }
 
+impl Batch {
+    /// The scope of an object about to be linked, as `relshare` keys it
+    /// (empty when the feature is off or nothing will run).
+    pub(super) fn share_scope(
+        &self,
+        mode: LinkMode,
+        scope: &[Provider<'_>],
+        owners: &[Option<Resolved>],
+    ) -> Vec<ScopeEntry> {
+        if self.share.is_none() || mode != LinkMode::Run {
+            return Vec::new();
+        }
+        let bases: Vec<u64> = self.mappings.iter().map(|m| m.base()).collect();
+        scope_entries(&self.pending, &bases, scope, owners)
+    }
+}
+
+/// Before linking `obj`: the hook the relocation loop records into or
+/// replays from (`None` when the feature is off or nothing will run).
+pub(super) fn before_link(
+    share: Option<&mut Session>,
+    obj: ObjectLink<'_>,
+) -> crate::error::Result<Option<ShareHook>> {
+    let Some(s) = share else {
+        return Ok(None);
+    };
+    if obj.scope.is_empty() {
+        return Ok(None);
+    }
+    let path = obj.path.to_path_buf();
+    s.before_link(obj).at(&path, Stage::Map)
+}
+
+/// After linking `obj`: write, verify or account for its cache entry.
+pub(super) fn after_link(
+    share: Option<&mut Session>,
+    obj: ObjectLink<'_>,
+    hook: Option<ShareHook>,
+    bound: &mut [bool],
+) -> crate::error::Result<()> {
+    match share {
+        Some(s) => s.after_link(obj, hook, bound),
+        None => Ok(()),
+    }
+}
+
 /// The scope of one object as `relshare` keys it: `bases` are the
 /// batch's mapping addresses, by batch index.
-pub(super) fn scope_entries(
+fn scope_entries(
     pending: &[Pending],
     bases: &[u64],
     scope: &[Provider<'_>],

@@ -174,15 +174,18 @@ pub fn relocated_pages(mapping: &Mapping, dynamic: &DynamicInfo) -> BTreeSet<u64
 }
 
 /// The target offsets of the listed relocations (`link::sharing` codes);
-/// `None` when a code names an entry the tables do not have.
+/// `None` when a code names an entry the tables do not have. Reads only
+/// the listed entries: a hit must not walk the whole table.
 pub fn listed_offsets(mapping: &Mapping, dynamic: &DynamicInfo, list: &[u32]) -> Option<Vec<u64>> {
-    let rela = rela_offsets(mapping, dynamic.rela);
-    let jmprel = rela_offsets(mapping, dynamic.jmprel);
+    let table = |r: Option<VRange>| r.and_then(|r| mapping.read_only(r.vaddr, r.size));
+    let (rela, jmprel) = (table(dynamic.rela), table(dynamic.jmprel));
     list.iter()
         .map(|&code| {
-            let (table, index) = crate::link::sharing::decode(code);
-            let t = if table == "DT_JMPREL" { &jmprel } else { &rela };
-            t.get(index).copied()
+            let (name, index) = crate::link::sharing::decode(code);
+            let t = if name == "DT_JMPREL" { jmprel } else { rela }?;
+            let start = index.checked_mul(24)?;
+            let word = t.as_slice().get(start..start.checked_add(8)?)?;
+            Some(u64::from_le_bytes(word.try_into().ok()?))
         })
         .collect()
 }
