@@ -423,10 +423,13 @@ fn maps_object(obj: &ObjectMaps, before: Option<&ObjectMaps>) -> ObjectPicture {
 }
 
 fn maps_row<'a>(bias: u64, row: &'a MapsRow, resident: &[u64]) -> SegmentRow<'a> {
-    let cached = match row.cached {
+    let mut cached = match row.cached {
         Some(c) => format!(", cached {c}/{}", row.pages),
         None => String::new(),
     };
+    if row.relocation_cache {
+        cached.push_str(", relocated pages from the relocation cache");
+    }
     SegmentRow {
         roles: std::slice::from_ref(&row.role),
         perms: &row.vma.perms,
