@@ -99,6 +99,20 @@ fn results(lib: &mmld::Library) -> Vec<String> {
         out.push(tls(3).to_string());
         out.push(tls(4).to_string());
     }
+    if let Ok(get) = unsafe { lib.get::<extern "C" fn() -> i64>("desc_tls_get") } {
+        let report = unsafe { lib.get::<extern "C" fn() -> *const c_char>("desc_report") }.unwrap();
+        out.push(get().to_string());
+        out.push(
+            unsafe { CStr::from_ptr(report()) }
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    for name in ["call_ifunc_value", "call_ifunc_ptr", "call_local_ifunc"] {
+        if let Ok(f) = unsafe { lib.get::<extern "C" fn() -> i64>(name) } {
+            out.push(format!("{name} {}", f()));
+        }
+    }
     out
 }
 
@@ -247,6 +261,18 @@ fn a_second_process_maps_the_relocated_pages_of_a_cxx_tree() {
     // libcxx.so and libstdc++ (mmld maps both: the test binary has no C++
     // runtime), with TLS, exceptions and symbols bound into the host.
     second_process_hits("libcxx.so");
+}
+
+#[test]
+fn a_second_process_maps_the_relocated_pages_of_a_tls_descriptor_user() {
+    // TLSDESC writes two words per relocation, both per process.
+    second_process_hits("libtls_desc.so");
+}
+
+#[test]
+fn a_second_process_maps_the_relocated_pages_of_an_ifunc_user() {
+    // IRELATIVE and symbolic relocations to IFUNCs: resolvers run again.
+    second_process_hits("libifunc.so");
 }
 
 #[test]

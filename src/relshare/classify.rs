@@ -13,7 +13,8 @@ use std::sync::Mutex;
 
 use super::address::Identity;
 use super::cache_file::{ScopeKey, ScopeKind};
-use crate::arch::current::PAGE_SIZE;
+use crate::arch::RelocKind;
+use crate::arch::current::{self as arch, PAGE_SIZE};
 use crate::elf::{DynamicInfo, VRange, page_down};
 use crate::map::Mapping;
 
@@ -173,26 +174,41 @@ pub fn relocated_pages(mapping: &Mapping, dynamic: &DynamicInfo) -> BTreeSet<u64
         .collect()
 }
 
-/// The target offsets of the listed relocations (`link::sharing` codes);
-/// `None` when a code names an entry the tables do not have. Reads only
-/// the listed entries: a hit must not walk the whole table.
-pub fn listed_offsets(mapping: &Mapping, dynamic: &DynamicInfo, list: &[u32]) -> Option<Vec<u64>> {
+/// The bytes the listed relocations (`link::sharing` codes) write, as
+/// `(offset, width)`: 16 bytes for a TLS descriptor, 8 otherwise. `None`
+/// when a code names an entry the tables do not have. Reads only the
+/// listed entries: a hit must not walk the whole table.
+pub fn listed_offsets(
+    mapping: &Mapping,
+    dynamic: &DynamicInfo,
+    list: &[u32],
+) -> Option<Vec<(u64, u64)>> {
     let table = |r: Option<VRange>| r.and_then(|r| mapping.read_only(r.vaddr, r.size));
     let (rela, jmprel) = (table(dynamic.rela), table(dynamic.jmprel));
+    let word = |b: &[u8]| -> Option<u64> { Some(u64::from_le_bytes(b.try_into().ok()?)) };
     list.iter()
         .map(|&code| {
             let (name, index) = crate::link::sharing::decode(code);
             let t = if name == "DT_JMPREL" { jmprel } else { rela }?;
             let start = index.checked_mul(24)?;
-            let word = t.as_slice().get(start..start.checked_add(8)?)?;
-            Some(u64::from_le_bytes(word.try_into().ok()?))
+            let entry = t.as_slice().get(start..start.checked_add(16)?)?;
+            let offset = word(entry.get(..8)?)?;
+            let rtype = (word(entry.get(8..)?)? & 0xffff_ffff) as u32;
+            let width = match arch::classify(rtype) {
+                RelocKind::TlsDescriptor => 16,
+                _ => 8,
+            };
+            Some((offset, width))
         })
         .collect()
 }
 
 /// The pages the words at `offsets` touch.
-pub fn pages_of_words(offsets: &[u64]) -> BTreeSet<u64> {
-    offsets.iter().copied().flat_map(pages_of).collect()
+pub fn pages_of_words(offsets: &[(u64, u64)]) -> BTreeSet<u64> {
+    offsets
+        .iter()
+        .flat_map(|&(o, w)| [page_down(o), page_down(o.saturating_add(w - 1))])
+        .collect()
 }
 
 /// Is the page at `vaddr` wholly inside `relro` (made read-only after

@@ -248,7 +248,8 @@ impl Session {
                     .map_err(|kind| Error::new(obj.path, Stage::Link, kind))?;
                 let words: Vec<(u64, u64)> = offsets
                     .iter()
-                    .filter_map(|&o| Some((o, obj.mapping.read_u64(o)?)))
+                    .flat_map(|&(o, w)| (0..w / 8).map(move |k| o.saturating_add(8 * k)))
+                    .filter_map(|o| Some((o, obj.mapping.read_u64(o)?)))
                     .collect();
                 overlay(&entry, obj.mapping, obj.dynamic, obj.relro).at_path(obj.path)?;
                 for (o, v) in words {

@@ -20,7 +20,7 @@ pub(super) fn compare(
     entry: &CacheEntry,
     obj: &ObjectLink<'_>,
     recorded: &[u32],
-    offsets: &[u64],
+    offsets: &[(u64, u64)],
 ) -> Result<(), ErrorKind> {
     let differ = |page: u64, byte: u64| ErrorKind::SharedRelocationsDiffer {
         page_offset: page,
@@ -41,7 +41,7 @@ pub(super) fn compare(
             .copied()
             .unwrap_or(0);
         let at = classify::listed_offsets(obj.mapping, obj.dynamic, &[code])
-            .and_then(|v| v.first().copied())
+            .and_then(|v| v.first().map(|w| w.0))
             .unwrap_or(0);
         return Err(differ(crate::elf::page_down(at), at));
     }
@@ -52,12 +52,13 @@ pub(super) fn compare(
     {
         return Err(differ(missing, missing));
     }
-    let mut masked: Vec<u64> = offsets.to_vec();
+    // Every byte per-process relocations write, in order.
+    let mut masked: Vec<u64> = offsets
+        .iter()
+        .flat_map(|&(o, w)| (0..w).map(move |i| o.saturating_add(i)))
+        .collect();
     masked.sort_unstable();
-    let is_masked = |addr: u64| {
-        let i = masked.partition_point(|&o| o.saturating_add(8) <= addr);
-        masked.get(i).is_some_and(|&o| o <= addr)
-    };
+    let is_masked = |addr: u64| masked.binary_search(&addr).is_ok();
     for (k, p) in h.pages.iter().enumerate() {
         let live = obj.mapping.copy_pages(p.vaddr, PAGE_SIZE);
         let (Some(live), Some(image)) = (live, read_page(entry, k)) else {
