@@ -202,16 +202,25 @@ impl Comparison<'_> {
         );
         let _ = writeln!(
             out,
-            "private dirty per process: {} KiB with the cache, {} KiB loaded normally ({} workers measured each way)",
+            "private dirty per process: {} KiB with the cache, {} KiB loaded normally ({} measured each way)",
             sum(&sd) / procs,
             sum(&nd) / procs,
-            procs
+            if procs == 1 {
+                "1 worker".to_string()
+            } else {
+                format!("{procs} workers")
+            }
         );
         let saved = sum(&nd).saturating_sub(sum(&sd));
         let _ = writeln!(
             out,
-            "memory saved: {} KiB per process, {saved} KiB over the {procs} processes",
-            saved / procs
+            "memory saved: {} KiB per process{}",
+            saved / procs,
+            if procs == 1 {
+                String::new()
+            } else {
+                format!(", {saved} KiB over the {procs} processes")
+            }
         );
         if let (Some(a), Some(b)) = (relro_physical(self.shared), relro_physical(self.normal)) {
             let per = |r: &ShareReport| relro_resident(r).into_iter().max().unwrap_or(0);
