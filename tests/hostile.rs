@@ -26,6 +26,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mmld::{ErrorKind, Library, OpenOptions, Stage};
+use procfs::process::MMapPath;
 
 // ---------------------------------------------------------------------------
 // Paths and processes
@@ -1169,11 +1170,10 @@ fn needed_cycle(dir: &Path) -> PathBuf {
 /// `/proc/self/maps` lines naming a file under `dir`.
 fn mappings_under(dir: &Path) -> Vec<String> {
     let dir = std::fs::canonicalize(dir).expect("canonical dir");
-    std::fs::read_to_string("/proc/self/maps")
-        .expect("read maps")
-        .lines()
-        .filter(|l| l.contains(&*dir.to_string_lossy()))
-        .map(str::to_string)
+    common::self_maps()
+        .iter()
+        .filter(|m| matches!(&m.pathname, MMapPath::Path(p) if p.starts_with(&dir)))
+        .map(common::maps_line)
         .collect()
 }
 
@@ -1303,7 +1303,10 @@ fn system_libraries_pass_read_and_map() {
     let Ok(entries) = std::fs::read_dir("/usr/lib/x86_64-linux-gnu") else {
         return;
     };
-    let host_maps = std::fs::read_to_string("/proc/self/maps").expect("read maps");
+    let host_maps: Vec<String> = common::self_maps()
+        .iter()
+        .map(|m| common::path_text(&m.pathname))
+        .collect();
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for path in paths {
@@ -1329,7 +1332,7 @@ fn system_libraries_pass_read_and_map() {
         // check_image binds against the host first: a library the host
         // already has (libgcc_s in a Rust program) binds its constructors
         // to the host's copy, and mmld would reuse that copy anyway.
-        if host_maps.contains(&format!("/{name}")) {
+        if host_maps.iter().any(|p| p.contains(&format!("/{name}"))) {
             continue;
         }
         checked += 1;

@@ -422,9 +422,10 @@ fn share_measures_running_processes_with_uss_and_totals() {
         .collect();
     // Until each has exec'd sleep and mapped libc.
     for s in &sleepers {
-        while !std::fs::read_to_string(format!("/proc/{}/maps", s.id()))
-            .is_ok_and(|m| m.contains("libc.so.6"))
-        {
+        while !maps_of(s.id()).is_some_and(|m| {
+            m.iter()
+                .any(|v| path_text(&v.pathname).contains("libc.so.6"))
+        }) {
             std::thread::yield_now();
         }
     }
