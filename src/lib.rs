@@ -29,7 +29,9 @@
 //!   needs goblin, libc, thiserror and tracing, and compiles no C.
 //! - `inspect` (on with `cli`): the `inspect` module, which reads `/proc`
 //!   through procfs.
-//! - `serde` (on with `cli`): `serde::Serialize` for the reports.
+//! - `serde` (on with `cli`): `serde::Serialize` for [`Description`] and,
+//!   with `inspect`, the JSON forms of the reports (`inspect::json`) and
+//!   `Serialize`/`Deserialize` for `inspect::ObjectLayout`.
 //!
 //! The loader reports what it does through `tracing` events under the
 //! targets `mmld::libs`, `mmld::bindings` and `mmld::share` (shared

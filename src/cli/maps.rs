@@ -110,7 +110,7 @@ pub fn run(opts: Options<'_>) -> Result<ExitCode> {
             opts.pictures.write(&picture, &text)?;
         }
         if opts.json {
-            println!("{}", report.to_json(None));
+            println!("{}", serde_json::to_string(&report.json(None))?);
         } else {
             print!("{text}");
         }
@@ -172,11 +172,21 @@ pub fn run(opts: Options<'_>) -> Result<ExitCode> {
         opts.pictures.write(&picture, &text)?;
     }
     if opts.json {
-        let mut v = report.to_json(earlier.as_ref());
-        v["called"] = serde_json::json!(called);
-        v["relocation_sharing"] =
-            serde_json::Value::Array(sharing.iter().map(share_relocations::to_json).collect());
-        println!("{v}");
+        /// The report with what the call returned (`null` without one)
+        /// and what the relocation cache did for each object.
+        #[derive(serde::Serialize)]
+        struct Called<'a> {
+            #[serde(flatten)]
+            report: inspect::json::MapsJson<'a>,
+            called: Option<String>,
+            relocation_sharing: Vec<serde_json::Value>,
+        }
+        let v = Called {
+            report: report.json(earlier.as_ref()),
+            called,
+            relocation_sharing: sharing.iter().map(share_relocations::to_json).collect(),
+        };
+        println!("{}", serde_json::to_string(&v)?);
     } else {
         print!("{text}");
     }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::ValueEnum;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use mmld::inspect::picture::Picture;
 use mmld::inspect::{self, ObjectLayout};
@@ -135,7 +135,7 @@ fn run_workers(opts: &Options) -> Result<()> {
             .0
             .iter()
             .filter_map(|w| w.ready.as_ref())
-            .map(|v| v.get("relocation_sharing").cloned().unwrap_or(Value::Null))
+            .map(|r| r.relocation_sharing.clone())
             .collect(),
     });
     show(opts, &report, comparison.as_ref())?;
@@ -210,20 +210,13 @@ fn measure(opts: &Options, workers: &Workers) -> Result<inspect::share::ShareRep
         .0
         .iter()
         .map(|w| {
-            let v = w
+            let ready = w
                 .ready
                 .as_ref()
                 .ok_or_else(|| anyhow!("worker not ready"))?;
-            let objects = v
-                .get("objects")
-                .and_then(Value::as_array)
-                .ok_or_else(|| anyhow!("worker {} sent no object list", w.child.id()))?
-                .iter()
-                .map(ObjectLayout::from_json)
-                .collect::<std::result::Result<Vec<_>, _>>()?;
             Ok(inspect::share::Worker {
                 pid: w.child.id() as i32,
-                objects,
+                objects: ready.objects.clone(),
             })
         })
         .collect::<Result<_>>()?;
@@ -231,9 +224,7 @@ fn measure(opts: &Options, workers: &Workers) -> Result<inspect::share::ShareRep
         .0
         .first()
         .and_then(|w| w.ready.as_ref())
-        .and_then(|v| v.get("called"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+        .and_then(|r| r.called.clone());
     check_interrupt()?;
     Ok(inspect::share::measure(
         &opts.library.display().to_string(),
@@ -289,7 +280,7 @@ fn show(
     }
     let mut out = std::io::stdout().lock();
     if opts.json {
-        let mut v = report.to_json();
+        let mut v = serde_json::to_value(report.json())?;
         if let Some(c) = comparison {
             v["relocation_sharing"] = c.to_json();
         }
@@ -332,7 +323,20 @@ struct WorkerProc {
     stdin: Option<ChildStdin>,
     stdout: Option<ChildStdout>,
     buffer: Vec<u8>,
-    ready: Option<Value>,
+    ready: Option<Ready>,
+}
+
+/// What a worker's ready line carries after [`READY`]: the layouts of the
+/// objects it mapped and what the call it made returned.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ready {
+    pid: u32,
+    objects: Vec<ObjectLayout>,
+    called: Option<String>,
+    /// What the relocation cache did for each object
+    /// (`share_relocations::to_json`).
+    #[serde(default)]
+    relocation_sharing: Value,
 }
 
 /// Every worker started so far. Dropping it kills and reaps any still
@@ -395,7 +399,7 @@ impl Workers {
                         bail!("worker {}: {error}", w.child.id());
                     }
                     if let Some(body) = line.trim_end().strip_prefix(READY) {
-                        let v: Value = serde_json::from_str(body).with_context(|| {
+                        let v: Ready = serde_json::from_str(body).with_context(|| {
                             format!("worker {} sent a bad ready line", w.child.id())
                         })?;
                         w.ready = Some(v);
@@ -477,16 +481,12 @@ pub fn worker(
         Some(p) => Some(p.invoke(&lib, library)?),
         None => None,
     };
-    let objects: Vec<Value> = ObjectLayout::of_library(&lib, copy)
-        .iter()
-        .map(ObjectLayout::to_json)
-        .collect();
-    let line = json!({
-        "pid": std::process::id(),
-        "objects": objects,
-        "called": called,
-        "relocation_sharing": share_relocations::all_to_json(&lib),
-    });
+    let line = serde_json::to_string(&Ready {
+        pid: std::process::id(),
+        objects: ObjectLayout::of_library(&lib, copy),
+        called,
+        relocation_sharing: share_relocations::all_to_json(&lib),
+    })?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{READY}{line}")?;

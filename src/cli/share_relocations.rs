@@ -247,7 +247,7 @@ impl Comparison<'_> {
             "normal_relro_physical_pages": relro_physical(self.normal),
             "relro_resident_pages": relro_resident(self.shared),
             "normal_relro_resident_pages": relro_resident(self.normal),
-            "normal_totals": n.to_json(),
+            "normal_totals": serde_json::to_value(n.json()).unwrap_or(Value::Null),
             "normal_pids": self.normal.pids,
         })
     }

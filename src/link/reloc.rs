@@ -18,7 +18,7 @@ use crate::error::{ErrorKind, KindResult};
 use crate::map::Mapping;
 
 /// Bytes of one `Elf64_Rela`.
-const RELA_SIZE: usize = 24;
+const RELA_SIZE: usize = goblin::elf::reloc::reloc64::SIZEOF_RELA;
 
 /// One `Elf64_Rela`, its `r_info` split.
 pub(super) struct Rela {

@@ -21,28 +21,23 @@ pub use hash::{gnu_hash, sysv_hash};
 use tables::{malformed, nul_position, overlaps, table_bytes, u16_at, u32_at, u32_at_off, u64_at};
 use versions::{VERSYM_HIDDEN, parse_verdef, parse_verneed};
 
-pub const SYM_SIZE: usize = 24;
+pub const SYM_SIZE: usize = goblin::elf::sym::sym64::SIZEOF_SYM;
 
-pub const STB_LOCAL: u8 = 0;
-pub const STB_GLOBAL: u8 = 1;
-pub const STB_WEAK: u8 = 2;
-pub const STB_GNU_UNIQUE: u8 = 10;
-
-pub const STT_NOTYPE: u8 = 0;
-pub const STT_OBJECT: u8 = 1;
-pub const STT_FUNC: u8 = 2;
-pub const STT_COMMON: u8 = 5;
-pub const STT_TLS: u8 = 6;
-pub const STT_GNU_IFUNC: u8 = 10;
+pub use goblin::elf::sym::{
+    STB_GLOBAL, STB_GNU_UNIQUE, STB_LOCAL, STB_WEAK, STT_COMMON, STT_FUNC, STT_GNU_IFUNC,
+    STT_NOTYPE, STT_OBJECT, STT_TLS,
+};
 
 /// `st_other` visibility: defined here, bound here by this object's own
 /// references, but still exported.
-pub const STV_PROTECTED: u8 = 3;
+pub const STV_PROTECTED: u8 = goblin::elf::sym::STV_PROTECTED;
 
-pub const SHN_UNDEF: u16 = 0;
-pub const SHN_ABS: u16 = 0xfff1;
+// goblin types section indices as u32 (`e_shstrndx` and friends);
+// `st_shndx` is 16 bits, and both values fit.
+pub const SHN_UNDEF: u16 = goblin::elf::section_header::SHN_UNDEF as u16;
+pub const SHN_ABS: u16 = goblin::elf::section_header::SHN_ABS as u16;
 
-const VER_FLG_BASE: u16 = 1;
+const VER_FLG_BASE: u16 = goblin::elf::symver::VER_FLG_BASE;
 
 /// One `Elf64_Sym`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
