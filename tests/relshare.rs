@@ -127,7 +127,17 @@ struct Run {
 }
 
 fn run(lib: &Path, dir: Option<&Path>, verify: bool, env: &[(&str, &Path)]) -> Run {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    let cmd = Command::new(std::env::current_exe().unwrap());
+    run_with(cmd, lib, dir, verify, env)
+}
+
+fn run_with(
+    mut cmd: Command,
+    lib: &Path,
+    dir: Option<&Path>,
+    verify: bool,
+    env: &[(&str, &Path)],
+) -> Run {
     cmd.args([
         "relshare_child",
         "--exact",
@@ -435,4 +445,47 @@ fn verification_reports_a_cache_page_that_differs() {
     let page = u64::from_str_radix(page.trim_start_matches("0x"), 16).unwrap();
     let byte = u64::from_str_radix(byte.trim_start_matches("0x"), 16).unwrap();
     assert!(byte >= page && byte < page + 4096, "{page:#x} {byte:#x}");
+}
+
+#[test]
+fn a_secure_mode_process_never_shares() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--help").output().is_err() {
+        println!("skipped: making a setuid binary needs root and setpriv");
+        return;
+    }
+    // A setuid-root copy of this test binary run by `nobody`: AT_SECURE.
+    let bin_dir = tempfile::Builder::new()
+        .prefix("relshare-setuid")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let setuid = bin_dir.path().join("relshare-setuid");
+    std::fs::copy(std::env::current_exe().unwrap(), &setuid).unwrap();
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let dir = cache_dir();
+    let as_nobody = || {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&setuid);
+        cmd
+    };
+    let lib = testlib("libdemo.so");
+    // Neither the option nor the environment turns it on.
+    let by_option = run_with(as_nobody(), &lib, Some(dir.path()), false, &[]);
+    let by_env = run_with(
+        as_nobody(),
+        &lib,
+        None,
+        false,
+        &[("MMLD_SHARE_RELOCATIONS", dir.path())],
+    );
+    for r in [&by_option, &by_env] {
+        assert_eq!(root(r).1, "off", "{:?}", r.outcomes);
+        assert!(!r.results.is_empty());
+    }
+    assert!(cache_files(dir.path()).is_empty());
+    // The same binary, not setuid, does share.
+    let plain = run(&lib, Some(dir.path()), false, &[]);
+    assert_eq!(root(&plain).1, "written");
 }
