@@ -17,6 +17,7 @@ use mmld::{ErrorKind, OpenOptions, SharingOutcome};
 const LIB: &str = "RELSHARE_CHILD_LIB";
 const DIR: &str = "RELSHARE_CHILD_DIR";
 const VERIFY: &str = "RELSHARE_CHILD_VERIFY";
+const BLOCK: &str = "RELSHARE_CHILD_BLOCK";
 
 /// The child: load the library, report every object's outcome and what
 /// its functions return.
@@ -25,6 +26,24 @@ fn relshare_child() {
     let Some(lib) = std::env::var_os(LIB) else {
         return;
     };
+    if let Some(at) = std::env::var(BLOCK)
+        .ok()
+        .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+    {
+        // Something else already lives at the stable address.
+        // SAFETY: a new anonymous page; NOREPLACE never replaces a mapping.
+        let p = unsafe {
+            libc::mmap(
+                at as *mut libc::c_void,
+                4096,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        assert_eq!(p as u64, at, "reserving the stable address");
+    }
     let mut options = OpenOptions::new();
     if let Some(dir) = std::env::var_os(DIR) {
         options.share_relocations(dir);
@@ -283,6 +302,31 @@ fn a_second_process_maps_the_relocated_pages_of_a_tls_descriptor_user() {
 fn a_second_process_maps_the_relocated_pages_of_an_ifunc_user() {
     // IRELATIVE and symbolic relocations to IFUNCs: resolvers run again.
     second_process_hits("libifunc.so");
+}
+
+#[test]
+fn an_address_in_use_falls_back_to_a_normal_load() {
+    let path = testlib("libdemo.so");
+    let dir = cache_dir();
+    let first = run(&path, Some(dir.path()), false, &[]);
+    let stable = root(&first).4.clone();
+    let blocker = std::ffi::OsString::from(&stable);
+    let blocked = run(
+        &path,
+        Some(dir.path()),
+        false,
+        &[(BLOCK, Path::new(&blocker))],
+    );
+    let r = root(&blocked);
+    assert_eq!(r.1, "fallback");
+    assert!(
+        r.5.contains(&format!(
+            "address {stable} collides with an existing mapping"
+        )),
+        "{r:?}"
+    );
+    assert_ne!(r.4, stable);
+    assert_eq!(first.results, blocked.results);
 }
 
 #[test]
