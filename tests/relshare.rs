@@ -127,6 +127,9 @@ fn results(lib: &mmld::Library) -> Vec<String> {
                 .into_owned(),
         );
     }
+    if let Ok(sum) = unsafe { lib.get::<extern "C" fn() -> i32>("diamond_sum") } {
+        out.push(format!("diamond_sum {}", sum()));
+    }
     for name in ["call_ifunc_value", "call_ifunc_ptr", "call_local_ifunc"] {
         if let Ok(f) = unsafe { lib.get::<extern "C" fn() -> i64>(name) } {
             out.push(format!("{name} {}", f()));
@@ -327,6 +330,74 @@ fn an_address_in_use_falls_back_to_a_normal_load() {
     );
     assert_ne!(r.4, stable);
     assert_eq!(first.results, blocked.results);
+}
+
+#[test]
+fn a_moved_dependency_falls_back_for_the_objects_that_bind_to_it() {
+    // The diamond tree in a private directory: libdtop needs libdleft and
+    // libdright (in lib/), which both need libdbase; liborderlog beside.
+    let tree = tempfile::tempdir().unwrap();
+    let top_dir = tree.path().join("d");
+    std::fs::create_dir_all(top_dir.join("lib")).unwrap();
+    let copy = |from: &str, to: &Path| std::fs::copy(testlib(from), to).unwrap();
+    copy("diamond/libdtop.so", &top_dir.join("libdtop.so"));
+    for l in ["libdleft.so", "libdright.so", "libdbase.so"] {
+        copy(&format!("diamond/lib/{l}"), &top_dir.join("lib").join(l));
+    }
+    copy("liborderlog.so", &tree.path().join("liborderlog.so"));
+    let top = top_dir.join("libdtop.so");
+    let dir = cache_dir();
+    let first = run(&top, Some(dir.path()), false, &[]);
+    assert!(
+        first.outcomes.iter().all(|o| o.1 == "written"),
+        "{:?}",
+        first.outcomes
+    );
+    // Replace libdbase by a new file.
+    let base = top_dir.join("lib/libdbase.so");
+    std::fs::remove_file(&base).unwrap();
+    copy("diamond/lib/libdbase.so", &base);
+    let moved = run(&top, Some(dir.path()), false, &[]);
+    let outcome = |name: &str| {
+        moved
+            .outcomes
+            .iter()
+            .find(|o| o.0 == name)
+            .cloned()
+            .expect(name)
+    };
+    // A new entry, or (when the file system reuses the freed inode, so the
+    // address stays) the old one replaced.
+    let b = outcome("libdbase.so");
+    assert!(b.1 == "written" || b.5.contains("stale"), "{b:?}");
+    for user in ["libdtop.so", "libdleft.so", "libdright.so"] {
+        let o = outcome(user);
+        assert_eq!(o.1, "fallback", "{o:?}");
+        assert!(o.5.contains("lookup scope differs"), "{o:?}");
+    }
+    let again = run(&top, Some(dir.path()), false, &[]);
+    assert!(
+        again.outcomes.iter().all(|o| o.1 == "hit"),
+        "{:?}",
+        again.outcomes
+    );
+    assert_eq!(first.results, moved.results);
+    assert_eq!(first.results, again.results);
+    assert!(!first.results.is_empty());
+}
+
+#[test]
+fn another_executable_falls_back() {
+    let path = testlib("libdemo.so");
+    let dir = cache_dir();
+    assert_eq!(root(&run(&path, Some(dir.path()), false, &[])).1, "written");
+    // The same program as another file: it could interpose differently.
+    let bin = tempfile::tempdir().unwrap();
+    let other = bin.path().join("other-program");
+    std::fs::copy(std::env::current_exe().unwrap(), &other).unwrap();
+    let r = run_with(Command::new(&other), &path, Some(dir.path()), false, &[]);
+    assert_eq!(root(&r).1, "fallback");
+    assert!(root(&r).5.contains("another executable"), "{:?}", root(&r));
 }
 
 #[test]
