@@ -17,6 +17,7 @@ use mmld::{ErrorKind, OpenOptions, SharingOutcome};
 const LIB: &str = "RELSHARE_CHILD_LIB";
 const DIR: &str = "RELSHARE_CHILD_DIR";
 const VERIFY: &str = "RELSHARE_CHILD_VERIFY";
+const BLOCK: &str = "RELSHARE_CHILD_BLOCK";
 
 /// The child: load the library, report every object's outcome and what
 /// its functions return.
@@ -25,6 +26,24 @@ fn relshare_child() {
     let Some(lib) = std::env::var_os(LIB) else {
         return;
     };
+    if let Some(at) = std::env::var(BLOCK)
+        .ok()
+        .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok())
+    {
+        // Something else already lives at the stable address.
+        // SAFETY: a new anonymous page; NOREPLACE never replaces a mapping.
+        let p = unsafe {
+            libc::mmap(
+                at as *mut libc::c_void,
+                4096,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        assert_eq!(p as u64, at, "reserving the stable address");
+    }
     let mut options = OpenOptions::new();
     if let Some(dir) = std::env::var_os(DIR) {
         options.share_relocations(dir);
@@ -108,6 +127,9 @@ fn results(lib: &mmld::Library) -> Vec<String> {
                 .into_owned(),
         );
     }
+    if let Ok(sum) = unsafe { lib.get::<extern "C" fn() -> i32>("diamond_sum") } {
+        out.push(format!("diamond_sum {}", sum()));
+    }
     for name in ["call_ifunc_value", "call_ifunc_ptr", "call_local_ifunc"] {
         if let Ok(f) = unsafe { lib.get::<extern "C" fn() -> i64>(name) } {
             out.push(format!("{name} {}", f()));
@@ -127,7 +149,17 @@ struct Run {
 }
 
 fn run(lib: &Path, dir: Option<&Path>, verify: bool, env: &[(&str, &Path)]) -> Run {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    let cmd = Command::new(std::env::current_exe().unwrap());
+    run_with(cmd, lib, dir, verify, env)
+}
+
+fn run_with(
+    mut cmd: Command,
+    lib: &Path,
+    dir: Option<&Path>,
+    verify: bool,
+    env: &[(&str, &Path)],
+) -> Run {
     cmd.args([
         "relshare_child",
         "--exact",
@@ -273,6 +305,99 @@ fn a_second_process_maps_the_relocated_pages_of_a_tls_descriptor_user() {
 fn a_second_process_maps_the_relocated_pages_of_an_ifunc_user() {
     // IRELATIVE and symbolic relocations to IFUNCs: resolvers run again.
     second_process_hits("libifunc.so");
+}
+
+#[test]
+fn an_address_in_use_falls_back_to_a_normal_load() {
+    let path = testlib("libdemo.so");
+    let dir = cache_dir();
+    let first = run(&path, Some(dir.path()), false, &[]);
+    let stable = root(&first).4.clone();
+    let blocker = std::ffi::OsString::from(&stable);
+    let blocked = run(
+        &path,
+        Some(dir.path()),
+        false,
+        &[(BLOCK, Path::new(&blocker))],
+    );
+    let r = root(&blocked);
+    assert_eq!(r.1, "fallback");
+    assert!(
+        r.5.contains(&format!(
+            "address {stable} collides with an existing mapping"
+        )),
+        "{r:?}"
+    );
+    assert_ne!(r.4, stable);
+    assert_eq!(first.results, blocked.results);
+}
+
+#[test]
+fn a_moved_dependency_falls_back_for_the_objects_that_bind_to_it() {
+    // The diamond tree in a private directory: libdtop needs libdleft and
+    // libdright (in lib/), which both need libdbase; liborderlog beside.
+    let tree = tempfile::tempdir().unwrap();
+    let top_dir = tree.path().join("d");
+    std::fs::create_dir_all(top_dir.join("lib")).unwrap();
+    let copy = |from: &str, to: &Path| std::fs::copy(testlib(from), to).unwrap();
+    copy("diamond/libdtop.so", &top_dir.join("libdtop.so"));
+    for l in ["libdleft.so", "libdright.so", "libdbase.so"] {
+        copy(&format!("diamond/lib/{l}"), &top_dir.join("lib").join(l));
+    }
+    copy("liborderlog.so", &tree.path().join("liborderlog.so"));
+    let top = top_dir.join("libdtop.so");
+    let dir = cache_dir();
+    let first = run(&top, Some(dir.path()), false, &[]);
+    assert!(
+        first.outcomes.iter().all(|o| o.1 == "written"),
+        "{:?}",
+        first.outcomes
+    );
+    // Replace libdbase by a new file.
+    let base = top_dir.join("lib/libdbase.so");
+    std::fs::remove_file(&base).unwrap();
+    copy("diamond/lib/libdbase.so", &base);
+    let moved = run(&top, Some(dir.path()), false, &[]);
+    let outcome = |name: &str| {
+        moved
+            .outcomes
+            .iter()
+            .find(|o| o.0 == name)
+            .cloned()
+            .expect(name)
+    };
+    // A new entry, or (when the file system reuses the freed inode, so the
+    // address stays) the old one replaced.
+    let b = outcome("libdbase.so");
+    assert!(b.1 == "written" || b.5.contains("stale"), "{b:?}");
+    for user in ["libdtop.so", "libdleft.so", "libdright.so"] {
+        let o = outcome(user);
+        assert_eq!(o.1, "fallback", "{o:?}");
+        assert!(o.5.contains("lookup scope differs"), "{o:?}");
+    }
+    let again = run(&top, Some(dir.path()), false, &[]);
+    assert!(
+        again.outcomes.iter().all(|o| o.1 == "hit"),
+        "{:?}",
+        again.outcomes
+    );
+    assert_eq!(first.results, moved.results);
+    assert_eq!(first.results, again.results);
+    assert!(!first.results.is_empty());
+}
+
+#[test]
+fn another_executable_falls_back() {
+    let path = testlib("libdemo.so");
+    let dir = cache_dir();
+    assert_eq!(root(&run(&path, Some(dir.path()), false, &[])).1, "written");
+    // The same program as another file: it could interpose differently.
+    let bin = tempfile::tempdir().unwrap();
+    let other = bin.path().join("other-program");
+    std::fs::copy(std::env::current_exe().unwrap(), &other).unwrap();
+    let r = run_with(Command::new(&other), &path, Some(dir.path()), false, &[]);
+    assert_eq!(root(&r).1, "fallback");
+    assert!(root(&r).5.contains("another executable"), "{:?}", root(&r));
 }
 
 #[test]
@@ -435,4 +560,47 @@ fn verification_reports_a_cache_page_that_differs() {
     let page = u64::from_str_radix(page.trim_start_matches("0x"), 16).unwrap();
     let byte = u64::from_str_radix(byte.trim_start_matches("0x"), 16).unwrap();
     assert!(byte >= page && byte < page + 4096, "{page:#x} {byte:#x}");
+}
+
+#[test]
+fn a_secure_mode_process_never_shares() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--help").output().is_err() {
+        println!("skipped: making a setuid binary needs root and setpriv");
+        return;
+    }
+    // A setuid-root copy of this test binary run by `nobody`: AT_SECURE.
+    let bin_dir = tempfile::Builder::new()
+        .prefix("relshare-setuid")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let setuid = bin_dir.path().join("relshare-setuid");
+    std::fs::copy(std::env::current_exe().unwrap(), &setuid).unwrap();
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let dir = cache_dir();
+    let as_nobody = || {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&setuid);
+        cmd
+    };
+    let lib = testlib("libdemo.so");
+    // Neither the option nor the environment turns it on.
+    let by_option = run_with(as_nobody(), &lib, Some(dir.path()), false, &[]);
+    let by_env = run_with(
+        as_nobody(),
+        &lib,
+        None,
+        false,
+        &[("MMLD_SHARE_RELOCATIONS", dir.path())],
+    );
+    for r in [&by_option, &by_env] {
+        assert_eq!(root(r).1, "off", "{:?}", r.outcomes);
+        assert!(!r.results.is_empty());
+    }
+    assert!(cache_files(dir.path()).is_empty());
+    // The same binary, not setuid, does share.
+    let plain = run(&lib, Some(dir.path()), false, &[]);
+    assert_eq!(root(&plain).1, "written");
 }

@@ -253,27 +253,30 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
     /// and cached, so `apply_one` finds the same one.
     #[cold]
     fn record_sharing(&mut self, site: Site, r: &Rela, kind: RelocKind) -> KindResult<()> {
-        let per_process = match kind {
-            RelocKind::None | RelocKind::Relative => false,
-            RelocKind::IRelative | RelocKind::Unsupported => true,
-            _ if kind.is_tls() => true,
+        let (per_process, through_scope) = match kind {
+            RelocKind::None | RelocKind::Relative => (false, false),
+            RelocKind::IRelative | RelocKind::Unsupported => (true, false),
+            _ if kind.is_tls() => (true, false),
             _ => match self.binding(site, r)? {
                 Some(b) => {
-                    b.ifunc
-                        || b.unique
-                        || !self
-                            .target
-                            .share
-                            .as_deref()
-                            .is_some_and(|h| h.stable_provider(b.provider))
+                    let stable = self
+                        .target
+                        .share
+                        .as_deref()
+                        .is_some_and(|h| h.stable_provider(b.provider));
+                    (b.ifunc || b.unique || !stable, b.provider != usize::MAX)
                 }
-                None => true,
+                None => (true, false),
             },
         };
-        if per_process
-            && let Some(h) = self.target.share.as_deref_mut()
-            && let Some(code) = super::sharing::encode(site.table, site.index)
-        {
+        let Some(h) = self.target.share.as_deref_mut() else {
+            return Ok(());
+        };
+        if !per_process {
+            if through_scope {
+                h.scope_bound.push(r.offset);
+            }
+        } else if let Some(code) = super::sharing::encode(site.table, site.index) {
             h.per_process.push(code);
         }
         Ok(())

@@ -40,6 +40,11 @@ pub struct ShareHook {
     /// Recorded while relocating normally: every relocation whose value
     /// may differ between processes, in the order applied.
     pub per_process: Vec<u32>,
+    /// Recorded while relocating normally: where stable relocations bound
+    /// through the scope (not `RELATIVE`, not the object's own local
+    /// definitions) write, so each cached page can say it depends on the
+    /// scope and not only on the object's own address.
+    pub scope_bound: Vec<u64>,
     /// On a cache hit: apply only these relocations (`DT_RELR` and every
     /// other relocation are already in the cache's pages).
     pub replay: Option<Vec<u32>>,

@@ -8,7 +8,7 @@
 //! executable identity                       (it can interpose)
 //! scope: count u32, entries                 (every object lookups saw)
 //! host global objects: count u32, (dev, ino) each
-//! pages: count u32, (vaddr u64, flags u32) each
+//! pages: count u32, (vaddr u64, flags u32) each (RELRO, per process, scope)
 //! per-process relocations: count u32, u32 each (link::sharing::encode)
 //! bound scope positions: count u32, u32 each
 //! SipHash-2-4 of all the above (key 0), u64
@@ -34,6 +34,13 @@ const MAX_COUNT: u32 = 1 << 26;
 
 /// Page flag: the page lies in `PT_GNU_RELRO`.
 pub const PAGE_RELRO: u32 = 1;
+/// Page flag: it holds relocations re-applied in every process (host
+/// objects, TLS, IFUNC results): it ends private.
+pub const PAGE_PER_PROCESS: u32 = 2;
+/// Page flag: it holds symbol bindings into other stable objects, so it
+/// depends on the whole recorded scope. A page with neither this flag nor
+/// `PAGE_PER_PROCESS` depends only on the object's own address.
+pub const PAGE_SCOPE: u32 = 4;
 
 /// One entry of the lookup scope an object was relocated in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

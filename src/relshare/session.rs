@@ -13,7 +13,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::address::{self, Identity, Secret};
-use super::cache_file::{self, Header, PAGE_RELRO, PageEntry, ScopeKey};
+use super::cache_file::{
+    self, Header, PAGE_PER_PROCESS, PAGE_RELRO, PAGE_SCOPE, PageEntry, ScopeKey,
+};
 use super::classify::{self, ScopeEntry};
 use super::{SharedRelocations, SharingOutcome, trust};
 use crate::arch::current::PAGE_SIZE;
@@ -260,7 +262,13 @@ impl Session {
                 st.report.cache_file = Some(entry.path);
             }
             Plan::Write { keys, stale } => {
-                let written = write_entry(&dir, st, &obj, keys, hook.per_process, bound);
+                let deps = PageDeps {
+                    per_process: classify::pages_of_words(&offsets),
+                    scope: classify::pages_of_words(
+                        &hook.scope_bound.iter().map(|&o| (o, 8)).collect::<Vec<_>>(),
+                    ),
+                };
+                let written = write_entry(&dir, st, &obj, (keys, deps), hook.per_process, bound);
                 st.report.outcome = match (written, stale) {
                     (Ok(path), stale) => {
                         st.report.cache_file = Some(path);
@@ -419,12 +427,19 @@ fn overlay(
     Ok(())
 }
 
+/// Which pages hold per-process relocations, and which bindings through
+/// the scope: what each cached page depends on.
+struct PageDeps {
+    per_process: std::collections::BTreeSet<u64>,
+    scope: std::collections::BTreeSet<u64>,
+}
+
 /// Write the entry for an object just relocated normally.
 fn write_entry(
     dir: &Path,
     st: &ObjectState,
     obj: &ObjectLink<'_>,
-    keys: Vec<ScopeKey>,
+    (keys, deps): (Vec<ScopeKey>, PageDeps),
     per_process: Vec<u32>,
     bound: &[bool],
 ) -> Result<PathBuf, String> {
@@ -438,11 +453,10 @@ fn write_entry(
             .copy_pages(vaddr, PAGE_SIZE)
             .ok_or_else(|| format!("page {vaddr:#x} is not readable"))?;
         images.extend_from_slice(&page);
-        let flags = if classify::in_relro(vaddr, obj.relro) {
-            PAGE_RELRO
-        } else {
-            0
-        };
+        let flag = |yes: bool, bit: u32| if yes { bit } else { 0 };
+        let flags = flag(classify::in_relro(vaddr, obj.relro), PAGE_RELRO)
+            | flag(deps.per_process.contains(&vaddr), PAGE_PER_PROCESS)
+            | flag(deps.scope.contains(&vaddr), PAGE_SCOPE);
         entries.push(PageEntry { vaddr, flags });
     }
     let header = Header {
