@@ -34,8 +34,9 @@
 //!   `Serialize`/`Deserialize` for `inspect::ObjectLayout`.
 //!
 //! The loader reports what it does through `tracing` events under the
-//! targets `mmld::libs` and `mmld::bindings`; install any subscriber to see
-//! them.
+//! targets `mmld::libs`, `mmld::bindings` and `mmld::share` (shared
+//! relocations: one line per object, hit, written or fallback and why);
+//! install any subscriber to see them.
 #![warn(missing_docs)]
 
 // The stages (READ → MAP → LINK → RUN) and their driver. Private: their
@@ -52,6 +53,7 @@ mod loader;
 mod map;
 mod object;
 mod registry;
+mod relshare;
 
 // Not part of the API: the C ABI drop-in of this workspace (`capi/`) and
 // this crate's own integration tests reach into these. Hidden from the
@@ -76,6 +78,7 @@ pub use library::{
     lookup_default,
 };
 pub use loader::{CheckReport, TreeNode};
+pub use relshare::{SharedRelocations, SharingOutcome};
 
 /// Resolve the dependency tree of `path` without linking or running it
 /// (what `mmld deps` shows). Missing libraries appear in the tree and in the

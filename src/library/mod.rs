@@ -109,6 +109,8 @@ pub struct Library {
     index_after: usize,
     /// `root.path`, interned so that a failed lookup need not allocate.
     file: &'static Path,
+    /// What shared relocations did for each object this load mapped.
+    sharing: Vec<crate::relshare::SharedRelocations>,
 }
 
 /// What a [`Library`] stands for.
@@ -138,6 +140,15 @@ impl std::fmt::Debug for Library {
 }
 
 impl Library {
+    /// What shared relocations ([`OpenOptions::share_relocations`]) did for
+    /// each object this load mapped, in load order (the root first). Every
+    /// outcome is [`SharingOutcome::Off`](crate::SharingOutcome::Off) when
+    /// the feature was off; empty when this handle mapped nothing (a
+    /// library already loaded, or the host's copy).
+    pub fn relocation_sharing(&self) -> Vec<crate::relshare::SharedRelocations> {
+        self.sharing.clone()
+    }
+
     /// Load `path` with default options.
     ///
     /// # Safety

@@ -19,6 +19,7 @@ pub mod index;
 mod lookup;
 mod relative;
 mod reloc;
+pub mod sharing;
 pub mod symbols;
 pub mod tls;
 
@@ -140,6 +141,9 @@ pub struct LinkTarget<'a> {
     pub lazy: Option<LazyTarget<'a>>,
     /// The object's TLS module, segment and descriptor records.
     pub tls: tls::TlsLink<'a>,
+    /// Shared relocations: record which relocations are per process, or
+    /// replay only those (`None`: the feature is off for this object).
+    pub share: Option<&'a mut sharing::ShareHook>,
 }
 
 /// Where a lazy load's unbound PLT slots go, and which slots may not be

@@ -151,7 +151,9 @@ pub fn relocate(
     check_relocation_count(target.dynamic)?;
     let bias = target.mapping.bias();
     let mut report = LinkReport::default();
-    if let Some(relr) = target.dynamic.relr {
+    // A shared-relocations hit has every RELR word in the cache's pages.
+    let replay = target.share.as_mut().and_then(|h| h.replay.take());
+    if let (Some(relr), None) = (target.dynamic.relr, &replay) {
         report.relr_addresses = apply_relr(target.mapping, relr, bias)?;
     }
     super::tls::start(target, mode);
@@ -167,8 +169,16 @@ pub fn relocate(
         report,
         on_bind,
     };
-    for table in ["DT_RELA", "DT_JMPREL"] {
-        cx.apply_table(table)?;
+    match &replay {
+        Some(list) => cx.apply_listed(list)?,
+        None => {
+            for table in ["DT_RELA", "DT_JMPREL"] {
+                cx.apply_table(table)?;
+            }
+        }
+    }
+    if let (Some(h), Some(list)) = (cx.target.share.as_mut(), replay) {
+        h.replay = Some(list);
     }
     cx.install_lazy_stubs()?;
     // IFUNC resolvers may read the object's TLS: its static block, if it
@@ -229,8 +239,76 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
             let Some((r, kind)) = other else {
                 break;
             };
+            if self.target.share.is_some() {
+                self.record_sharing(Site { table, index }, &r, kind)?;
+            }
             self.apply_one(Site { table, index }, &r, kind)?;
             index += 1;
+        }
+        Ok(())
+    }
+
+    /// Shared relocations, normal load: note `r` if its value may differ
+    /// between processes (see `link::sharing`). Its binding is made here
+    /// and cached, so `apply_one` finds the same one.
+    #[cold]
+    fn record_sharing(&mut self, site: Site, r: &Rela, kind: RelocKind) -> KindResult<()> {
+        let (per_process, through_scope) = match kind {
+            RelocKind::None | RelocKind::Relative => (false, false),
+            RelocKind::IRelative | RelocKind::Unsupported => (true, false),
+            _ if kind.is_tls() => (true, false),
+            _ => match self.binding(site, r)? {
+                Some(b) => {
+                    let stable = self
+                        .target
+                        .share
+                        .as_deref()
+                        .is_some_and(|h| h.stable_provider(b.provider));
+                    (b.ifunc || b.unique || !stable, b.provider != usize::MAX)
+                }
+                None => (true, false),
+            },
+        };
+        let Some(h) = self.target.share.as_deref_mut() else {
+            return Ok(());
+        };
+        if !per_process {
+            if through_scope {
+                h.scope_bound.push(r.offset);
+            }
+        } else if let Some(code) = super::sharing::encode(site.table, site.index) {
+            h.per_process.push(code);
+        }
+        Ok(())
+    }
+
+    /// Shared relocations, cache hit: apply only the relocations `list`
+    /// names (their pages are private; every other page came from the
+    /// cache already relocated).
+    fn apply_listed(&mut self, list: &[u32]) -> KindResult<()> {
+        for &code in list {
+            let (table, index) = super::sharing::decode(code);
+            let range = match table {
+                "DT_RELA" => self.target.dynamic.rela,
+                _ => self.target.dynamic.jmprel,
+            };
+            let entry = range
+                .and_then(|range| self.target.mapping.read_only(range.vaddr, range.size))
+                .and_then(|bytes| {
+                    let start = index.checked_mul(RELA_SIZE)?;
+                    rela_from(bytes.as_slice().get(start..start.checked_add(RELA_SIZE)?)?)
+                });
+            let Some(r) = entry else {
+                return Err(ErrorKind::MalformedTable {
+                    table,
+                    detail: format!(
+                        "shared relocations name relocation {index}, which the table does not have"
+                    ),
+                });
+            };
+            self.report.by_type.add(r.rtype);
+            let kind = arch::classify(r.rtype);
+            self.apply_one(Site { table, index }, &r, kind)?;
         }
         Ok(())
     }

@@ -8,6 +8,8 @@
 
 mod code;
 mod inspect;
+mod overlay;
+mod placement;
 mod sys;
 mod writer;
 
@@ -107,7 +109,13 @@ impl Mapping {
         strategy: Strategy,
         protection: Protection,
     ) -> KindResult<Mapping> {
-        let mut mapping = Self::reserve(plan, strategy, protection)?;
+        let mapping = Self::reserve(plan, strategy, protection)?;
+        Self::map_segments(mapping, file, plan)
+    }
+
+    /// Map each `PT_LOAD` of `file` into the span `mapping` reserved.
+    fn map_segments(mut mapping: Mapping, file: &File, plan: &LoadPlan) -> KindResult<Mapping> {
+        let (strategy, protection) = (mapping.strategy, mapping.protection);
         for seg in &plan.segments {
             let prot = prot_of(seg, protection);
             match strategy {
