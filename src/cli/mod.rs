@@ -159,7 +159,7 @@ pub enum Command {
         /// Measure these running processes instead of starting workers
         /// (`--pid 1234,5678` or `--pid 1234 --pid 5678`): LIBRARY as each
         /// has it mapped, whoever loaded it.
-        #[arg(long = "pid", value_name = "PID", value_delimiter = ',', conflicts_with_all = ["procs", "call", "hold", "strategy"])]
+        #[arg(long = "pid", value_name = "PID", value_delimiter = ',', conflicts_with_all = ["procs", "call", "hold", "strategy", "share_relocations"])]
         pids: Vec<i32>,
         /// mmap: map segments from the file (shared page cache); read: copy
         /// them into anonymous memory.
