@@ -1,15 +1,18 @@
 //! `/proc` readers: maps and smaps per mapping, pagemap per page,
-//! kpagecount and kpageflags per physical page. All through `procfs`.
+//! kpagecount and kpageflags per physical page. Through `procfs`, except
+//! the reads of `/proc/kpage*` ([`KPageTable`] says why).
 //!
 //! Owns: turning procfs's types into the few numbers the reports use, and
 //! deciding whether physical page frames are visible (privilege). Must
 //! never: write to `/proc` (no `clear_refs`, no soft-dirty reset): the
 //! inspector observes, it does not reset the kernel's counters.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
+use procfs::PhysicalPageFlags;
 use procfs::process::{MMapPath, MemoryMap, PageInfo};
-use procfs::{KPageCount, KPageFlags, PhysicalPageFlags};
 
 use super::{Error, PAGE, Pid, Result};
 
@@ -187,7 +190,8 @@ impl Privilege {
         Privilege {
             root: super::sys::effective_uid() == 0,
             cap_sys_admin,
-            kpage_files: KPageCount::new().is_ok() && KPageFlags::new().is_ok(),
+            kpage_files: KPageTable::open(KPAGECOUNT).is_some()
+                && KPageTable::open(KPAGEFLAGS).is_some(),
         }
     }
 
@@ -327,12 +331,35 @@ impl PageState {
     }
 }
 
+const KPAGECOUNT: &str = "/proc/kpagecount";
+const KPAGEFLAGS: &str = "/proc/kpageflags";
+
+/// `/proc/kpagecount` or `/proc/kpageflags`: one 64-bit entry per physical
+/// frame, read 8 bytes at a time at the frame's offset. procfs's readers
+/// refill an 8 KiB buffer after every seek, and the kernel computes every
+/// entry of a read: frames behind a mapping are scattered, so that cost
+/// about 100 µs per page (seconds for libLLVM's tree in `mmld share`).
+struct KPageTable(File);
+
+impl KPageTable {
+    fn open(path: &str) -> Option<KPageTable> {
+        File::open(path).ok().map(KPageTable)
+    }
+
+    /// The entry of frame `pfn`, if the kernel has one.
+    fn get(&self, pfn: u64) -> Option<u64> {
+        let mut entry = [0u8; 8];
+        self.0.read_exact_at(&mut entry, pfn.checked_mul(8)?).ok()?;
+        Some(u64::from_ne_bytes(entry))
+    }
+}
+
 /// Reads pagemap of one process, and kpagecount/kpageflags if allowed.
 pub struct PageProbe {
     pid: Pid,
     pagemap: procfs::process::PageMap,
-    kcount: Option<KPageCount>,
-    kflags: Option<KPageFlags>,
+    kcount: Option<KPageTable>,
+    kflags: Option<KPageTable>,
 }
 
 impl PageProbe {
@@ -343,7 +370,7 @@ impl PageProbe {
             error,
         })?;
         let (kcount, kflags) = if privilege.physical() {
-            (KPageCount::new().ok(), KPageFlags::new().ok())
+            (KPageTable::open(KPAGECOUNT), KPageTable::open(KPAGEFLAGS))
         } else {
             (None, None)
         };
@@ -398,18 +425,16 @@ impl PageProbe {
                         if let Some(pfn) = pfn {
                             let flags = self
                                 .kflags
-                                .as_mut()
-                                .and_then(|k| k.get_info(procfs::process::Pfn(pfn)).ok());
+                                .as_ref()
+                                .and_then(|k| k.get(pfn))
+                                .map(PhysicalPageFlags::from_bits_truncate);
                             if flags.is_some_and(|fl| fl.contains(PhysicalPageFlags::ZERO_PAGE)) {
                                 s.present = false;
                                 s.zero = true;
                             }
                             s.cache_dirty = s.file
                                 && flags.is_some_and(|fl| fl.contains(PhysicalPageFlags::DIRTY));
-                            s.mapcount = self
-                                .kcount
-                                .as_mut()
-                                .and_then(|k| k.get_count_at_pfn(procfs::process::Pfn(pfn)).ok());
+                            s.mapcount = self.kcount.as_ref().and_then(|k| k.get(pfn));
                         }
                         s
                     }
