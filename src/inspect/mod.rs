@@ -1,7 +1,8 @@
 //! SEE: what is mapped, measured with the kernel's own accounting.
 //!
 //! Owns: reading `/proc/PID/maps`, `/proc/PID/smaps`, `/proc/PID/pagemap`,
-//! `/proc/kpagecount` and `/proc/kpageflags` (through the `procfs` crate),
+//! `/proc/kpagecount` and `/proc/kpageflags` (through the `procfs` crate,
+//! except the per-frame reads of `/proc/kpage*`: see `proc`),
 //! page-cache residency (`mincore`), and the section headers of the ELF files
 //! behind the mappings (through goblin; this is not the load path). From
 //! these it builds the reports behind `mmld maps` and `mmld share`: which
