@@ -113,6 +113,9 @@ fn run_workers(opts: &Options) -> Result<()> {
         let mut warm = start(opts, &exe, 1, true)?;
         warm.wait_ready(Instant::now() + opts.timeout)?;
         warm.release()?;
+        if let Some(dir) = &opts.relocs.share_relocations {
+            share_relocations::write_back(dir);
+        }
     }
     let mut workers = start(opts, &exe, opts.procs, true)?;
     workers.wait_ready(Instant::now() + opts.timeout)?;

@@ -65,6 +65,21 @@ impl ShareRelocArgs {
     }
 }
 
+/// Write the cache directory's files back to disk, as the kernel does
+/// within half a minute anyway: until then a freshly written cache page is
+/// dirty in the page cache, and smaps counts a dirty page-cache page that
+/// one process alone maps as that process's Private_Dirty.
+pub fn write_back(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if let Ok(f) = std::fs::File::open(e.path()) {
+            let _ = f.sync_all();
+        }
+    }
+}
+
 /// `hit`, `written`, `fallback` or `off`, and the fallback's reason.
 pub fn outcome_label(o: &SharingOutcome) -> (&'static str, Option<&str>) {
     match o {
