@@ -68,6 +68,15 @@ impl LoaderLock {
         }
         LoaderGuard { lock: self }
     }
+
+    /// Does some thread hold the lock now (a load or an unload running)?
+    pub fn is_held(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .owner
+            .is_some()
+    }
 }
 
 impl Drop for LoaderGuard<'_> {
