@@ -6,7 +6,7 @@
 //! Must never: run a constructor twice or a destructor of an object whose
 //! constructors did not run, or run either for a load that failed.
 
-use std::collections::HashMap;
+use crate::fixedhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -41,7 +41,7 @@ pub(super) fn initfini_of(
             .filter(|e| e.object.id != root.id)
             .map(|e| (e.object.id, e.initfini_edges()))
             .collect(),
-        reldeps: HashMap::new(),
+        reldeps: HashMap::default(),
     };
     let sorted = registry::sort_maps(&maps, &edges, true, false);
     if let Some(e) = reg.entry_mut(root.id) {
@@ -77,7 +77,7 @@ impl Batch {
                     (i as u64, deps)
                 })
                 .collect(),
-            reldeps: HashMap::new(),
+            reldeps: HashMap::default(),
         };
         registry::sort_maps(&maps, &edges, true, false)
             .into_iter()
