@@ -9,7 +9,9 @@
 //! (the global scope is in load order). glibc closes its handle on A and
 //! both consumers are closed: A's last reference goes, so A is unloaded.
 //! The last load must bind `prov_value` to B; a stale view of the host
-//! would still search A's tables, which are no longer mapped.
+//! would still search A's tables, which are no longer mapped. Before all
+//! that, mmld loads enough to build (and keep) its combined filter of the
+//! host's global scope, which each change must replace.
 
 mod common;
 
@@ -101,6 +103,13 @@ fn with_mmld(dir: &Path) -> String {
         // SAFETY: our own test libraries, without constructors.
         unsafe { Library::open(dir.join(name)) }.unwrap_or_else(|e| panic!("{name}: {e}"))
     };
+    // Enough lookups in the host's global scope that mmld builds its
+    // combined filter of that scope and keeps it for later loads: the
+    // changes below must replace it, not reuse it.
+    for _ in 0..8 {
+        // SAFETY: the system zlib has no constructor of consequence.
+        drop(unsafe { Library::open(common::LIBZ) }.expect("load libz"));
+    }
     let a = glibc_dlopen(&dir.join("libprova.so"), libc::RTLD_NOW | libc::RTLD_GLOBAL);
     assert!(!a.is_null(), "glibc refused provider A");
     let c1 = open("libcons1.so");

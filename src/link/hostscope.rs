@@ -198,29 +198,77 @@ pub struct HostScope {
     /// Shared with the libraries that keep one for lookups in their host
     /// dependencies.
     pub objects: Vec<Arc<HostObject>>,
-    /// Built once a load expects enough global probes to pay for it
-    /// (`None` inside: some global object has no GNU hash table).
-    filter: OnceLock<Option<ScopeFilter>>,
+    /// Built once loads have made enough global probes to pay for it, and
+    /// kept for later snapshots of the same global scope (`None` inside:
+    /// some global object has no GNU hash table).
+    filter: OnceLock<Option<Arc<ScopeFilter>>>,
     /// Some object could not be read: global lookups must ask glibc.
     pub incomplete: bool,
     generation: (u64, u64),
 }
 
+/// The combined filter of one global scope, kept across loads: a later
+/// snapshot whose global objects share these very tables (the snapshot
+/// cache reuses a table only for the same object, loaded and held again)
+/// has the same symbols, so the same filter.
+struct KeptFilter {
+    tables: Vec<Arc<SymbolTable>>,
+    filter: Option<Arc<ScopeFilter>>,
+}
+
+static KEPT_FILTER: Mutex<Option<KeptFilter>> = Mutex::new(None);
+/// Global probes made by all loads so far: the filter pays once their
+/// total does, whether one large load makes them or many small ones.
+static GLOBAL_PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 impl HostScope {
     /// Building the combined filter reads every hash of the global scope
-    /// (about 100,000 instructions for libc and friends); without it a
+    /// (about 80,000 instructions for libc and friends); without it a
     /// probe searches each global object (four or five of them, about 80
     /// instructions each: callgrind on libsqlite3's load). It pays from
-    /// about this many probes, so only the smallest loads go without it.
+    /// about this many probes, over all loads, since it is kept while the
+    /// host's global scope stays the same.
     const FILTER_PAYS_FROM: usize = 300;
+
+    fn global_tables(&self) -> impl Iterator<Item = &Arc<SymbolTable>> + Clone {
+        self.objects.iter().filter(|o| o.global).map(|o| &o.symbols)
+    }
+
+    /// The kept filter, if it was built for this global scope.
+    fn kept_filter(&self) -> Option<Option<Arc<ScopeFilter>>> {
+        let kept = KEPT_FILTER.lock().unwrap_or_else(|e| e.into_inner());
+        let k = kept.as_ref()?;
+        let mine = self.global_tables();
+        (mine.clone().count() == k.tables.len()
+            && mine.zip(&k.tables).all(|(a, b)| Arc::ptr_eq(a, b)))
+        .then(|| k.filter.clone())
+    }
 
     /// A load is about to make about `probes` global lookups.
     pub fn expect_global_probes(&self, probes: usize) {
-        if probes >= Self::FILTER_PAYS_FROM {
-            self.filter.get_or_init(|| {
-                ScopeFilter::build(self.objects.iter().map(|o| &**o).filter(|o| o.global))
-            });
+        use std::sync::atomic::Ordering;
+        let total = GLOBAL_PROBES
+            .fetch_add(probes, Ordering::Relaxed)
+            .saturating_add(probes);
+        if self.filter.get().is_some() {
+            return;
         }
+        if let Some(kept) = self.kept_filter() {
+            let _ = self.filter.set(kept);
+            return;
+        }
+        if total < Self::FILTER_PAYS_FROM {
+            return;
+        }
+        self.filter.get_or_init(|| {
+            let objects = self.objects.iter().map(|o| &**o).filter(|o| o.global);
+            let filter = ScopeFilter::build(objects).map(Arc::new);
+            *KEPT_FILTER.lock().unwrap_or_else(|e| e.into_inner()) = Some(KeptFilter {
+                tables: self.global_tables().cloned().collect(),
+                filter: filter.clone(),
+            });
+            filter
+        });
     }
 
     /// Search the global scope in order.
