@@ -280,7 +280,7 @@ impl HostScope {
         }
         self.objects
             .iter()
-            .filter(|o| o.global)
+            .filter(|o| o.global && !o.symbols.bloom_excludes(req.gnu_hash))
             .find_map(|o| o.lookup(req))
     }
 

@@ -367,6 +367,21 @@ impl SymbolTable {
         None
     }
 
+    /// Does the GNU Bloom filter rule out a symbol with this hash? `false`
+    /// without a GNU table. The first test of every lookup, inlined where
+    /// a scope is searched: most probes of a load end here.
+    #[inline]
+    pub fn bloom_excludes(&self, hash: u32) -> bool {
+        let Some(g) = &self.gnu else { return false };
+        let at = ((hash / 64) & g.bloom_mask) as usize * 8;
+        let Some(word) = g.bloom.as_slice().get(at..at + 8) else {
+            return false;
+        };
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let mask = (1u64 << (hash % 64)) | (1u64 << ((hash >> g.bloom_shift) % 64));
+        word & mask != mask
+    }
+
     fn lookup_gnu(&self, g: &GnuHash, req: &Request<'_>) -> Option<(u32, Sym)> {
         let h = req.gnu_hash;
         let word = u64_at(&g.bloom, ((h / 64) & g.bloom_mask) as usize)?;
