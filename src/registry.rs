@@ -318,7 +318,8 @@ pub struct SortEdges {
 pub fn sort_maps(maps: &[u64], edges: &SortEdges, force_first: bool, for_fini: bool) -> Vec<u64> {
     let members: HashSet<u64> = maps.iter().copied().collect();
     let mut finished = Vec::with_capacity(maps.len());
-    let mut visited: HashSet<u64> = HashSet::with_capacity_and_hasher(maps.len(), Default::default());
+    let mut visited: HashSet<u64> =
+        HashSet::with_capacity_and_hasher(maps.len(), Default::default());
     let mut saw_reldeps = false;
     for &start in maps.iter().rev() {
         dfs(
@@ -333,7 +334,8 @@ pub fn sort_maps(maps: &[u64], edges: &SortEdges, force_first: bool, for_fini: b
     let mut sorted: Vec<u64> = finished.into_iter().rev().collect();
     if saw_reldeps {
         let mut finished = Vec::with_capacity(sorted.len());
-        let mut visited: HashSet<u64> = HashSet::with_capacity_and_hasher(sorted.len(), Default::default());
+        let mut visited: HashSet<u64> =
+            HashSet::with_capacity_and_hasher(sorted.len(), Default::default());
         for &start in sorted.iter().rev() {
             dfs(start, edges, None, &members, &mut visited, &mut finished);
         }

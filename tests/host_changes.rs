@@ -122,10 +122,7 @@ fn with_mmld(dir: &Path) -> String {
     unsafe { libc::dlclose(a) };
     drop(c1);
     drop(c2);
-    let still = glibc_dlopen(
-        &dir.join("libprova.so"),
-        libc::RTLD_NOW | libc::RTLD_NOLOAD,
-    );
+    let still = glibc_dlopen(&dir.join("libprova.so"), libc::RTLD_NOW | libc::RTLD_NOLOAD);
     out += &format!(
         "provider A loaded: {}\n",
         if still.is_null() { "no" } else { "yes" }
@@ -147,7 +144,10 @@ fn with_glibc(dir: &Path) -> String {
         .status()
         .expect("run gcc");
     assert!(built.success(), "gcc failed to build the oracle");
-    let out = Command::new(&exe).arg(dir).output().expect("run the oracle");
+    let out = Command::new(&exe)
+        .arg(dir)
+        .output()
+        .expect("run the oracle");
     assert!(out.status.success(), "the oracle failed");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -162,8 +162,7 @@ fn loads_see_what_glibc_loaded_and_unloaded_in_between() {
     build_all(dir.path());
     let glibc = with_glibc(dir.path());
     assert_eq!(
-        glibc,
-        "consumer 1: 1\nconsumer 2: 120\nprovider A loaded: no\nconsumer 3: 2\n",
+        glibc, "consumer 1: 1\nconsumer 2: 120\nprovider A loaded: no\nconsumer 3: 2\n",
         "glibc's own behaviour changed: the expectations of this test no longer hold"
     );
     assert_eq!(with_mmld(dir.path()), glibc);

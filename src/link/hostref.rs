@@ -111,13 +111,10 @@ pub fn is_libc_or_interpreter(bias: u64, phdrs: &[libc::Elf64_Phdr]) -> bool {
     // SAFETY: getauxval only reads the auxiliary vector.
     let interpreter = unsafe { libc::getauxval(libc::AT_BASE) };
     let libc_code = libc::dlopen as *const () as usize as u64;
-    let holds_libc = phdrs
-        .iter()
-        .filter(|p| p.p_type == libc::PT_LOAD)
-        .any(|p| {
-            let s = bias.wrapping_add(p.p_vaddr);
-            libc_code >= s && libc_code - s < p.p_memsz
-        });
+    let holds_libc = phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD).any(|p| {
+        let s = bias.wrapping_add(p.p_vaddr);
+        libc_code >= s && libc_code - s < p.p_memsz
+    });
     (interpreter != 0 && start == interpreter) || holds_libc
 }
 

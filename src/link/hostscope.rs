@@ -311,7 +311,9 @@ impl HostScope {
     pub fn object_with_file(&self, elf: &crate::elf::ElfFile) -> Option<&HostObject> {
         self.objects
             .iter()
-            .find(|o| o.same_segments(&elf.plan.segments) && o.file_id() == Some((elf.dev, elf.ino)))
+            .find(|o| {
+                o.same_segments(&elf.plan.segments) && o.file_id() == Some((elf.dev, elf.ino))
+            })
             .map(|o| &**o)
     }
 

@@ -200,11 +200,7 @@ pub fn arm(routine: extern "C" fn(), needed: fn() -> bool) -> KindResult<()> {
             // argument and only touches mmld's own state and glibc's
             // `dlopen`; glibc calls it once, from `exit`.
             let rc = unsafe {
-                __cxa_atexit(
-                    install_at_exit,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                )
+                __cxa_atexit(install_at_exit, std::ptr::null_mut(), std::ptr::null_mut())
             };
             if rc != 0 {
                 // No room for an exit handler: load the hook now.

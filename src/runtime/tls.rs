@@ -11,8 +11,8 @@
 //! never: hand out a block of a module that has been unregistered, or free
 //! a block while its thread's lock is held elsewhere.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
 use crate::fixedhash::HashMap;
+use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};

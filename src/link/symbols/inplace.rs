@@ -101,8 +101,7 @@ impl SymbolTable {
                 return 0;
             };
             if gnu.hashes_nothing() && count.is_none() {
-                gnu_count =
-                    gnu_count.max(unhashed_symbol_count(&d.mapping, &d.dynamic, d.symtab));
+                gnu_count = gnu_count.max(unhashed_symbol_count(&d.mapping, &d.dynamic, d.symtab));
             }
             let _ = d.hashed_end.set(gnu.hashed_end);
             count = Some(count.map_or(gnu_count, |c| c.max(gnu_count)));
