@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use goblin::elf::dynamic as dt;
 
 use super::hostref::{self, HostRef};
+use super::scopefilter::{self, ScopeFilter};
 use super::symbols::{self, Request, Sym, SymbolTable};
 use crate::elf::{DynamicInfo, Segment, VRange};
 use crate::host;
@@ -140,59 +141,6 @@ impl HostObject {
     }
 }
 
-/// One Bloom filter over every symbol of the global scope. Most lookups of
-/// a load are for the library's own symbols and miss the host entirely;
-/// this answers them with two bit tests instead of one probe per object.
-struct ScopeFilter {
-    /// Boxed array: every position is masked below its length, so no
-    /// access needs a check (a host's global scope has thousands of
-    /// hashes to add).
-    bits: Box<[u64; ScopeFilter::WORDS]>,
-}
-
-impl ScopeFilter {
-    // 64 Ki bits (8 KiB): about 2.6% false positives for the ~5,000
-    // symbols of a typical host's global scope.
-    const BITS_LOG2: u32 = 16;
-    const WORDS: usize = (1usize << Self::BITS_LOG2) / 64;
-
-    fn positions(hash: u32) -> (usize, usize) {
-        let mask = (1u32 << Self::BITS_LOG2) - 1;
-        let second = hash.wrapping_mul(0x9e37_79b1) >> (32 - Self::BITS_LOG2);
-        ((hash & mask) as usize, (second & mask) as usize)
-    }
-
-    fn set(&mut self, p: usize) {
-        self.bits[(p / 64) % Self::WORDS] |= 1 << (p % 64);
-    }
-
-    fn get(&self, p: usize) -> bool {
-        self.bits[(p / 64) % Self::WORDS] & (1 << (p % 64)) != 0
-    }
-
-    /// `None` if some global object has no GNU hash table to read hashes from.
-    fn build<'a>(objects: impl Iterator<Item = &'a HostObject>) -> Option<ScopeFilter> {
-        let mut filter = ScopeFilter {
-            bits: Box::new([0u64; Self::WORDS]),
-        };
-        for o in objects {
-            for h in o.symbols.gnu_hashes()? {
-                // Chain entries have the low bit cleared; requests are
-                // normalised the same way in `may_contain`.
-                let (a, b) = Self::positions(h);
-                filter.set(a);
-                filter.set(b);
-            }
-        }
-        Some(filter)
-    }
-
-    fn may_contain(&self, hash: u32) -> bool {
-        let (a, b) = Self::positions(hash & !1);
-        self.get(a) && self.get(b)
-    }
-}
-
 /// The host's objects in load order.
 pub struct HostScope {
     /// Shared with the libraries that keep one for lookups in their host
@@ -207,68 +155,17 @@ pub struct HostScope {
     generation: (u64, u64),
 }
 
-/// The combined filter of one global scope, kept across loads: a later
-/// snapshot whose global objects share these very tables (the snapshot
-/// cache reuses a table only for the same object, loaded and held again)
-/// has the same symbols, so the same filter.
-struct KeptFilter {
-    tables: Vec<Arc<SymbolTable>>,
-    filter: Option<Arc<ScopeFilter>>,
-}
-
-static KEPT_FILTER: Mutex<Option<KeptFilter>> = Mutex::new(None);
-/// Global probes made by all loads so far: the filter pays once their
-/// total does, whether one large load makes them or many small ones.
-static GLOBAL_PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
 impl HostScope {
-    /// Building the combined filter reads every hash of the global scope
-    /// (about 80,000 instructions for libc and friends); without it a
-    /// probe searches each global object (four or five of them, about 80
-    /// instructions each: callgrind on libsqlite3's load). It pays from
-    /// about this many probes, over all loads, since it is kept while the
-    /// host's global scope stays the same.
-    const FILTER_PAYS_FROM: usize = 300;
-
     fn global_tables(&self) -> impl Iterator<Item = &Arc<SymbolTable>> + Clone {
         self.objects.iter().filter(|o| o.global).map(|o| &o.symbols)
     }
 
-    /// The kept filter, if it was built for this global scope.
-    fn kept_filter(&self) -> Option<Option<Arc<ScopeFilter>>> {
-        let kept = KEPT_FILTER.lock().unwrap_or_else(|e| e.into_inner());
-        let k = kept.as_ref()?;
-        let mine = self.global_tables();
-        (mine.clone().count() == k.tables.len()
-            && mine.zip(&k.tables).all(|(a, b)| Arc::ptr_eq(a, b)))
-        .then(|| k.filter.clone())
-    }
-
     /// A load is about to make about `probes` global lookups.
     pub fn expect_global_probes(&self, probes: usize) {
-        use std::sync::atomic::Ordering;
-        let total = GLOBAL_PROBES
-            .fetch_add(probes, Ordering::Relaxed)
-            .saturating_add(probes);
-        if self.filter.get().is_some() {
-            return;
+        let filter = scopefilter::for_scope(self.global_tables(), probes);
+        if let Some(f) = filter {
+            let _ = self.filter.set(f);
         }
-        if let Some(kept) = self.kept_filter() {
-            let _ = self.filter.set(kept);
-            return;
-        }
-        if total < Self::FILTER_PAYS_FROM {
-            return;
-        }
-        self.filter.get_or_init(|| {
-            let objects = self.objects.iter().map(|o| &**o).filter(|o| o.global);
-            let filter = ScopeFilter::build(objects).map(Arc::new);
-            *KEPT_FILTER.lock().unwrap_or_else(|e| e.into_inner()) = Some(KeptFilter {
-                tables: self.global_tables().cloned().collect(),
-                filter: filter.clone(),
-            });
-            filter
-        });
     }
 
     /// Search the global scope in order.

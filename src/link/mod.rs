@@ -19,6 +19,7 @@ pub mod index;
 mod lookup;
 mod relative;
 mod reloc;
+mod scopefilter;
 pub mod symbols;
 pub mod tls;
 
