@@ -47,6 +47,7 @@ mod check_image;
 mod describe;
 mod elf;
 mod error;
+mod fixedhash;
 mod library;
 mod link;
 mod loader;

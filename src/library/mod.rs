@@ -291,7 +291,7 @@ impl Library {
     /// built: their total is what building it costs.
     fn index_threshold(&self) -> usize {
         let symbols: usize = (0..self.scope.len())
-            .map(|k| self.table(k).map_or(0, |t| t.count() as usize))
+            .map(|k| self.table(k).map_or(0, |t| t.count_estimate() as usize))
             .sum();
         symbols / 2
     }

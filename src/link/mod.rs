@@ -20,6 +20,7 @@ mod lookup;
 mod relative;
 mod reloc;
 pub mod sharing;
+mod scopefilter;
 pub mod symbols;
 pub mod tls;
 

@@ -11,7 +11,7 @@
 //! validated (constructor and destructor pointers), or run any code of an
 //! object.
 
-use std::collections::HashMap;
+use crate::fixedhash::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -129,7 +129,7 @@ impl Batch {
             settings,
             pending: Vec::new(),
             mappings: Vec::new(),
-            hosts: HashMap::new(),
+            hosts: HashMap::default(),
             host: crate::link::hostscope::host_scope(),
             ld_library_path: ld_library_path(),
             keep_going: false,
