@@ -19,8 +19,8 @@ pub mod index;
 mod lookup;
 mod relative;
 mod reloc;
-pub mod sharing;
 mod scopefilter;
+pub mod sharing;
 pub mod symbols;
 pub mod tls;
 
