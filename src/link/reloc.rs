@@ -18,7 +18,7 @@ use crate::error::{ErrorKind, KindResult};
 use crate::map::Mapping;
 
 /// Bytes of one `Elf64_Rela`.
-const RELA_SIZE: usize = 24;
+pub(super) const RELA_SIZE: usize = 24;
 
 /// One `Elf64_Rela`, its `r_info` split.
 pub(super) struct Rela {
@@ -42,6 +42,17 @@ fn rela_from(b: &[u8]) -> Option<Rela> {
         sym: (info >> 32) as u32,
         addend: i64::from_le_bytes(*addend),
     })
+}
+
+/// The target offset and type of one entry, without the rest.
+#[inline]
+pub(super) fn rela_words(b: &[u8]) -> Option<(u64, u32)> {
+    let (offset, rest) = b.split_first_chunk::<8>()?;
+    let info = rest.first_chunk::<8>()?;
+    Some((
+        u64::from_le_bytes(*offset),
+        (u64::from_le_bytes(*info) & 0xffff_ffff) as u32,
+    ))
 }
 
 /// Where one relocation sits, for error messages.
@@ -201,6 +212,9 @@ pub fn relocate(
     let mut report = LinkReport::default();
     if let Some(relr) = target.dynamic.relr {
         report.relr_addresses = apply_relr(target.mapping, relr, bias)?;
+    }
+    if mode == LinkMode::Run {
+        super::prefault::populate_written_pages(target);
     }
     super::tls::start(target, mode);
     let size = |r: Option<VRange>| r.map_or(0, |r| r.size);

@@ -374,6 +374,28 @@ impl Mapping {
         let _ = unsafe { sys::populate_write(self.ptr_at(start), len as usize) };
     }
 
+    /// Fault in, for writing, the whole pages `vaddr..vaddr + len` (page
+    /// aligned) in one call, when they all belong to one writable segment
+    /// of this mapping and lie outside sealed RELRO; otherwise do nothing.
+    /// LINK asks for exactly the pages relocation is about to write.
+    pub fn populate_for_writing(&self, vaddr: u64, len: u64) {
+        let Some(end) = vaddr.checked_add(len) else {
+            return;
+        };
+        let in_segment = self.segments.iter().any(|s| {
+            s.prot & libc::PROT_WRITE != 0
+                && page_down(s.plan.vaddr) <= vaddr
+                && page_up(s.plan.end()).is_some_and(|e| end <= e)
+        });
+        let sealed = self.sealed.is_some_and(|(s, e)| vaddr < e && end > s);
+        if !self.owned || !in_segment || sealed || len == 0 {
+            return;
+        }
+        // SAFETY: whole pages of a writable segment this mapping owns, not
+        // sealed; populating only faults them in, as the writes would.
+        let _ = unsafe { sys::populate_write(self.ptr_at(vaddr), len as usize) };
+    }
+
     /// Make the RELRO range read-only. Like glibc, only whole pages inside
     /// the range are protected: the page holding its end may carry data.
     pub fn seal_relro(&mut self, relro: VRange) -> KindResult<()> {
