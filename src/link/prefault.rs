@@ -44,22 +44,26 @@ pub(super) fn populate_written_pages(target: &LinkTarget<'_>) {
             // The loop reports a table outside the image.
             return;
         };
+        let mut last = u64::MAX;
         for chunk in bytes.as_slice().chunks_exact(RELA_SIZE) {
             let Some((offset, rtype)) = rela_words(chunk) else {
                 break;
             };
+            // Tables come sorted by offset in runs: most entries fall on
+            // the page the entry before already put in the list. (A TLS
+            // descriptor there whose second word crosses into the next
+            // page leaves that page to fault as usual.)
+            let page = offset / arch::PAGE_SIZE;
+            if page == last {
+                continue;
+            }
             let width = match arch::classify(rtype) {
                 RelocKind::None => continue,
                 RelocKind::TlsDescriptor => 16,
                 _ => arch::WORD_SIZE,
             };
-            // Tables come sorted by offset in runs: most entries fall on
-            // the page of the one before and push nothing.
-            let page = offset / arch::PAGE_SIZE;
-            if pages.last() != Some(&page) {
-                pages.push(page);
-            }
-            let last = offset.saturating_add(width - 1) / arch::PAGE_SIZE;
+            pages.push(page);
+            last = offset.saturating_add(width - 1) / arch::PAGE_SIZE;
             if last != page {
                 pages.push(last);
             }
