@@ -220,7 +220,10 @@ fn span_placed_by_the_first_segment_grants_each_page_its_own_permission() {
                 continue;
             };
             assert_eq!(perms[0], b'r', "{path}: page {page:#x}: {m:?}");
-            assert!(perms[1] != b'w' || flags & 2 != 0, "{path}: {page:#x} {m:?}");
+            assert!(
+                perms[1] != b'w' || flags & 2 != 0,
+                "{path}: {page:#x} {m:?}"
+            );
             assert_eq!(perms[2] == b'x', flags & 1 != 0, "{path}: {page:#x} {m:?}");
             assert!(
                 m.path.is_empty() || m.path == real,

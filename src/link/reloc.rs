@@ -125,9 +125,16 @@ impl BindingCache {
             return None;
         }
         if slot & RICH != 0 {
-            return self.rich.get((slot & !RICH) as usize).copied().map(Cached::Rich);
+            return self
+                .rich
+                .get((slot & !RICH) as usize)
+                .copied()
+                .map(Cached::Rich);
         }
-        self.plain.get(slot as usize - 1).copied().map(Cached::Plain)
+        self.plain
+            .get(slot as usize - 1)
+            .copied()
+            .map(Cached::Plain)
     }
 
     /// `tls_symbol`: the reference is `STT_TLS`, whose relocations read
@@ -139,7 +146,9 @@ impl BindingCache {
                     addr: b.addr,
                     size: b.size,
                 });
-                u32::try_from(self.plain.len()).ok().filter(|n| n & RICH == 0)
+                u32::try_from(self.plain.len())
+                    .ok()
+                    .filter(|n| n & RICH == 0)
             }
             _ => {
                 self.rich.push(binding);

@@ -66,7 +66,14 @@ impl Mapping {
             page_down(first.offset),
         )
         .map_err(map_err("mapping a segment from the file"))?;
-        Ok(Self::owned_span(base, span, guard, plan, Strategy::Mmap, protection))
+        Ok(Self::owned_span(
+            base,
+            span,
+            guard,
+            plan,
+            Strategy::Mmap,
+            protection,
+        ))
     }
 
     /// After [`Mapping::map_span_from_first`]: the pages between segments
@@ -88,7 +95,11 @@ impl Mapping {
         Ok(())
     }
 
-    pub(super) fn reserve(plan: &LoadPlan, strategy: Strategy, protection: Protection) -> KindResult<Mapping> {
+    pub(super) fn reserve(
+        plan: &LoadPlan,
+        strategy: Strategy,
+        protection: Protection,
+    ) -> KindResult<Mapping> {
         let span = span_len(plan)?;
         let align = usize::try_from(plan.max_align).unwrap_or(usize::MAX);
         let extra = alignment_slack(plan);
@@ -117,7 +128,9 @@ impl Mapping {
             let _ = sys::unmap(raw.as_ptr().add(head + span + guard), tail);
         }
         let base = NonNull::new(aligned as *mut u8).unwrap_or(raw);
-        Ok(Self::owned_span(base, span, guard, plan, strategy, protection))
+        Ok(Self::owned_span(
+            base, span, guard, plan, strategy, protection,
+        ))
     }
 
     /// The owner of a span just placed at `base` (`span` bytes, then
@@ -143,7 +156,6 @@ impl Mapping {
             guard,
         }
     }
-
 }
 
 /// The span as a length, or the plan's own size error.
@@ -200,4 +212,3 @@ fn last_page_anonymous(plan: &LoadPlan) -> bool {
             || (seg.memsz > seg.filesz && partial && !seg.writable())
     })
 }
-
