@@ -13,8 +13,9 @@
 //! `MMLD_BUILD_TESTLIBS`, which the repository's `.cargo/config.toml` sets.
 //! Cargo reads that file only when it runs inside this checkout (config is
 //! discovered from the working directory up), never for a crate elsewhere
-//! that depends on mmld by path, git or registry, and never for
-//! `cargo install`, which ignores local config. Setting
+//! that depends on mmld by path, git or registry. `cargo install --path .`
+//! run in the checkout does read it (cargo's rule for `--path`), so it
+//! builds them too unless the environment says otherwise. Setting
 //! `MMLD_BUILD_TESTLIBS=0` in the environment (which wins over `[env]`)
 //! builds the crate here without a C compiler.
 

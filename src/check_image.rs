@@ -102,6 +102,7 @@ pub fn check_image(bytes: &[u8]) -> Result<CheckSummary> {
         tls_module,
         lazy: None,
         tls: crate::link::tls::TlsLink::new(None, plan.tls, &mut descriptors),
+        share: None,
     };
     let host = crate::link::hostscope::host_scope();
     let report = link::relocate(&mut target, &scope, &host, LinkMode::DryRun, |_, _, _| {})

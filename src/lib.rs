@@ -29,11 +29,14 @@
 //!   needs goblin, libc, thiserror and tracing, and compiles no C.
 //! - `inspect` (on with `cli`): the `inspect` module, which reads `/proc`
 //!   through procfs.
-//! - `serde` (on with `cli`): `serde::Serialize` for the reports.
+//! - `serde` (on with `cli`): `serde::Serialize` for [`Description`] and,
+//!   with `inspect`, the JSON forms of the reports (`inspect::json`) and
+//!   `Serialize`/`Deserialize` for `inspect::ObjectLayout`.
 //!
 //! The loader reports what it does through `tracing` events under the
-//! targets `mmld::libs` and `mmld::bindings`; install any subscriber to see
-//! them.
+//! targets `mmld::libs`, `mmld::bindings` and `mmld::share` (shared
+//! relocations: one line per object, hit, written or fallback and why);
+//! install any subscriber to see them.
 #![warn(missing_docs)]
 
 // The stages (READ → MAP → LINK → RUN) and their driver. Private: their
@@ -44,12 +47,14 @@ mod check_image;
 mod describe;
 mod elf;
 mod error;
+mod fixedhash;
 mod library;
 mod link;
 mod loader;
 mod map;
 mod object;
 mod registry;
+mod relshare;
 
 // Not part of the API: the C ABI drop-in of this workspace (`capi/`) and
 // this crate's own integration tests reach into these. Hidden from the
@@ -74,6 +79,7 @@ pub use library::{
     lookup_default,
 };
 pub use loader::{CheckReport, TreeNode};
+pub use relshare::{SharedRelocations, SharingOutcome};
 
 /// Resolve the dependency tree of `path` without linking or running it
 /// (what `mmld deps` shows). Missing libraries appear in the tree and in the

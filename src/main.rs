@@ -146,7 +146,7 @@ fn dispatch(command: Command, trace: cli::trace::TraceArgs) -> Result<ExitCode> 
 fn info(library: &std::path::Path, json: bool, dyn_syms: bool, dynamic: bool) -> Result<ExitCode> {
     let d = mmld::describe(library)?;
     if json {
-        println!("{}", cli::info::to_json(library, &d));
+        println!("{}", cli::info::to_json(library, &d)?);
     } else if dyn_syms || dynamic {
         if dynamic {
             print!("{}", tools::dynamic_text(&d));
@@ -184,7 +184,7 @@ fn deps(library: &std::path::Path, json: bool, flat: bool) -> Result<ExitCode> {
     }
     let (tree, errors) = mmld::dependency_tree(library)?;
     if json {
-        println!("{}", cli::info::tree_json(&tree));
+        println!("{}", cli::info::tree_json(&tree)?);
     } else {
         print!("{}", cli::info::tree_text(&tree));
     }
@@ -245,17 +245,7 @@ fn check(library: &std::path::Path, json: bool) -> Result<ExitCode> {
         .with_context(|| format!("{} would not load", library.display()))?;
     let bad: usize = report.unresolved.iter().map(|(_, n)| n.len()).sum();
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "library": library.display().to_string(),
-                "ok": bad == 0,
-                "mapped": report.mapped,
-                "unresolved": report.unresolved.iter().flat_map(|(object, names)| {
-                    names.iter().map(move |n| serde_json::json!({"symbol": n, "object": object}))
-                }).collect::<Vec<_>>(),
-            })
-        );
+        println!("{}", cli::info::check_json(library, &report)?);
         return Ok(if bad == 0 {
             ExitCode::SUCCESS
         } else {

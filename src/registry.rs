@@ -7,7 +7,7 @@
 //! and glibc's ordering of constructors and destructors ([`sort_maps`]).
 //! Must never: hold the data lock while running code of a loaded object.
 
-use std::collections::{HashMap, HashSet};
+use crate::fixedhash::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
@@ -67,6 +67,15 @@ impl LoaderLock {
             }
         }
         LoaderGuard { lock: self }
+    }
+
+    /// Does some thread hold the lock now (a load or an unload running)?
+    pub fn is_held(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .owner
+            .is_some()
     }
 }
 
@@ -227,7 +236,7 @@ impl Registry {
     /// nodelete object (through dependencies and relocation dependencies),
     /// and return them in glibc's destructor order ([`Registry::fini_order`]).
     pub fn collect_unused(&mut self) -> Vec<Arc<LoadedObject>> {
-        let mut live: HashSet<u64> = HashSet::new();
+        let mut live: HashSet<u64> = HashSet::default();
         let mut stack: Vec<u64> = self
             .entries
             .iter()
@@ -309,7 +318,8 @@ pub struct SortEdges {
 pub fn sort_maps(maps: &[u64], edges: &SortEdges, force_first: bool, for_fini: bool) -> Vec<u64> {
     let members: HashSet<u64> = maps.iter().copied().collect();
     let mut finished = Vec::with_capacity(maps.len());
-    let mut visited: HashSet<u64> = HashSet::with_capacity(maps.len());
+    let mut visited: HashSet<u64> =
+        HashSet::with_capacity_and_hasher(maps.len(), Default::default());
     let mut saw_reldeps = false;
     for &start in maps.iter().rev() {
         dfs(
@@ -324,7 +334,8 @@ pub fn sort_maps(maps: &[u64], edges: &SortEdges, force_first: bool, for_fini: b
     let mut sorted: Vec<u64> = finished.into_iter().rev().collect();
     if saw_reldeps {
         let mut finished = Vec::with_capacity(sorted.len());
-        let mut visited: HashSet<u64> = HashSet::with_capacity(sorted.len());
+        let mut visited: HashSet<u64> =
+            HashSet::with_capacity_and_hasher(sorted.len(), Default::default());
         for &start in sorted.iter().rev() {
             dfs(start, edges, None, &members, &mut visited, &mut finished);
         }
@@ -445,7 +456,7 @@ mod tests {
         let chain: Vec<(u64, Vec<u64>)> = (1..n).map(|i| (i, vec![i + 1])).collect();
         let e = SortEdges {
             initfini: chain.into_iter().collect(),
-            reldeps: HashMap::new(),
+            reldeps: HashMap::default(),
         };
         let maps: Vec<u64> = (1..=n).collect();
         assert_eq!(sort_maps(&maps, &e, true, false), maps);

@@ -27,6 +27,7 @@ mod oracle;
 
 use mmld::{Library, OpenOptions};
 use oracle::{replay_glibc, replay_mmld, same_as_glibc, say};
+use procfs::process::MMapPath;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -59,12 +60,28 @@ fn replay_child() {
 /// `/proc/self/maps` without the `[heap]` line (malloc may grow the heap;
 /// nothing else may change across a failed load).
 fn maps_without_heap() -> String {
-    std::fs::read_to_string("/proc/self/maps")
-        .expect("read /proc/self/maps")
-        .lines()
-        .filter(|l| !l.ends_with("[heap]"))
-        .map(|l| format!("{l}\n"))
+    self_maps()
+        .iter()
+        .filter(|m| m.pathname != MMapPath::Heap)
+        .map(|m| {
+            let (s, e) = m.address;
+            let (major, minor) = m.dev;
+            format!(
+                "{s:x}-{e:x} {} {:08x} {major:02x}:{minor:02x} {} {:?}\n",
+                m.perms.as_str(),
+                m.offset,
+                m.inode,
+                m.pathname
+            )
+        })
         .collect()
+}
+
+/// `/proc/self/maps`, through procfs.
+fn self_maps() -> procfs::process::MemoryMaps {
+    procfs::process::Process::myself()
+        .and_then(|p| p.maps())
+        .expect("read /proc/self/maps")
 }
 
 /// Whether `/proc/self/maps` maps the file at `path` (by real path).
@@ -72,11 +89,9 @@ fn is_mapped(path: &str) -> bool {
     let Ok(real) = std::fs::canonicalize(path) else {
         return false;
     };
-    let real = real.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/maps")
-        .expect("read /proc/self/maps")
-        .lines()
-        .any(|l| l.find('/').is_some_and(|at| l[at..] == real))
+    self_maps()
+        .iter()
+        .any(|m| m.pathname == MMapPath::Path(real.clone()))
 }
 
 type StrFn = unsafe extern "C" fn() -> *const c_char;

@@ -26,6 +26,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mmld::{ErrorKind, Library, OpenOptions, Stage};
+use procfs::process::MMapPath;
 
 // ---------------------------------------------------------------------------
 // Paths and processes
@@ -96,35 +97,16 @@ fn gcc(dir: &Path, out: &str, source: &str, extra: &[&str]) -> PathBuf {
 // ---------------------------------------------------------------------------
 // A minimal ELF64 little-endian reader and patcher (independent of mmld).
 
-const PT_LOAD: u32 = 1;
-const PT_DYNAMIC: u32 = 2;
-const PT_TLS: u32 = 7;
-const PT_GNU_STACK: u32 = 0x6474_e551;
-const PT_GNU_RELRO: u32 = 0x6474_e552;
-
-const DT_PLTRELSZ: u64 = 2;
-const DT_HASH: u64 = 4;
-const DT_STRTAB: u64 = 5;
-const DT_SYMTAB: u64 = 6;
-const DT_RELA: u64 = 7;
-const DT_RELASZ: u64 = 8;
-const DT_RELAENT: u64 = 9;
-const DT_STRSZ: u64 = 10;
-const DT_SYMENT: u64 = 11;
-const DT_INIT: u64 = 12;
-const DT_SONAME: u64 = 14;
-const DT_REL: u64 = 17;
-const DT_PLTREL: u64 = 20;
-const DT_TEXTREL: u64 = 22;
-const DT_JMPREL: u64 = 23;
-const DT_INIT_ARRAY: u64 = 25;
-const DT_INIT_ARRAYSZ: u64 = 27;
-const DT_FLAGS: u64 = 30;
-const DT_RELACOUNT: u64 = 0x6fff_fff9;
-const DT_GNU_HASH: u64 = 0x6fff_fef5;
-const DF_TEXTREL: u64 = 4;
-const R_RELATIVE: u64 = 8;
-const R_IRELATIVE: u64 = 37;
+// The numbers come from goblin; the reading and patching below do not.
+use goblin::elf::dynamic::{
+    DF_TEXTREL, DT_FLAGS, DT_GNU_HASH, DT_HASH, DT_INIT, DT_INIT_ARRAY, DT_INIT_ARRAYSZ, DT_JMPREL,
+    DT_PLTREL, DT_PLTRELSZ, DT_REL, DT_RELA, DT_RELACOUNT, DT_RELAENT, DT_RELASZ, DT_SONAME,
+    DT_STRSZ, DT_STRTAB, DT_SYMENT, DT_SYMTAB, DT_TEXTREL,
+};
+use goblin::elf::program_header::{PT_DYNAMIC, PT_GNU_RELRO, PT_GNU_STACK, PT_LOAD, PT_TLS};
+// `r_info`'s type half, widened as it is read here.
+const R_RELATIVE: u64 = goblin::elf::reloc::R_X86_64_RELATIVE as u64;
+const R_IRELATIVE: u64 = goblin::elf::reloc::R_X86_64_IRELATIVE as u64;
 
 #[derive(Clone)]
 struct Elf(Vec<u8>);
@@ -1188,11 +1170,10 @@ fn needed_cycle(dir: &Path) -> PathBuf {
 /// `/proc/self/maps` lines naming a file under `dir`.
 fn mappings_under(dir: &Path) -> Vec<String> {
     let dir = std::fs::canonicalize(dir).expect("canonical dir");
-    std::fs::read_to_string("/proc/self/maps")
-        .expect("read maps")
-        .lines()
-        .filter(|l| l.contains(&*dir.to_string_lossy()))
-        .map(str::to_string)
+    common::self_maps()
+        .iter()
+        .filter(|m| matches!(&m.pathname, MMapPath::Path(p) if p.starts_with(&dir)))
+        .map(common::maps_line)
         .collect()
 }
 
@@ -1322,7 +1303,10 @@ fn system_libraries_pass_read_and_map() {
     let Ok(entries) = std::fs::read_dir("/usr/lib/x86_64-linux-gnu") else {
         return;
     };
-    let host_maps = std::fs::read_to_string("/proc/self/maps").expect("read maps");
+    let host_maps: Vec<String> = common::self_maps()
+        .iter()
+        .map(|m| common::path_text(&m.pathname))
+        .collect();
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for path in paths {
@@ -1348,7 +1332,7 @@ fn system_libraries_pass_read_and_map() {
         // check_image binds against the host first: a library the host
         // already has (libgcc_s in a Rust program) binds its constructors
         // to the host's copy, and mmld would reuse that copy anyway.
-        if host_maps.contains(&format!("/{name}")) {
+        if host_maps.iter().any(|p| p.contains(&format!("/{name}"))) {
             continue;
         }
         checked += 1;

@@ -64,29 +64,34 @@ const SPARSE_SEGMENT: u64 = 4 << 30;
 /// tables, and a GNU hash table whose one chain has no end marker (the
 /// holes read as zeros, and a zero chain word means "go on").
 fn write_sparse_object(path: &Path) {
+    use goblin::elf::dynamic::{DT_GNU_HASH, DT_STRSZ, DT_STRTAB, DT_SYMENT, DT_SYMTAB};
+    use goblin::elf::header as eh;
+    use goblin::elf::program_header::{PF_R, PT_DYNAMIC, PT_LOAD};
+    const EHDR: usize = eh::header64::SIZEOF_EHDR;
+    const PHDR: usize = goblin::elf::program_header::program_header64::SIZEOF_PHDR;
     let mut b = vec![0u8; 0x3000];
-    b[..4].copy_from_slice(b"\x7fELF");
-    b[4] = 2; // ELFCLASS64
-    b[5] = 1; // little endian
-    b[6] = 1; // EV_CURRENT
-    put_u16(&mut b, 16, 3); // ET_DYN
-    put_u16(&mut b, 18, 62); // EM_X86_64
-    put_u32(&mut b, 20, 1);
-    put_u64(&mut b, 32, 64); // e_phoff
-    put_u16(&mut b, 52, 64); // e_ehsize
-    put_u16(&mut b, 54, 56); // e_phentsize
+    b[..eh::SELFMAG].copy_from_slice(eh::ELFMAG);
+    b[eh::EI_CLASS] = eh::ELFCLASS64;
+    b[eh::EI_DATA] = eh::ELFDATA2LSB;
+    b[eh::EI_VERSION] = eh::EV_CURRENT;
+    put_u16(&mut b, 16, eh::ET_DYN);
+    put_u16(&mut b, 18, eh::EM_X86_64);
+    put_u32(&mut b, 20, u32::from(eh::EV_CURRENT));
+    put_u64(&mut b, 32, EHDR as u64); // e_phoff
+    put_u16(&mut b, 52, EHDR as u16); // e_ehsize
+    put_u16(&mut b, 54, PHDR as u16); // e_phentsize
     put_u16(&mut b, 56, 2); // e_phnum
     // PT_LOAD, R, the whole 4 GiB from offset 0.
-    let ph = 64;
-    put_u32(&mut b, ph, 1);
-    put_u32(&mut b, ph + 4, 4);
+    let ph = EHDR;
+    put_u32(&mut b, ph, PT_LOAD);
+    put_u32(&mut b, ph + 4, PF_R);
     put_u64(&mut b, ph + 32, SPARSE_SEGMENT);
     put_u64(&mut b, ph + 40, SPARSE_SEGMENT);
     put_u64(&mut b, ph + 48, 0x1000);
     // PT_DYNAMIC at 0x1000.
-    let ph = 64 + 56;
-    put_u32(&mut b, ph, 2);
-    put_u32(&mut b, ph + 4, 4);
+    let ph = EHDR + PHDR;
+    put_u32(&mut b, ph, PT_DYNAMIC);
+    put_u32(&mut b, ph + 4, PF_R);
     for field in [8, 16, 24] {
         put_u64(&mut b, ph + field, 0x1000);
     }
@@ -94,11 +99,11 @@ fn write_sparse_object(path: &Path) {
     put_u64(&mut b, ph + 40, 0x100);
     put_u64(&mut b, ph + 48, 8);
     let entries: [(u64, u64); 5] = [
-        (0x6fff_fef5, 0x2000), // DT_GNU_HASH
-        (5, 0x1800),           // DT_STRTAB
-        (10, 16),              // DT_STRSZ
-        (6, 0x1900),           // DT_SYMTAB
-        (11, 24),              // DT_SYMENT
+        (DT_GNU_HASH, 0x2000),
+        (DT_STRTAB, 0x1800),
+        (DT_STRSZ, 16),
+        (DT_SYMTAB, 0x1900),
+        (DT_SYMENT, 24),
     ];
     for (i, (tag, val)) in entries.iter().enumerate() {
         put_u64(&mut b, 0x1000 + i * 16, *tag);

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use procfs::process::{MMapPath, Process};
 use serde_json::Value;
 
 const PAGE: u64 = 4096;
@@ -37,12 +38,9 @@ fn page_up(v: u64) -> u64 {
 /// CAP_SYS_ADMIN in our effective set: pagemap shows frames, kpagecount is
 /// readable. What mmld calls privileged.
 fn privileged() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << 21) != 0)
+    procfs::process::Process::myself()
+        .and_then(|p| p.status())
+        .is_ok_and(|s| s.capeff & (1 << 21) != 0)
         && std::fs::File::open("/proc/kpagecount").is_ok()
 }
 
@@ -339,18 +337,19 @@ fn maps_of_another_process_annotates_its_libc() {
     // first, then each segment).
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let maps =
-            std::fs::read_to_string(format!("/proc/{}/maps", sleeper.id())).unwrap_or_default();
-        let started = maps
-            .lines()
-            .any(|l| l.contains("r-xp") && l.contains("/libc.so"));
+        let process = Process::new(sleeper.id() as i32);
+        let started = process.as_ref().is_ok_and(|p| {
+            p.maps().is_ok_and(|maps| {
+                maps.iter().any(|m| {
+                    m.perms.as_str() == "r-xp"
+                        && matches!(&m.pathname, MMapPath::Path(f)
+                            if f.to_string_lossy().contains("/libc.so"))
+                })
+            })
+        });
         // And has finished relocating: the main program runs (sleep's
         // nanosleep), seen as the process being asleep.
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", sleeper.id())).unwrap_or_default();
-        let asleep = stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'));
+        let asleep = process.is_ok_and(|p| p.stat().is_ok_and(|s| s.state == 'S'));
         if started && asleep {
             break;
         }
@@ -574,46 +573,34 @@ fn share_read_strategy_gives_each_worker_its_own_text() {
 
 /// smaps of one process, by VMA start: (end, field -> KiB).
 fn smaps_of(pid: u64) -> BTreeMap<u64, (u64, BTreeMap<String, u64>)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("read smaps");
-    let mut out = BTreeMap::new();
-    let mut current: Option<u64> = None;
-    for line in text.lines() {
-        let t: Vec<&str> = line.split_whitespace().collect();
-        if t.len() >= 5
-            && let Some((s, e)) = t[0].split_once('-')
-            && let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16))
-        {
-            out.insert(s, (e, BTreeMap::new()));
-            current = Some(s);
-            continue;
-        }
-        if t.len() == 3
-            && t[2] == "kB"
-            && let Some(c) = current
-            && let Some(entry) = out.get_mut(&c)
-        {
-            entry.1.insert(
-                t[0].trim_end_matches(':').to_string(),
-                t[1].parse().unwrap(),
-            );
-        }
-    }
-    out
+    let smaps = Process::new(pid as i32)
+        .and_then(|p| p.smaps())
+        .expect("read smaps");
+    smaps
+        .iter()
+        .map(|m| {
+            // procfs gives the kB fields in bytes (and the few unit-less
+            // ones as they are; none of those is read here).
+            let fields = m
+                .extension
+                .map
+                .iter()
+                .map(|(k, v)| (k.clone(), v / 1024))
+                .collect();
+            (m.address.0, (m.address.1, fields))
+        })
+        .collect()
 }
 
 fn alive(pid: u64) -> bool {
     // Gone, or a zombie whose parent has not reaped it yet, is not alive.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| s.state != 'Z' && s.state != 'X')
 }
 
 fn exists(pid: u64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    Process::new(pid as i32).is_ok()
 }
 
 fn wait_gone(pids: &[u64], check: fn(u64) -> bool) -> Vec<u64> {
@@ -748,12 +735,12 @@ fn share_workers_die_with_a_killed_parent() {
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<u64> {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u64>() else {
+    for p in procfs::process::all_processes().unwrap().flatten() {
+        let Ok(pid) = u64::try_from(p.pid) else {
             continue;
         };
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline"))
-            && String::from_utf8_lossy(&cmd).contains(needle)
+        if let Ok(cmd) = p.cmdline()
+            && cmd.iter().any(|arg| arg.contains(needle))
             && alive(pid)
         {
             found.push(pid);

@@ -324,12 +324,12 @@ fn stubs_are_never_writable_and_executable_and_go_with_their_library() {
         let def = open("liblazydef.so", false, true);
         let late = unsafe { lazy.get::<extern "C" fn(i32) -> i32>("lazy_call_late") }.unwrap();
         assert_eq!(late(1), 4);
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        for line in maps.lines() {
-            let perms = line.split_whitespace().nth(1).unwrap_or("");
+        for m in common::self_maps().iter() {
+            use procfs::process::MMPermissions as P;
             assert!(
-                !(perms.contains('w') && perms.contains('x')),
-                "W+X mapping: {line}"
+                !m.perms.contains(P::WRITE | P::EXECUTE),
+                "W+X mapping: {}",
+                common::maps_line(m)
             );
         }
         drop(def);

@@ -53,12 +53,9 @@ fn fresh_libdemo() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn privileged() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << 21) != 0)
+    procfs::process::Process::myself()
+        .and_then(|p| p.status())
+        .is_ok_and(|s| s.capeff & (1 << 21) != 0)
         && std::fs::File::open("/proc/kpagecount").is_ok()
 }
 

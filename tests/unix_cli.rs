@@ -58,6 +58,10 @@ fn a_closed_pipe_ends_quietly() {
         &["info", "--json", DEMO][..],
         &["info", "--dyn-syms", DEMO],
         &["deps", DEMO],
+        &["deps", "--json", DEMO],
+        &["check", "--json", DEMO],
+        &["maps", "--json", DEMO],
+        &["share", "--procs", "2", "--json", DEMO],
         &["run", DEMO, "add", "2", "3"],
     ] {
         let mut child = mmld_cmd(args)
@@ -422,9 +426,10 @@ fn share_measures_running_processes_with_uss_and_totals() {
         .collect();
     // Until each has exec'd sleep and mapped libc.
     for s in &sleepers {
-        while !std::fs::read_to_string(format!("/proc/{}/maps", s.id()))
-            .is_ok_and(|m| m.contains("libc.so.6"))
-        {
+        while !maps_of(s.id()).is_some_and(|m| {
+            m.iter()
+                .any(|v| path_text(&v.pathname).contains("libc.so.6"))
+        }) {
             std::thread::yield_now();
         }
     }
@@ -482,4 +487,207 @@ fn share_measures_running_processes_with_uss_and_totals() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("has not mapped"), "{}", err(&o));
+}
+
+/// The keys of a JSON object, sorted.
+fn keys(v: &serde_json::Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    k.sort_unstable();
+    k
+}
+
+fn sorted(mut k: Vec<&str>) -> Vec<&str> {
+    k.sort_unstable();
+    k
+}
+
+fn json_of(args: &[&str]) -> serde_json::Value {
+    let o = mmld(args);
+    assert!(o.status.success(), "{args:?}: {}", err(&o));
+    serde_json::from_str(&out(&o)).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", out(&o)))
+}
+
+// The --json outputs are what scripts read: their keys stay as they are,
+// whichever way they are produced.
+#[test]
+fn json_outputs_keep_their_keys() {
+    let info = json_of(&["info", "--json", DEMO]);
+    assert_eq!(
+        keys(&info),
+        sorted(vec![
+            "path",
+            "soname",
+            "span",
+            "segments",
+            "relro",
+            "tls",
+            "needed",
+            "rpath",
+            "runpath",
+            "flags",
+            "relocations",
+            "relr_addresses",
+            "symbols",
+            "versions_defined",
+            "versions_required",
+            "dynamic",
+            "dyn_syms",
+        ])
+    );
+    assert_eq!(
+        keys(&info["symbols"]),
+        sorted(vec![
+            "total",
+            "defined",
+            "undefined",
+            "functions",
+            "objects",
+            "tls",
+            "ifunc",
+            "hash"
+        ])
+    );
+    assert_eq!(
+        keys(&info["segments"][0]),
+        sorted(vec![
+            "index", "perms", "vaddr", "memsz", "offset", "filesz", "align"
+        ])
+    );
+    assert_eq!(keys(&info["relro"]), ["size", "vaddr"]);
+
+    let deps = json_of(&["deps", "--json", DEMO]);
+    assert_eq!(
+        keys(&deps[0]),
+        sorted(vec![
+            "name",
+            "path",
+            "found_by",
+            "provider",
+            "reused",
+            "repeat",
+            "loaded_for",
+            "needed_by",
+            "depth",
+        ])
+    );
+    assert_eq!(deps[0]["provider"], "mmld");
+
+    let check = json_of(&["check", "--json", DEMO]);
+    assert_eq!(keys(&check), ["library", "mapped", "ok", "unresolved"]);
+
+    let row_keys = vec![
+        "start",
+        "end",
+        "vma",
+        "perms",
+        "offset",
+        "file_backed",
+        "role",
+        "sections",
+        "pages",
+        "resident",
+        "zero_pages",
+        "cached",
+    ];
+    let maps = json_of(&["maps", "--json", DEMO]);
+    assert_eq!(
+        keys(&maps),
+        ["called", "objects", "pid", "privileged", "skipped"]
+    );
+    assert_eq!(maps["called"], serde_json::Value::Null);
+    assert_eq!(
+        keys(&maps["objects"][0]),
+        sorted(vec![
+            "name",
+            "path",
+            "start",
+            "end",
+            "bias",
+            "mapped_by",
+            "warning",
+            "pages",
+            "resident_pages",
+            "rows",
+        ])
+    );
+    assert_eq!(
+        keys(&maps["objects"][0]["rows"][0]),
+        sorted(row_keys.clone())
+    );
+    // After a call, each row also says what was resident before it.
+    let called = json_of(&["maps", "--json", "--call", "add", "2", "3", DEMO]);
+    assert_eq!(called["called"], "add(2, 3) = 5");
+    let mut with_before = row_keys;
+    with_before.push("resident_after_load");
+    for row in called["objects"][0]["rows"].as_array().unwrap() {
+        assert_eq!(keys(row), sorted(with_before.clone()));
+    }
+
+    let share = json_of(&["share", "--procs", "2", "--json", DEMO]);
+    assert_eq!(
+        keys(&share),
+        sorted(vec![
+            "library",
+            "strategy",
+            "processes",
+            "privileged",
+            "pids",
+            "call",
+            "page_size",
+            "segments",
+            "totals",
+            "notes",
+        ])
+    );
+    let kib = [
+        "rss_kib",
+        "pss_kib",
+        "uss_kib",
+        "shared_clean_kib",
+        "shared_dirty_kib",
+        "private_clean_kib",
+        "private_dirty_kib",
+    ];
+    let mut segment = vec![
+        "object",
+        "role",
+        "roles",
+        "perms",
+        "vaddr",
+        "file_offset",
+        "sections",
+        "pages",
+        "resident_pages",
+        "zero_pages",
+        "physical_pages",
+        "resident_in_any",
+        "resident_in_all",
+        "frames_in_all",
+        "max_sharers",
+        "min_kpagecount_in_all",
+        "smaps_exact",
+        "addresses",
+        "vmas",
+        "conclusion",
+    ];
+    segment.extend(kib);
+    for seg in share["segments"].as_array().unwrap() {
+        assert_eq!(keys(seg), sorted(segment.clone()));
+        // One figure per worker.
+        assert_eq!(seg["uss_kib"].as_array().map(Vec::len), Some(2), "{seg}");
+    }
+    let mut totals = vec![
+        "pages",
+        "resident_pages",
+        "zero_pages",
+        "physical_pages",
+        "smaps_exact",
+    ];
+    totals.extend(kib);
+    assert_eq!(keys(&share["totals"]), sorted(totals));
 }

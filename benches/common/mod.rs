@@ -192,14 +192,10 @@ pub fn env_usize(name: &str, default: usize) -> usize {
 
 /// One line about the machine, for docs/BENCHMARKS.md.
 pub fn machine_line() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+    use procfs::Current;
+    let cpu = procfs::CpuInfo::current()
         .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
+        .and_then(|c| c.model_name(0).map(str::to_string))
         .unwrap_or_else(|| "?".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
@@ -208,8 +204,8 @@ pub fn machine_line() -> String {
     let glibc = unsafe { CStr::from_ptr(gnu_get_libc_version()) }
         .to_string_lossy()
         .into_owned();
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+    let load = procfs::LoadAverage::current()
+        .map(|l| format!("{:.2} {:.2} {:.2}", l.one, l.five, l.fifteen))
         .unwrap_or_default();
     format!(
         "nproc {}, CPU {cpu}, kernel {kernel}, glibc {glibc}, load average {load}",

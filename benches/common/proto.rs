@@ -4,7 +4,7 @@
 //! which includes this file by path). One copy of the measuring code means
 //! the three loaders are timed, counted and printed the same way.
 //!
-//! It depends on std and libc only: never on mmld or dlopen-rs (the runner
+//! It depends on std, libc and procfs only: never on mmld or dlopen-rs (the runner
 //! links dlopen-rs, whose `dlopen` and `dl_iterate_phdr` replace glibc's in
 //! that binary; a binary that links mmld must never link dlopen-rs).
 //!
@@ -36,6 +36,8 @@ use std::hint::black_box;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use procfs::process::MMapPath;
 
 pub const LINE_TAG: &str = "MMLD_RUN";
 pub const BEGIN: &[u8] = b"MMLD_BENCH_BEGIN";
@@ -145,15 +147,26 @@ pub fn heap_in_use() -> u64 {
 /// `Private_Dirty` and `Anonymous` of the whole process, from
 /// `/proc/self/smaps_rollup` (KiB).
 pub fn rollup() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+    let Ok(rollup) = procfs::process::Process::myself().and_then(|p| p.smaps_rollup()) else {
+        return (0, 0);
     };
-    (field("Private_Dirty:"), field("Anonymous:"))
+    let field = |name: &str| {
+        rollup
+            .memory_map_rollup
+            .iter()
+            .next()
+            .and_then(|m| m.extension.map.get(name))
+            .map_or(0, |bytes| bytes / 1024)
+    };
+    (field("Private_Dirty"), field("Anonymous"))
+}
+
+/// This process's mappings (`/proc/self/maps`), empty if it cannot be read.
+fn self_maps() -> Vec<procfs::process::MemoryMap> {
+    procfs::process::Process::myself()
+        .and_then(|p| p.maps())
+        .map(|m| m.0)
+        .unwrap_or_default()
 }
 
 /// Canonical form of a path as the kernel shows it in `/proc/self/maps`.
@@ -164,10 +177,9 @@ pub fn canonical(p: &Path) -> PathBuf {
 /// Whether any mapping of this process is backed by `path`.
 pub fn mapped_in_process(path: &Path) -> bool {
     let want = canonical(path);
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    maps.lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .any(|p| Path::new(p) == want)
+    self_maps()
+        .iter()
+        .any(|m| matches!(&m.pathname, MMapPath::Path(p) if *p == want))
 }
 
 /// One mapping of `/proc/self/smaps` with the fields the memory table uses
@@ -186,44 +198,30 @@ pub struct SmapsEntry {
 }
 
 pub fn read_smaps() -> Vec<SmapsEntry> {
-    let text = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
-    let mut out: Vec<SmapsEntry> = Vec::new();
-    for line in text.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((a, b)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16))
-            && !first.ends_with(':')
-        {
-            let path = line
-                .split_whitespace()
-                .nth(5)
-                .map(str::to_string)
-                .filter(|p| p.starts_with('/'));
-            out.push(SmapsEntry {
-                start,
-                end,
-                path,
-                ..Default::default()
-            });
-            continue;
-        }
-        let Some(e) = out.last_mut() else { continue };
-        let mut it = line.split_whitespace();
-        let (Some(key), Some(val)) = (it.next(), it.next()) else {
-            continue;
-        };
-        let Ok(v) = val.parse::<u64>() else { continue };
-        match key {
-            "Size:" => e.size = v,
-            "Rss:" => e.rss = v,
-            "Private_Dirty:" => e.private_dirty = v,
-            "Private_Clean:" => e.private_clean = v,
-            "Shared_Clean:" => e.shared_clean = v,
-            "Anonymous:" => e.anonymous = v,
-            _ => {}
-        }
-    }
-    out
+    let Ok(smaps) = procfs::process::Process::myself().and_then(|p| p.smaps()) else {
+        return Vec::new();
+    };
+    smaps
+        .iter()
+        .map(|m| {
+            // procfs gives the kB fields in bytes.
+            let kib = |k: &str| m.extension.map.get(k).map_or(0, |b| b / 1024);
+            SmapsEntry {
+                start: m.address.0,
+                end: m.address.1,
+                path: match &m.pathname {
+                    MMapPath::Path(p) => Some(p.to_string_lossy().into_owned()),
+                    _ => None,
+                },
+                size: kib("Size"),
+                rss: kib("Rss"),
+                private_dirty: kib("Private_Dirty"),
+                private_clean: kib("Private_Clean"),
+                shared_clean: kib("Shared_Clean"),
+                anonymous: kib("Anonymous"),
+            }
+        })
+        .collect()
 }
 
 /// An object a loader brought into the process: its file and its address

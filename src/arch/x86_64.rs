@@ -6,10 +6,13 @@
 //! [`RelocKind`] `link` applies. Must never: apply a relocation itself
 //! (that is `link::reloc`).
 
+use goblin::elf::header::EM_X86_64;
+use goblin::elf::reloc as r;
+
 use super::RelocKind;
 
 /// `e_machine` for x86-64.
-pub const MACHINE: u16 = 62;
+pub const MACHINE: u16 = EM_X86_64;
 /// The only page size x86-64 Linux uses for user mappings of files.
 pub const PAGE_SIZE: u64 = 4096;
 /// Bytes of the word every relocation mmld applies writes.
@@ -17,19 +20,21 @@ pub const WORD_SIZE: u64 = 8;
 /// Relocation types are below this (sizes `link`'s per-type counters).
 pub const RELOC_TYPES: usize = 64;
 
-pub const R_NONE: u32 = 0;
-pub const R_64: u32 = 1;
-pub const R_PC32: u32 = 2;
-pub const R_COPY: u32 = 5;
-pub const R_GLOB_DAT: u32 = 6;
-pub const R_JUMP_SLOT: u32 = 7;
-pub const R_RELATIVE: u32 = 8;
-pub const R_DTPMOD64: u32 = 16;
-pub const R_DTPOFF64: u32 = 17;
-pub const R_TPOFF64: u32 = 18;
-pub const R_SIZE64: u32 = 33;
-pub const R_TLSDESC: u32 = 36;
-pub const R_IRELATIVE: u32 = 37;
+// The psABI's numbers, as goblin names them; short names here because
+// every use is already x86-64's.
+pub const R_NONE: u32 = r::R_X86_64_NONE;
+pub const R_64: u32 = r::R_X86_64_64;
+pub const R_PC32: u32 = r::R_X86_64_PC32;
+pub const R_COPY: u32 = r::R_X86_64_COPY;
+pub const R_GLOB_DAT: u32 = r::R_X86_64_GLOB_DAT;
+pub const R_JUMP_SLOT: u32 = r::R_X86_64_JUMP_SLOT;
+pub const R_RELATIVE: u32 = r::R_X86_64_RELATIVE;
+pub const R_DTPMOD64: u32 = r::R_X86_64_DTPMOD64;
+pub const R_DTPOFF64: u32 = r::R_X86_64_DTPOFF64;
+pub const R_TPOFF64: u32 = r::R_X86_64_TPOFF64;
+pub const R_SIZE64: u32 = r::R_X86_64_SIZE64;
+pub const R_TLSDESC: u32 = r::R_X86_64_TLSDESC;
+pub const R_IRELATIVE: u32 = r::R_X86_64_IRELATIVE;
 
 /// What relocation type `rtype` means (psABI table "Relocation Types").
 /// `R_X86_64_COPY` is for executables only, and the 32-bit and PC-relative

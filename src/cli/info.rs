@@ -8,8 +8,9 @@ use std::path::Path;
 
 use goblin::elf::dynamic as dt;
 use goblin::elf::program_header::{PF_R, PF_W, PF_X};
-use mmld::{Description, TreeNode};
-use serde_json::json;
+use std::collections::BTreeMap;
+
+use mmld::{CheckReport, Description, DynamicEntry, DynamicSymbol, TlsInfo, TreeNode};
 
 pub fn perms(flags: u32) -> String {
     let mut s = String::new();
@@ -190,6 +191,7 @@ struct SymbolCounts {
     functions: usize,
     objects: usize,
     tls: usize,
+    #[serde(rename = "ifunc")]
     ifuncs: usize,
 }
 
@@ -214,32 +216,93 @@ impl SymbolCounts {
     }
 }
 
-pub fn to_json(path: &Path, d: &Description) -> String {
-    let c = SymbolCounts::of(d);
-    json!({
-        "path": path.display().to_string(),
-        "soname": d.soname,
-        "span": d.span,
-        "segments": d.segments.iter().map(|g| json!({
-            "index": g.index, "perms": perms(g.flags), "vaddr": g.vaddr, "memsz": g.memsz,
-            "offset": g.offset, "filesz": g.filesz, "align": g.align,
-        })).collect::<Vec<_>>(),
-        "relro": d.relro.as_ref().map(|r| json!({"vaddr": r.start, "size": r.end - r.start})),
-        "tls": d.tls,
-        "needed": d.needed,
-        "rpath": d.rpath,
-        "runpath": d.runpath,
-        "flags": flag_names(d),
-        "relocations": d.relocations,
-        "relr_addresses": d.relr_addresses,
-        "symbols": {"total": d.symbols.len(), "defined": c.defined, "undefined": c.undefined,
-                     "functions": c.functions, "objects": c.objects, "tls": c.tls, "ifunc": c.ifuncs, "hash": d.hash},
-        "versions_defined": d.version_definitions,
-        "versions_required": d.version_references,
-        "dynamic": d.dynamic,
-        "dyn_syms": d.symbols,
+/// `mmld info --json`.
+#[derive(serde::Serialize)]
+struct InfoJson<'a> {
+    path: String,
+    soname: Option<&'a str>,
+    span: u64,
+    segments: Vec<SegmentJson>,
+    relro: Option<RelroJson>,
+    tls: Option<TlsInfo>,
+    needed: &'a [String],
+    rpath: Option<&'a str>,
+    runpath: Option<&'a str>,
+    flags: Vec<&'static str>,
+    relocations: &'a BTreeMap<String, usize>,
+    relr_addresses: usize,
+    symbols: SymbolsJson,
+    versions_defined: &'a [String],
+    versions_required: &'a [String],
+    dynamic: &'a [DynamicEntry],
+    dyn_syms: &'a [DynamicSymbol],
+}
+
+/// A `PT_LOAD` with its flags as `rwx`.
+#[derive(serde::Serialize)]
+struct SegmentJson {
+    index: usize,
+    perms: String,
+    vaddr: u64,
+    memsz: u64,
+    offset: u64,
+    filesz: u64,
+    align: u64,
+}
+
+#[derive(serde::Serialize)]
+struct RelroJson {
+    vaddr: u64,
+    size: u64,
+}
+
+#[derive(serde::Serialize)]
+struct SymbolsJson {
+    total: usize,
+    #[serde(flatten)]
+    counts: SymbolCounts,
+    hash: &'static str,
+}
+
+pub fn to_json(path: &Path, d: &Description) -> serde_json::Result<String> {
+    serde_json::to_string(&InfoJson {
+        path: path.display().to_string(),
+        soname: d.soname.as_deref(),
+        span: d.span,
+        segments: d
+            .segments
+            .iter()
+            .map(|g| SegmentJson {
+                index: g.index,
+                perms: perms(g.flags),
+                vaddr: g.vaddr,
+                memsz: g.memsz,
+                offset: g.offset,
+                filesz: g.filesz,
+                align: g.align,
+            })
+            .collect(),
+        relro: d.relro.as_ref().map(|r| RelroJson {
+            vaddr: r.start,
+            size: r.end - r.start,
+        }),
+        tls: d.tls,
+        needed: &d.needed,
+        rpath: d.rpath.as_deref(),
+        runpath: d.runpath.as_deref(),
+        flags: flag_names(d),
+        relocations: &d.relocations,
+        relr_addresses: d.relr_addresses,
+        symbols: SymbolsJson {
+            total: d.symbols.len(),
+            counts: SymbolCounts::of(d),
+            hash: d.hash,
+        },
+        versions_defined: &d.version_definitions,
+        versions_required: &d.version_references,
+        dynamic: &d.dynamic,
+        dyn_syms: &d.symbols,
     })
-    .to_string()
 }
 
 /// `mmld deps`: one line per `DT_NEEDED` entry, indented under the library
@@ -290,17 +353,75 @@ pub fn tree_text(tree: &[TreeNode]) -> String {
     s
 }
 
-pub fn tree_json(tree: &[TreeNode]) -> String {
-    json!(tree.iter().map(|n| json!({
-        "name": n.name,
-        "path": n.path.as_ref().map(|p| p.display().to_string()),
-        "found_by": n.provenance.as_ref().map(|p| p.to_string()),
-        "provider": if n.host { "host" } else if n.path.is_some() { "mmld" } else { "missing" },
-        "reused": n.reused,
-        "repeat": n.repeat,
-        "loaded_for": n.loaded_for,
-        "needed_by": n.needed_by,
-        "depth": n.depth,
-    })).collect::<Vec<_>>())
-    .to_string()
+/// One line of `mmld deps --json`.
+#[derive(serde::Serialize)]
+struct TreeNodeJson<'a> {
+    name: &'a str,
+    path: Option<String>,
+    found_by: Option<String>,
+    /// `host`, `mmld` or `missing`.
+    provider: &'static str,
+    reused: bool,
+    repeat: bool,
+    loaded_for: Option<&'a str>,
+    needed_by: Option<&'a str>,
+    depth: usize,
+}
+
+pub fn tree_json(tree: &[TreeNode]) -> serde_json::Result<String> {
+    let nodes: Vec<TreeNodeJson<'_>> = tree
+        .iter()
+        .map(|n| TreeNodeJson {
+            name: &n.name,
+            path: n.path.as_ref().map(|p| p.display().to_string()),
+            found_by: n.provenance.as_ref().map(|p| p.to_string()),
+            provider: if n.host {
+                "host"
+            } else if n.path.is_some() {
+                "mmld"
+            } else {
+                "missing"
+            },
+            reused: n.reused,
+            repeat: n.repeat,
+            loaded_for: n.loaded_for.as_deref(),
+            needed_by: n.needed_by.as_deref(),
+            depth: n.depth,
+        })
+        .collect();
+    serde_json::to_string(&nodes)
+}
+
+/// `mmld check --json`.
+#[derive(serde::Serialize)]
+struct CheckJson<'a> {
+    library: String,
+    ok: bool,
+    mapped: &'a [String],
+    unresolved: Vec<UnresolvedJson<'a>>,
+}
+
+/// One unresolved reference: the symbol (`name@version` where versioned)
+/// and the object that refers to it.
+#[derive(serde::Serialize)]
+struct UnresolvedJson<'a> {
+    symbol: &'a str,
+    object: &'a str,
+}
+
+pub fn check_json(library: &Path, report: &CheckReport) -> serde_json::Result<String> {
+    serde_json::to_string(&CheckJson {
+        library: library.display().to_string(),
+        ok: report.unresolved.iter().all(|(_, names)| names.is_empty()),
+        mapped: &report.mapped,
+        unresolved: report
+            .unresolved
+            .iter()
+            .flat_map(|(object, names)| {
+                names
+                    .iter()
+                    .map(move |n| UnresolvedJson { symbol: n, object })
+            })
+            .collect(),
+    })
 }

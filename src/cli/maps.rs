@@ -101,7 +101,7 @@ pub fn run(opts: Options<'_>) -> Result<ExitCode> {
             opts.pictures.write(&picture, &text)?;
         }
         if opts.json {
-            println!("{}", report.to_json(None));
+            println!("{}", serde_json::to_string(&report.json(None))?);
         } else {
             print!("{text}");
         }
@@ -152,9 +152,18 @@ pub fn run(opts: Options<'_>) -> Result<ExitCode> {
         opts.pictures.write(&picture, &text)?;
     }
     if opts.json {
-        let mut v = report.to_json(earlier.as_ref());
-        v["called"] = serde_json::json!(called);
-        println!("{v}");
+        /// The report with what the call returned (`null` without one).
+        #[derive(serde::Serialize)]
+        struct Called<'a> {
+            #[serde(flatten)]
+            report: inspect::json::MapsJson<'a>,
+            called: Option<String>,
+        }
+        let v = Called {
+            report: report.json(earlier.as_ref()),
+            called,
+        };
+        println!("{}", serde_json::to_string(&v)?);
     } else {
         print!("{text}");
     }

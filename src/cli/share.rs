@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::ValueEnum;
-use serde_json::{Value, json};
 
 use mmld::inspect::picture::Picture;
 use mmld::inspect::{self, ObjectLayout};
@@ -145,20 +144,13 @@ fn run_workers(opts: &Options) -> Result<()> {
         .0
         .iter()
         .map(|w| {
-            let v = w
+            let ready = w
                 .ready
                 .as_ref()
                 .ok_or_else(|| anyhow!("worker not ready"))?;
-            let objects = v
-                .get("objects")
-                .and_then(Value::as_array)
-                .ok_or_else(|| anyhow!("worker {} sent no object list", w.child.id()))?
-                .iter()
-                .map(ObjectLayout::from_json)
-                .collect::<std::result::Result<Vec<_>, _>>()?;
             Ok(inspect::share::Worker {
                 pid: w.child.id() as i32,
-                objects,
+                objects: ready.objects.clone(),
             })
         })
         .collect::<Result<_>>()?;
@@ -166,9 +158,7 @@ fn run_workers(opts: &Options) -> Result<()> {
         .0
         .first()
         .and_then(|w| w.ready.as_ref())
-        .and_then(|v| v.get("called"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+        .and_then(|r| r.called.clone());
     check_interrupt()?;
     let report = inspect::share::measure(
         &opts.library.display().to_string(),
@@ -233,7 +223,7 @@ fn show(opts: &Options, report: &inspect::share::ShareReport) -> Result<()> {
     }
     let mut out = std::io::stdout().lock();
     if opts.json {
-        writeln!(out, "{}", report.to_json())?;
+        writeln!(out, "{}", serde_json::to_string(&report.json())?)?;
     } else {
         write!(out, "{text}")?;
     }
@@ -272,7 +262,16 @@ struct WorkerProc {
     stdin: Option<ChildStdin>,
     stdout: Option<ChildStdout>,
     buffer: Vec<u8>,
-    ready: Option<Value>,
+    ready: Option<Ready>,
+}
+
+/// What a worker's ready line carries after [`READY`]: the layouts of the
+/// objects it mapped and what the call it made returned.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ready {
+    pid: u32,
+    objects: Vec<ObjectLayout>,
+    called: Option<String>,
 }
 
 /// Every worker started so far. Dropping it kills and reaps any still
@@ -335,7 +334,7 @@ impl Workers {
                         bail!("worker {}: {error}", w.child.id());
                     }
                     if let Some(body) = line.trim_end().strip_prefix(READY) {
-                        let v: Value = serde_json::from_str(body).with_context(|| {
+                        let v: Ready = serde_json::from_str(body).with_context(|| {
                             format!("worker {} sent a bad ready line", w.child.id())
                         })?;
                         w.ready = Some(v);
@@ -416,15 +415,11 @@ pub fn worker(
         Some(p) => Some(p.invoke(&lib, library)?),
         None => None,
     };
-    let objects: Vec<Value> = ObjectLayout::of_library(&lib, copy)
-        .iter()
-        .map(ObjectLayout::to_json)
-        .collect();
-    let line = json!({
-        "pid": std::process::id(),
-        "objects": objects,
-        "called": called,
-    });
+    let line = serde_json::to_string(&Ready {
+        pid: std::process::id(),
+        objects: ObjectLayout::of_library(&lib, copy),
+        called,
+    })?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{READY}{line}")?;

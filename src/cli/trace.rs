@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// The categories the loader reports under (`mmld::<category>` targets).
-pub const CATEGORIES: &[&str] = &["libs", "bindings"];
+pub const CATEGORIES: &[&str] = &["libs", "bindings", "share"];
 
 /// What to trace, from the command line and the environment.
 #[derive(Debug, Clone, Default)]

@@ -11,7 +11,8 @@ use goblin::elf::dynamic as dt;
 use super::plan::{LoadPlan, VRange};
 use crate::error::{ErrorKind, KindResult};
 
-/// Tags goblin does not name (packed relative relocations, binutils 2.38+).
+/// Tags goblin (0.10) does not name (packed relative relocations, binutils
+/// 2.38+): kept here until it does.
 pub const DT_RELRSZ: u64 = 35;
 pub const DT_RELR: u64 = 36;
 pub const DT_RELRENT: u64 = 37;
@@ -24,11 +25,11 @@ pub const DF_1_NOW: u64 = dt::DF_1_NOW;
 pub const DF_1_NODELETE: u64 = dt::DF_1_NODELETE;
 /// `DF_1_PIE`: a position-independent executable, which glibc's `dlopen`
 /// refuses.
-pub const DF_1_PIE: u64 = 0x0800_0000;
+pub const DF_1_PIE: u64 = dt::DF_1_PIE;
 
-const DYN_SIZE: usize = 16;
-const RELA_SIZE: u64 = 24;
-const SYM_SIZE: u64 = 24;
+const DYN_SIZE: usize = dt::dyn64::SIZEOF_DYN;
+const RELA_SIZE: u64 = goblin::elf::reloc::reloc64::SIZEOF_RELA as u64;
+const SYM_SIZE: u64 = goblin::elf::sym::sym64::SIZEOF_SYM as u64;
 
 /// The dynamic section, decoded and validated against the load plan.
 #[derive(Debug, Clone, Default)]

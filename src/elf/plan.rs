@@ -14,9 +14,9 @@ use crate::arch::current::{MACHINE, PAGE_SIZE};
 use crate::error::{ErrorKind, KindResult};
 
 /// Size of the ELF64 file header.
-pub const EHDR_SIZE: usize = 64;
+pub const EHDR_SIZE: usize = eh::header64::SIZEOF_EHDR;
 /// Size of one ELF64 program header.
-pub const PHDR_SIZE: usize = 56;
+pub const PHDR_SIZE: usize = ph::program_header64::SIZEOF_PHDR;
 /// Largest span mmld agrees to reserve for one object (64 GiB). The biggest
 /// real libraries are a few hundred MiB; a larger claim is a corrupt or
 /// hostile file, refused before any `mmap`.

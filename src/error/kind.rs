@@ -489,6 +489,21 @@ pub enum ErrorKind {
         /// Every path tried, in order.
         searched: Vec<PathBuf>,
     },
+    /// Verification of shared relocations
+    /// ([`OpenOptions::verify_shared_relocations`](crate::OpenOptions::verify_shared_relocations))
+    /// found a page of the relocation cache that differs from what a full
+    /// relocation of the object produces. The error's file is the object.
+    #[error(
+        "shared relocations differ from a full relocation: page at offset {page_offset:#x} of the object, first differing byte at offset {byte_offset:#x} (cache file {cache_file})"
+    )]
+    SharedRelocationsDiffer {
+        /// Object address (`p_vaddr` space) of the page that differs.
+        page_offset: u64,
+        /// Object address of the first byte that differs.
+        byte_offset: u64,
+        /// The cache file the page came from.
+        cache_file: PathBuf,
+    },
     /// A failure no other variant describes.
     #[error("{0}")]
     Other(String),

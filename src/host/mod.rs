@@ -11,7 +11,7 @@
 
 pub mod real;
 
-use std::collections::HashSet;
+use crate::fixedhash::HashSet;
 use std::ffi::{CStr, CString};
 use std::sync::{Mutex, OnceLock};
 
@@ -229,7 +229,7 @@ pub struct HostObjectInfo<'a> {
 /// `runtime::static_tls`. Nothing binds to them and no report lists them.
 fn hidden() -> &'static Mutex<HashSet<Vec<u8>>> {
     static H: OnceLock<Mutex<HashSet<Vec<u8>>>> = OnceLock::new();
-    H.get_or_init(|| Mutex::new(HashSet::new()))
+    H.get_or_init(|| Mutex::new(HashSet::default()))
 }
 
 /// Hide the object glibc will list as `name`, before it is loaded. The

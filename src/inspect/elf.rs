@@ -126,7 +126,8 @@ impl ElfFacts {
             })?
             .len();
         let head = read_at(file, path, 0, EHDR_SIZE, file_len)?;
-        if head.get(..4) != Some(b"\x7fELF".as_slice()) {
+        if head.get(..goblin::elf::header::SELFMAG) != Some(goblin::elf::header::ELFMAG.as_slice())
+        {
             return Err(elf_error(path, "not an ELF file"));
         }
         if head.get(4) != Some(&2) || head.get(5) != Some(&1) {

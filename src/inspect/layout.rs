@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
-
 use super::elf::{ElfFacts, LoadSegment};
 use super::proc::Vma;
 use super::{Error, Pid, Result, page_down, page_up};
@@ -96,7 +94,17 @@ pub enum MappedBy {
 }
 
 /// An object as it lies in one process.
+///
+/// With the `serde` feature it is `Serialize` and `Deserialize`, as the
+/// compact form `mmld share`'s workers send: segments as
+/// `[vaddr, memsz, filesz, offset, flags]`, `relro` as `[start, end]`, and
+/// `copied` for who mapped it (a deserialized layout is mmld's).
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(into = "LayoutJson", try_from = "LayoutJson")
+)]
 pub struct ObjectLayout {
     /// Soname or file name.
     pub name: String,
@@ -196,85 +204,78 @@ impl ObjectLayout {
             .find(|r| r.start <= addr && addr < r.end)
             .map(|r| r.role)
     }
+}
 
-    /// For the worker protocol of `mmld share`.
-    pub fn to_json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "path": self.path.to_string_lossy(),
-            "start": self.start,
-            "end": self.end,
-            "bias": self.bias,
-            "relro": self.relro.map(|(s, e)| vec![s, e]),
-            "copied": matches!(self.mapped_by, MappedBy::Mmld { copied: true }),
-            "loads": self.loads.iter().map(|l| vec![l.vaddr, l.memsz, l.filesz, l.offset, u64::from(l.flags)]).collect::<Vec<_>>(),
-        })
-    }
+/// The JSON form of an [`ObjectLayout`], for the worker protocol of `mmld
+/// share`: compact arrays for the segments, and only what a layout holds
+/// (`copied` stands for [`MappedBy`]: a layout a worker sends is mmld's).
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LayoutJson {
+    name: String,
+    path: String,
+    start: u64,
+    end: u64,
+    bias: u64,
+    relro: Option<[u64; 2]>,
+    #[serde(default)]
+    copied: bool,
+    /// `[vaddr, memsz, filesz, offset, flags]` per `PT_LOAD`.
+    loads: Vec<[u64; 5]>,
+}
 
-    /// Decode what [`ObjectLayout::to_json`] encoded.
-    pub fn from_json(v: &Value) -> Result<ObjectLayout> {
-        let bad = |what: &str| Error::Layout(format!("object description: {what}"));
-        let num = |key: &str| v.get(key).and_then(Value::as_u64).ok_or_else(|| bad(key));
-        let relro = match v.get("relro") {
-            None | Some(Value::Null) => None,
-            Some(r) => {
-                let pair = r
-                    .as_array()
-                    .filter(|a| a.len() == 2)
-                    .ok_or_else(|| bad("relro"))?;
-                Some((
-                    pair[0].as_u64().ok_or_else(|| bad("relro"))?,
-                    pair[1].as_u64().ok_or_else(|| bad("relro"))?,
-                ))
-            }
-        };
-        let mut loads = Vec::new();
-        for l in v
-            .get("loads")
-            .and_then(Value::as_array)
-            .ok_or_else(|| bad("loads"))?
-        {
-            let f: Vec<u64> = l
-                .as_array()
-                .ok_or_else(|| bad("loads"))?
+#[cfg(feature = "serde")]
+impl From<ObjectLayout> for LayoutJson {
+    fn from(l: ObjectLayout) -> LayoutJson {
+        LayoutJson {
+            path: l.path.to_string_lossy().into_owned(),
+            name: l.name,
+            start: l.start,
+            end: l.end,
+            bias: l.bias,
+            relro: l.relro.map(|(s, e)| [s, e]),
+            copied: matches!(l.mapped_by, MappedBy::Mmld { copied: true }),
+            loads: l
+                .loads
                 .iter()
-                .filter_map(Value::as_u64)
-                .collect();
-            let [vaddr, memsz, filesz, offset, flags] = f[..] else {
-                return Err(bad("loads"));
-            };
-            loads.push(LoadSegment {
-                vaddr,
-                memsz,
-                filesz,
-                offset,
-                flags: u32::try_from(flags).map_err(|_| bad("loads"))?,
-            });
+                .map(|s| [s.vaddr, s.memsz, s.filesz, s.offset, u64::from(s.flags)])
+                .collect(),
         }
-        let layout = ObjectLayout {
-            name: v
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("name"))?
-                .to_string(),
-            path: PathBuf::from(
-                v.get("path")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad("path"))?,
-            ),
-            start: num("start")?,
-            end: num("end")?,
-            bias: num("bias")?,
-            relro,
-            loads,
-            mapped_by: MappedBy::Mmld {
-                copied: v.get("copied").and_then(Value::as_bool).unwrap_or(false),
-            },
-        };
-        if layout.end < layout.start {
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<LayoutJson> for ObjectLayout {
+    type Error = Error;
+
+    fn try_from(j: LayoutJson) -> Result<ObjectLayout> {
+        let bad = |what: &str| Error::Layout(format!("object description: {what}"));
+        if j.end < j.start {
             return Err(bad("span ends before it starts"));
         }
-        Ok(layout)
+        let loads = j
+            .loads
+            .into_iter()
+            .map(|[vaddr, memsz, filesz, offset, flags]| {
+                Ok(LoadSegment {
+                    vaddr,
+                    memsz,
+                    filesz,
+                    offset,
+                    flags: u32::try_from(flags).map_err(|_| bad("loads"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ObjectLayout {
+            name: j.name,
+            path: PathBuf::from(j.path),
+            start: j.start,
+            end: j.end,
+            bias: j.bias,
+            loads,
+            relro: j.relro.map(|[s, e]| (s, e)),
+            mapped_by: MappedBy::Mmld { copied: j.copied },
+        })
     }
 }
 
@@ -531,11 +532,21 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "cli")]
     fn json_round_trip_and_bad_input() {
         let l = libdemo_like();
-        let back = ObjectLayout::from_json(&l.to_json()).unwrap();
+        let text = serde_json::to_string(&l).unwrap();
+        let back: ObjectLayout = serde_json::from_str(&text).unwrap();
         assert_eq!(back.roles(), l.roles());
-        assert!(ObjectLayout::from_json(&json!({"name": "x"})).is_err());
-        assert!(ObjectLayout::from_json(&json!(null)).is_err());
+        assert_eq!(back.path, l.path);
+        let bad = |t: &str| serde_json::from_str::<ObjectLayout>(t).is_err();
+        assert!(bad(r#"{"name": "x"}"#));
+        assert!(bad("null"));
+        let backwards = text.replacen(&format!("\"end\":{}", l.end), "\"end\":0", 1);
+        assert_ne!(backwards, text);
+        assert!(bad(&backwards));
+        let wide_flags = text.replacen("[0,2736,2736,0,4]", "[0,2736,2736,0,4294967296]", 1);
+        assert_ne!(wide_flags, text);
+        assert!(bad(&wide_flags));
     }
 }

@@ -10,8 +10,6 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::path::Path;
 
-use serde_json::{Value, json};
-
 use super::elf::ElfFacts;
 use super::layout::{MappedBy, ObjectLayout, Role, objects_in_process, open_mapped_file};
 use super::proc::{PageProbe, PageState, Privilege, Vma, read_vmas};
@@ -221,7 +219,7 @@ fn annotate(
     Ok(rows)
 }
 
-fn mapped_by(m: MappedBy) -> &'static str {
+pub(super) fn mapped_by(m: MappedBy) -> &'static str {
     match m {
         MappedBy::Mmld { copied: false } => "mmld (mmap)",
         MappedBy::Mmld { copied: true } => "mmld (read: copied into anonymous memory)",
@@ -235,7 +233,7 @@ fn short(path: &Path) -> String {
 
 /// Resident pages of each row of an earlier report, keyed by its range
 /// (empty without one).
-fn resident_by_row(earlier: Option<&MapsReport>) -> HashMap<(u64, u64), u64> {
+pub(super) fn resident_by_row(earlier: Option<&MapsReport>) -> HashMap<(u64, u64), u64> {
     earlier
         .map(|e| {
             e.objects
@@ -334,46 +332,5 @@ impl MapsReport {
              \x20       '-' for anonymous memory, '?' where mincore cannot tell (file neither owned nor writable).\n",
         );
         out
-    }
-
-    /// The report as JSON; with `earlier`, each row also carries its resident count then.
-    pub fn to_json(&self, earlier: Option<&MapsReport>) -> Value {
-        let before = resident_by_row(earlier);
-        json!({
-            "pid": self.pid,
-            "privileged": self.privilege.physical(),
-            "objects": self.objects.iter().map(|o| json!({
-                "name": o.layout.name,
-                "path": o.layout.path.to_string_lossy(),
-                "start": o.layout.start,
-                "end": o.layout.end,
-                "bias": o.layout.bias,
-                "mapped_by": mapped_by(o.layout.mapped_by),
-                "warning": o.warning,
-                "pages": o.pages(),
-                "resident_pages": o.resident(),
-                "rows": o.rows.iter().map(|r| {
-                    let mut v = json!({
-                        "start": r.start,
-                        "end": r.end,
-                        "vma": [r.vma.start, r.vma.end],
-                        "perms": r.vma.perms,
-                        "offset": r.file_offset(),
-                        "file_backed": r.vma.is_file(),
-                        "role": r.role.label(),
-                        "sections": r.sections,
-                        "pages": r.pages,
-                        "resident": r.resident,
-                        "zero_pages": r.zero,
-                        "cached": r.cached,
-                    });
-                    if earlier.is_some() {
-                        v["resident_after_load"] = json!(before.get(&(r.start, r.end)));
-                    }
-                    v
-                }).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "skipped": self.skipped,
-        })
     }
 }

@@ -30,6 +30,8 @@
 //!   on first touch (plus the kernel's fault-around of up to 16 neighbours).
 
 mod elf;
+#[cfg(feature = "serde")]
+pub mod json;
 mod layout;
 pub mod maps;
 pub mod picture;

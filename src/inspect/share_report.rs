@@ -7,9 +7,6 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Value, json};
-
-use super::PAGE;
 use super::layout::Role;
 use super::proc::Smaps;
 use super::share::{ShareReport, ShareRow, WorkerFigures};
@@ -31,27 +28,6 @@ pub struct ShareTotals {
     pub smaps: Vec<Smaps>,
     /// `false` when some row's smaps figures cover memory beyond the object.
     pub smaps_exact: bool,
-}
-
-impl ShareTotals {
-    /// The totals as JSON.
-    pub fn to_json(&self) -> Value {
-        let kib = |f: &dyn Fn(&Smaps) -> u64| -> Vec<u64> { self.smaps.iter().map(f).collect() };
-        json!({
-            "pages": self.pages,
-            "resident_pages": self.resident,
-            "zero_pages": self.zero,
-            "physical_pages": self.physical,
-            "rss_kib": kib(&|s| s.rss),
-            "pss_kib": kib(&|s| s.pss),
-            "uss_kib": kib(&|s| s.uss()),
-            "shared_clean_kib": kib(&|s| s.shared_clean),
-            "shared_dirty_kib": kib(&|s| s.shared_dirty),
-            "private_clean_kib": kib(&|s| s.private_clean),
-            "private_dirty_kib": kib(&|s| s.private_dirty),
-            "smaps_exact": self.smaps_exact,
-        })
-    }
 }
 
 /// "4 each", "1, 2, 2", or "1-3".
@@ -354,53 +330,6 @@ impl ShareReport {
             }
         }
         out
-    }
-
-    /// The report as JSON.
-    pub fn to_json(&self) -> Value {
-        let per = |r: &ShareRow, f: &dyn Fn(&WorkerFigures) -> Value| -> Value {
-            Value::Array(r.workers.iter().map(f).collect())
-        };
-        json!({
-            "library": self.library,
-            "strategy": self.strategy,
-            "processes": self.pids.len(),
-            "privileged": self.privilege.physical(),
-            "pids": self.pids,
-            "call": self.call,
-            "page_size": PAGE,
-            "segments": self.rows.iter().map(|r| json!({
-                "object": r.object,
-                "role": r.label(),
-                "roles": r.roles.iter().map(|x| x.label()).collect::<Vec<_>>(),
-                "perms": r.perms,
-                "vaddr": [r.vaddr.0, r.vaddr.1],
-                "file_offset": r.file_offset,
-                "sections": r.sections,
-                "pages": r.pages,
-                "resident_pages": per(r, &|f| json!(f.resident)),
-                "zero_pages": per(r, &|f| json!(f.zero)),
-                "physical_pages": r.physical.as_ref().map(|p| p.physical_pages),
-                "resident_in_any": r.physical.as_ref().map(|p| p.resident_in_any),
-                "resident_in_all": r.physical.as_ref().map(|p| p.resident_in_all),
-                "frames_in_all": r.physical.as_ref().map(|p| p.frames_in_all),
-                "max_sharers": r.physical.as_ref().map(|p| p.max_sharers),
-                "min_kpagecount_in_all": r.physical.as_ref().and_then(|p| p.min_mapcount_in_all),
-                "rss_kib": per(r, &|f| json!(f.smaps.rss)),
-                "pss_kib": per(r, &|f| json!(f.smaps.pss)),
-                "uss_kib": per(r, &|f| json!(f.smaps.uss())),
-                "shared_clean_kib": per(r, &|f| json!(f.smaps.shared_clean)),
-                "shared_dirty_kib": per(r, &|f| json!(f.smaps.shared_dirty)),
-                "private_clean_kib": per(r, &|f| json!(f.smaps.private_clean)),
-                "private_dirty_kib": per(r, &|f| json!(f.smaps.private_dirty)),
-                "smaps_exact": per(r, &|f| json!(f.smaps_exact)),
-                "addresses": per(r, &|f| json!([f.start, f.end])),
-                "vmas": per(r, &|f| json!(f.vmas.iter().map(|(s, e)| [*s, *e]).collect::<Vec<_>>())),
-                "conclusion": self.conclusion(r),
-            })).collect::<Vec<_>>(),
-            "totals": self.totals().to_json(),
-            "notes": self.notes,
-        })
     }
 }
 

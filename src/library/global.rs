@@ -48,6 +48,7 @@ impl Library {
             lookups: AtomicUsize::new(0),
             index_after: usize::MAX,
             file: crate::error::interned_path(path),
+            sharing: Vec::new(),
         }
     }
 

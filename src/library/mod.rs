@@ -109,6 +109,8 @@ pub struct Library {
     index_after: usize,
     /// `root.path`, interned so that a failed lookup need not allocate.
     file: &'static Path,
+    /// What shared relocations did for each object this load mapped.
+    sharing: Vec<crate::relshare::SharedRelocations>,
 }
 
 /// What a [`Library`] stands for.
@@ -138,6 +140,15 @@ impl std::fmt::Debug for Library {
 }
 
 impl Library {
+    /// What shared relocations ([`OpenOptions::share_relocations`]) did for
+    /// each object this load mapped, in load order (the root first). Every
+    /// outcome is [`SharingOutcome::Off`](crate::SharingOutcome::Off) when
+    /// the feature was off; empty when this handle mapped nothing (a
+    /// library already loaded, or the host's copy).
+    pub fn relocation_sharing(&self) -> Vec<crate::relshare::SharedRelocations> {
+        self.sharing.clone()
+    }
+
     /// Load `path` with default options.
     ///
     /// # Safety
@@ -280,7 +291,7 @@ impl Library {
     /// built: their total is what building it costs.
     fn index_threshold(&self) -> usize {
         let symbols: usize = (0..self.scope.len())
-            .map(|k| self.table(k).map_or(0, |t| t.count() as usize))
+            .map(|k| self.table(k).map_or(0, |t| t.count_estimate() as usize))
             .sum();
         symbols / 2
     }

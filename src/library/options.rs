@@ -102,6 +102,37 @@ impl OpenOptions {
         self
     }
 
+    /// Share relocated pages between processes through a cache in `dir`
+    /// (see docs/SHARED-RELOCATIONS.md). Each object this load maps is
+    /// placed at an address derived from its file's identity and a secret
+    /// kept in `dir` (the same for every process of this user on this
+    /// boot); the first load writes its relocated pages to a cache file,
+    /// later loads map them from it and apply only the relocations whose
+    /// values differ between processes. Any problem (an address already in
+    /// use, a stale or untrusted cache) falls back to a normal load of that
+    /// object; [`Library::relocation_sharing`] says what happened.
+    ///
+    /// `dir` must be a directory owned by the effective user and writable
+    /// by nobody else. The environment variable `MMLD_SHARE_RELOCATIONS`
+    /// sets a directory for loads that set none here. Never used in a
+    /// secure-mode (setuid) process.
+    pub fn share_relocations(&mut self, dir: impl Into<std::path::PathBuf>) -> &mut Self {
+        let dir = dir.into();
+        self.settings.share.dir = Some(crate::error::interned_path(&dir));
+        self
+    }
+
+    /// With shared relocations on, also relocate each object fully and
+    /// compare every page that came from the cache with the result: any
+    /// difference fails the load with
+    /// [`ErrorKind::SharedRelocationsDiffer`](crate::ErrorKind::SharedRelocationsDiffer)
+    /// (object, page, first differing byte). For tests and doubt, not
+    /// speed. `MMLD_SHARE_RELOCATIONS_VERIFY=1` turns it on too.
+    pub fn verify_shared_relocations(&mut self, yes: bool) -> &mut Self {
+        self.settings.share.verify = yes;
+        self
+    }
+
     /// Load `path` and its dependencies, and run their constructors.
     ///
     /// A name without `/` is searched as `dlopen` searches it (objects
@@ -129,7 +160,12 @@ impl OpenOptions {
     /// Loading a library runs its code (constructors, IFUNC resolvers),
     /// which can do anything.
     pub unsafe fn open(&self, path: impl AsRef<Path>) -> Result<Library> {
-        let Loaded { root, scope, host } = match loader::open(path.as_ref(), self.settings)? {
+        let Loaded {
+            root,
+            scope,
+            host,
+            sharing,
+        } = match loader::open(path.as_ref(), self.settings)? {
             Opened::Mapped(loaded) => loaded,
             Opened::Host(h) => {
                 let path = h.path.clone();
@@ -156,6 +192,7 @@ impl OpenOptions {
             lookups: AtomicUsize::new(0),
             index_after: usize::MAX,
             file: crate::error::interned_path(&root_path),
+            sharing,
         };
         library.index_after = library.index_threshold();
         Ok(library)

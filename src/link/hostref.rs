@@ -94,22 +94,36 @@ impl Drop for HostRef {
 /// `AT_BASE`), or the C library this code calls (loaded at start-up, never
 /// unloaded)? These need no reference, which spares a `dlopen` per load.
 pub fn is_permanent(bias: u64, phdrs: &[libc::Elf64_Phdr]) -> bool {
-    let loads = phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD);
-    let Some(first) = loads.clone().map(|p| p.p_vaddr).min() else {
+    let Some(start) = start_of(bias, phdrs) else {
         return false;
     };
-    let start = bias.wrapping_add(first & !0xfff);
     // SAFETY: getauxval only reads the auxiliary vector.
-    let (vdso, interpreter) = unsafe {
-        (
-            libc::getauxval(libc::AT_SYSINFO_EHDR),
-            libc::getauxval(libc::AT_BASE),
-        )
+    let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+    (vdso != 0 && start == vdso) || is_libc_or_interpreter(bias, phdrs)
+}
+
+/// Is it the dynamic linker (at `AT_BASE`) or the C library this code
+/// calls? Both are in every dynamically linked process's global scope.
+pub fn is_libc_or_interpreter(bias: u64, phdrs: &[libc::Elf64_Phdr]) -> bool {
+    let Some(start) = start_of(bias, phdrs) else {
+        return false;
     };
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let interpreter = unsafe { libc::getauxval(libc::AT_BASE) };
     let libc_code = libc::dlopen as *const () as usize as u64;
-    let holds_libc = loads.clone().any(|p| {
+    let holds_libc = phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD).any(|p| {
         let s = bias.wrapping_add(p.p_vaddr);
         libc_code >= s && libc_code - s < p.p_memsz
     });
-    (vdso != 0 && start == vdso) || (interpreter != 0 && start == interpreter) || holds_libc
+    (interpreter != 0 && start == interpreter) || holds_libc
+}
+
+/// Process address of the page its lowest `PT_LOAD` starts on.
+fn start_of(bias: u64, phdrs: &[libc::Elf64_Phdr]) -> Option<u64> {
+    let first = phdrs
+        .iter()
+        .filter(|p| p.p_type == libc::PT_LOAD)
+        .map(|p| p.p_vaddr)
+        .min()?;
+    Some(bias.wrapping_add(first & !0xfff))
 }

@@ -12,12 +12,13 @@
 //! process-wide cache keeps no reference of its own, so once mmld is done
 //! with a snapshot the host is free to unload its libraries again.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use goblin::elf::dynamic as dt;
 
 use super::hostref::{self, HostRef};
+use super::scopefilter::{self, ScopeFilter};
 use super::symbols::{self, Request, Sym, SymbolTable};
 use crate::elf::{DynamicInfo, Segment, VRange};
 use crate::host;
@@ -73,6 +74,26 @@ impl HostObject {
         })
     }
 
+    /// Are its loadable segments exactly `segments` (a file's, as `elf`
+    /// plans them)? A file loaded by glibc has the program headers it has
+    /// on disk.
+    fn same_segments(&self, segments: &[Segment]) -> bool {
+        let mine = self
+            .phdrs
+            .iter()
+            .filter(|p| p.p_type == libc::PT_LOAD && p.p_memsz > 0);
+        let theirs = segments.iter().filter(|s| s.memsz > 0);
+        // As sets: the plan orders segments by address, glibc lists them
+        // as the file does.
+        mine.clone().count() == theirs.clone().count()
+            && mine.into_iter().all(|p| {
+                theirs.clone().any(|s| {
+                    (p.p_vaddr, p.p_memsz, p.p_offset, p.p_filesz, p.p_flags)
+                        == (s.vaddr, s.memsz, s.offset, s.filesz, s.flags)
+                })
+            })
+    }
+
     /// The `(device, inode)` of the file it was loaded from: one file is
     /// one object, whatever path names it. `None` for the executable and
     /// the vDSO (never a library to reuse) or a file gone from its path.
@@ -96,63 +117,27 @@ impl HostObject {
 
     fn address_of(&self, req: &Request<'_>, sym: &Sym) -> u64 {
         match sym.kind() {
+            symbols::STT_GNU_IFUNC if self.in_code(self.bias.wrapping_add(sym.value)) => {
+                let resolver = self.bias.wrapping_add(sym.value);
+                // SAFETY: `resolver` lies in an executable segment of this
+                // object, which glibc loaded and relocated and which the
+                // snapshot holds; glibc's `dlsym` calls it the same way
+                // (x86-64 resolvers take no arguments).
+                unsafe { crate::runtime::call::ifunc_resolver(resolver) }
+            }
             symbols::STT_GNU_IFUNC | symbols::STT_TLS => {
-                // A hit: glibc answers it cheaply and knows how to resolve
-                // these (IFUNC resolver, this thread's TLS block).
-                let name = CString::new(req.name).ok();
-                let version = req.version.and_then(|v| CString::new(v.name).ok());
-                name.and_then(|n| host::global_symbol(&n, version.as_deref()))
-                    .unwrap_or_else(|| self.bias.wrapping_add(sym.value))
+                // glibc knows this thread's TLS block of the object.
+                let version = req.version.map(|v| v.name);
+                with_c_name(req.name, |n| match version {
+                    Some(v) => with_c_name(v, |v| host::global_symbol(n, Some(v))).flatten(),
+                    None => host::global_symbol(n, None),
+                })
+                .flatten()
+                .unwrap_or_else(|| self.bias.wrapping_add(sym.value))
             }
             _ if sym.shndx == symbols::SHN_ABS => sym.value,
             _ => self.bias.wrapping_add(sym.value),
         }
-    }
-}
-
-/// One Bloom filter over every symbol of the global scope. Most lookups of
-/// a load are for the library's own symbols and miss the host entirely;
-/// this answers them with two bit tests instead of one probe per object.
-struct ScopeFilter {
-    bits: Vec<u64>,
-}
-
-impl ScopeFilter {
-    // 64 Ki bits (8 KiB): about 2.6% false positives for the ~5,000
-    // symbols of a typical host's global scope.
-    const BITS_LOG2: u32 = 16;
-
-    fn positions(hash: u32) -> (usize, usize) {
-        let mask = (1u32 << Self::BITS_LOG2) - 1;
-        let second = hash.wrapping_mul(0x9e37_79b1) >> (32 - Self::BITS_LOG2);
-        ((hash & mask) as usize, (second & mask) as usize)
-    }
-
-    /// `None` if some global object has no GNU hash table to read hashes from.
-    fn build<'a>(objects: impl Iterator<Item = &'a HostObject>) -> Option<ScopeFilter> {
-        let mut bits = vec![0u64; (1usize << Self::BITS_LOG2) / 64];
-        for o in objects {
-            for h in o.symbols.gnu_hashes()? {
-                // Chain entries have the low bit cleared; requests are
-                // normalised the same way in `may_contain`.
-                for p in [Self::positions(h).0, Self::positions(h).1] {
-                    if let Some(w) = bits.get_mut(p / 64) {
-                        *w |= 1 << (p % 64);
-                    }
-                }
-            }
-        }
-        Some(ScopeFilter { bits })
-    }
-
-    fn may_contain(&self, hash: u32) -> bool {
-        let (a, b) = Self::positions(hash & !1);
-        let bit = |p: usize| {
-            self.bits
-                .get(p / 64)
-                .is_some_and(|w| w & (1 << (p % 64)) != 0)
-        };
-        bit(a) && bit(b)
     }
 }
 
@@ -161,28 +146,25 @@ pub struct HostScope {
     /// Shared with the libraries that keep one for lookups in their host
     /// dependencies.
     pub objects: Vec<Arc<HostObject>>,
-    /// Built once a load expects enough global probes to pay for it
-    /// (`None` inside: some global object has no GNU hash table).
-    filter: OnceLock<Option<ScopeFilter>>,
+    /// Built once loads have made enough global probes to pay for it, and
+    /// kept for later snapshots of the same global scope (`None` inside:
+    /// some global object has no GNU hash table).
+    filter: OnceLock<Option<Arc<ScopeFilter>>>,
     /// Some object could not be read: global lookups must ask glibc.
     pub incomplete: bool,
     generation: (u64, u64),
 }
 
 impl HostScope {
-    /// Building the combined filter reads every hash of the global scope
-    /// (about 100,000 instructions for libc and friends); without it a
-    /// probe searches each global object (four or five of them, about 80
-    /// instructions each: callgrind on libsqlite3's load). It pays from
-    /// about this many probes, so only the smallest loads go without it.
-    const FILTER_PAYS_FROM: usize = 300;
+    fn global_tables(&self) -> impl Iterator<Item = &Arc<SymbolTable>> + Clone {
+        self.objects.iter().filter(|o| o.global).map(|o| &o.symbols)
+    }
 
     /// A load is about to make about `probes` global lookups.
     pub fn expect_global_probes(&self, probes: usize) {
-        if probes >= Self::FILTER_PAYS_FROM {
-            self.filter.get_or_init(|| {
-                ScopeFilter::build(self.objects.iter().map(|o| &**o).filter(|o| o.global))
-            });
+        let filter = scopefilter::for_scope(self.global_tables(), probes);
+        if let Some(f) = filter {
+            let _ = self.filter.set(f);
         }
     }
 
@@ -195,7 +177,7 @@ impl HostScope {
         }
         self.objects
             .iter()
-            .filter(|o| o.global)
+            .filter(|o| o.global && !o.symbols.bloom_excludes(req.gnu_hash))
             .find_map(|o| o.lookup(req))
     }
 
@@ -219,11 +201,16 @@ impl HostScope {
             .map(|o| &**o)
     }
 
-    /// The object loaded from the file with this device and inode.
-    pub fn object_with_file(&self, dev: u64, ino: u64) -> Option<&HostObject> {
+    /// The object loaded from `elf`'s file (its device and inode). Only
+    /// objects with the same loadable segments as `elf` can be that file,
+    /// so only those are asked for their identity (a `statx` each, the
+    /// first time): a load that reuses nothing of the host stats nothing.
+    pub fn object_with_file(&self, elf: &crate::elf::ElfFile) -> Option<&HostObject> {
         self.objects
             .iter()
-            .find(|o| o.file_id() == Some((dev, ino)))
+            .find(|o| {
+                o.same_segments(&elf.plan.segments) && o.file_id() == Some((elf.dev, elf.ino))
+            })
             .map(|o| &**o)
     }
 
@@ -323,13 +310,14 @@ pub fn host_scope() -> Arc<HostScope> {
         known: Vec::new(),
     });
     let lock = || CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let generation = current_generation();
     let (live, known) = {
         let mut c = lock();
         (c.live.upgrade(), std::mem::take(&mut c.known))
     };
+    // glibc's counters are read only when there is a snapshot to keep:
+    // each `dl_iterate_phdr` costs about 1,400 instructions.
     if let Some(s) = live
-        && s.generation == generation
+        && s.generation == current_generation()
     {
         lock().known = known;
         return s;
@@ -476,17 +464,19 @@ fn read_object(raw: Raw, is_executable: bool, hold: Arc<HostRef>) -> Option<Host
         dynamic_phdr.p_memsz,
         raw.bias,
     )?;
-    let symbols = SymbolTable::new(&mapping, &dynamic).ok()?;
+    let names = (dynamic.soname, dynamic.rpath, dynamic.runpath);
+    // Located, not read through: a load reads only what its lookups touch.
+    let symbols = SymbolTable::in_place(mapping, dynamic).ok()?;
     let string = |off: Option<u64>| {
         off.and_then(|o| symbols.string(o).ok())
             .map(|b| String::from_utf8_lossy(b).into_owned())
     };
-    let (soname, rpath, runpath) = (
-        string(dynamic.soname),
-        string(dynamic.rpath),
-        string(dynamic.runpath),
-    );
-    let global = is_executable || probe_global(&symbols, raw.bias);
+    let (soname, rpath, runpath) = (string(names.0), string(names.1), string(names.2));
+    // The executable, the C library and the dynamic linker are in the
+    // global scope of every dynamically linked process: no need to ask.
+    let global = is_executable
+        || hostref::is_libc_or_interpreter(raw.bias, &raw.phdrs)
+        || probe_global(&symbols, raw.bias);
     Some(HostObject {
         name: raw.name,
         bias: raw.bias,
@@ -550,29 +540,42 @@ fn read_dynamic(mapping: &Mapping, vaddr: u64, size: u64, bias: u64) -> Option<D
 /// object is not. A symbol an earlier object interposes tells nothing.
 fn probe_global(table: &SymbolTable, bias: u64) -> bool {
     let mut probes = 0;
-    for (_, sym) in table.exported() {
-        if probes >= 8 {
-            break;
-        }
+    let mut answer = None;
+    // Symbols the hash chains reach: no count of the table needed.
+    table.visit_hashed(|_, sym| {
         if !matches!(sym.kind(), symbols::STT_FUNC | symbols::STT_OBJECT) || sym.value == 0 {
-            continue;
+            return false;
         }
-        let Ok(name) = table.symbol_name(&sym) else {
-            continue;
-        };
-        let Ok(cname) = CString::new(name) else {
-            continue;
+        let Ok(name) = table.symbol_name(sym) else {
+            return false;
         };
         probes += 1;
-        match host::global_symbol(&cname, None) {
-            None => return false,
-            Some(addr) if addr == bias.wrapping_add(sym.value) => return true,
+        let found = with_c_name(name, |c| host::global_symbol(c, None)).flatten();
+        match found {
+            None => answer = Some(false),
+            Some(addr) if addr == bias.wrapping_add(sym.value) => answer = Some(true),
             Some(_) => {}
         }
-    }
+        answer.is_some() || probes >= 8
+    });
     // Undecided (every probe interposed): searching it too is harmless for
     // those names.
-    true
+    answer.unwrap_or(true)
+}
+
+/// Call `f` with `name` as a C string, built on the stack when it fits:
+/// host lookups through glibc need one, and a heap `CString` per lookup
+/// was most of their cost on our side. `None` if `name` holds a NUL.
+fn with_c_name<R>(name: &[u8], f: impl FnOnce(&CStr) -> R) -> Option<R> {
+    let mut buf = [0u8; 128];
+    match buf.get_mut(..name.len()) {
+        Some(head) => {
+            head.copy_from_slice(name);
+            let c = CStr::from_bytes_until_nul(&buf).ok()?;
+            (c.to_bytes().len() == name.len()).then(|| f(c))
+        }
+        None => CString::new(name).ok().map(|c| f(&c)),
+    }
 }
 
 /// The host objects one mmld object bound symbols into, each once.

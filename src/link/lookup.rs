@@ -7,7 +7,7 @@
 //! `STB_GNU_UNIQUE` definitions. Must never: write to an image, or cache a
 //! binding across loads (the scope changes).
 
-use std::collections::HashMap;
+use crate::fixedhash::HashMap;
 use std::ffi::CString;
 
 use super::hostscope::HostScope;
@@ -22,7 +22,7 @@ type UniqueTable = std::sync::Mutex<HashMap<Vec<u8>, (u64, u64)>>;
 
 pub(super) fn unique_symbols() -> &'static UniqueTable {
     static T: std::sync::OnceLock<UniqueTable> = std::sync::OnceLock::new();
-    T.get_or_init(|| std::sync::Mutex::new(HashMap::new()))
+    T.get_or_init(|| std::sync::Mutex::new(HashMap::default()))
 }
 
 /// Resolve `name` (with an optional version) in `scope`, in order.

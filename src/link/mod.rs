@@ -14,6 +14,7 @@
 //! tables), `hostscope` and `index` (lookups in the host and in whole
 //! scopes).
 
+mod bindcache;
 pub mod hostref;
 pub mod hostscope;
 pub mod index;
@@ -21,6 +22,8 @@ mod lookup;
 mod prefault;
 mod relative;
 mod reloc;
+mod scopefilter;
+pub mod sharing;
 pub mod symbols;
 pub mod tls;
 
@@ -142,6 +145,9 @@ pub struct LinkTarget<'a> {
     pub lazy: Option<LazyTarget<'a>>,
     /// The object's TLS module, segment and descriptor records.
     pub tls: tls::TlsLink<'a>,
+    /// Shared relocations: record which relocations are per process, or
+    /// replay only those (`None`: the feature is off for this object).
+    pub share: Option<&'a mut sharing::ShareHook>,
 }
 
 /// Where a lazy load's unbound PLT slots go, and which slots may not be

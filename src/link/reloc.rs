@@ -7,6 +7,7 @@
 //! Must never: name an architecture's relocation numbers, allocate per
 //! relocation, or call an IFUNC resolver in a dry run.
 
+use super::bindcache::{BindingCache, Cached};
 use super::hostscope::HostScope;
 use super::lookup::{binding_for, resolve_in_scope, unique_symbols};
 use super::relative::{apply_relative, apply_relr};
@@ -18,7 +19,7 @@ use crate::error::{ErrorKind, KindResult};
 use crate::map::Mapping;
 
 /// Bytes of one `Elf64_Rela`.
-pub(super) const RELA_SIZE: usize = 24;
+pub(super) const RELA_SIZE: usize = goblin::elf::reloc::reloc64::SIZEOF_RELA;
 
 /// One `Elf64_Rela`, its `r_info` split.
 pub(super) struct Rela {
@@ -70,98 +71,6 @@ struct Deferred {
     resolver: u64,
     /// Checked when the binding was made: the resolver is code.
     checked: bool,
-}
-
-/// Bindings by symbol index: a dense table, cheaper than hashing for the
-/// hundreds of thousands of relocations of a large library.
-///
-/// Most bindings are an address and a size: those are kept as 16 bytes
-/// (`plain`), a quarter of a full [`Binding`], because every entry is a
-/// byte of heap the load touches for the first time (libsqlite3 binds
-/// 1,441 symbols: 23 KiB instead of 92, and each fresh heap page is a
-/// page fault). IFUNC, TLS and unbound results keep the whole `Binding`
-/// (`rich`); they are few.
-struct BindingCache {
-    /// 0: not bound yet; `n` below `RICH`: `plain[n - 1]`; `RICH | i`:
-    /// `rich[i]`.
-    slot_of: Vec<u32>,
-    plain: Vec<PlainBinding>,
-    rich: Vec<Option<Binding>>,
-}
-
-/// A binding that needs nothing but its address and size.
-#[derive(Clone, Copy)]
-struct PlainBinding {
-    addr: u64,
-    size: u64,
-}
-
-/// Marks a `slot_of` entry as an index into `rich`.
-const RICH: u32 = 1 << 31;
-
-/// A cached binding as the relocation loop reads it.
-enum Cached {
-    /// Address and size only: enough for every kind but TLS.
-    Plain(PlainBinding),
-    Rich(Option<Binding>),
-}
-
-impl BindingCache {
-    /// `symbolic`: relocations that name a symbol, an upper bound on the
-    /// bindings (together with the symbol count): the plain list is sized
-    /// once and never regrown.
-    fn new(symbols: u32, symbolic: usize) -> Self {
-        BindingCache {
-            slot_of: vec![0; symbols as usize],
-            plain: Vec::with_capacity(symbolic.min(symbols as usize)),
-            rich: Vec::new(),
-        }
-    }
-
-    #[inline]
-    fn get(&self, sym: u32) -> Option<Cached> {
-        let slot = *self.slot_of.get(sym as usize)?;
-        if slot == 0 {
-            return None;
-        }
-        if slot & RICH != 0 {
-            return self
-                .rich
-                .get((slot & !RICH) as usize)
-                .copied()
-                .map(Cached::Rich);
-        }
-        self.plain
-            .get(slot as usize - 1)
-            .copied()
-            .map(Cached::Plain)
-    }
-
-    /// `tls_symbol`: the reference is `STT_TLS`, whose relocations read
-    /// more of the binding than its address.
-    fn insert(&mut self, sym: u32, binding: Option<Binding>, tls_symbol: bool) {
-        let slot = match binding {
-            Some(b) if !b.ifunc && b.tls_module.is_none() && !tls_symbol => {
-                self.plain.push(PlainBinding {
-                    addr: b.addr,
-                    size: b.size,
-                });
-                u32::try_from(self.plain.len())
-                    .ok()
-                    .filter(|n| n & RICH == 0)
-            }
-            _ => {
-                self.rich.push(binding);
-                u32::try_from(self.rich.len() - 1)
-                    .ok()
-                    .filter(|n| n & RICH == 0)
-                    .map(|n| n | RICH)
-            }
-        };
-        if let (Some(s), Some(slot)) = (self.slot_of.get_mut(sym as usize), slot) {
-            *s = slot;
-        }
-    }
 }
 
 /// A binding for a relocation without a symbol: S is 0.
@@ -219,19 +128,26 @@ pub fn relocate(
     check_relocation_count(target.dynamic)?;
     let bias = target.mapping.bias();
     let mut report = LinkReport::default();
-    if let Some(relr) = target.dynamic.relr {
+    // A shared-relocations hit has every RELR word in the cache's pages.
+    let replay = target.share.as_mut().and_then(|h| h.replay.take());
+    if let (Some(relr), None) = (target.dynamic.relr, &replay) {
         report.relr_addresses = apply_relr(target.mapping, relr, bias)?;
     }
-    if mode == LinkMode::Run {
+    // Not on a shared-relocations hit: the cache's pages are already
+    // relocated, and populating them for writing would make them private.
+    if mode == LinkMode::Run && replay.is_none() {
         super::prefault::populate_written_pages(target);
     }
     super::tls::start(target, mode);
     let size = |r: Option<VRange>| r.map_or(0, |r| r.size);
     let entries = (size(target.dynamic.rela) / RELA_SIZE as u64)
         .saturating_add(size(target.dynamic.jmprel) / RELA_SIZE as u64);
+    // Recording shared relocations reads each binding's provider and
+    // uniqueness again on every relocation: keep whole bindings then.
     let cache = BindingCache::new(
         target.symbols.len(),
         usize::try_from(entries).unwrap_or(usize::MAX),
+        target.share.is_none(),
     );
     let mut cx = RelocationContext {
         target,
@@ -244,8 +160,16 @@ pub fn relocate(
         report,
         on_bind,
     };
-    for table in ["DT_RELA", "DT_JMPREL"] {
-        cx.apply_table(table)?;
+    match &replay {
+        Some(list) => cx.apply_listed(list)?,
+        None => {
+            for table in ["DT_RELA", "DT_JMPREL"] {
+                cx.apply_table(table)?;
+            }
+        }
+    }
+    if let (Some(h), Some(list)) = (cx.target.share.as_mut(), replay) {
+        h.replay = Some(list);
     }
     cx.install_lazy_stubs()?;
     // IFUNC resolvers may read the object's TLS: its static block, if it
@@ -306,14 +230,83 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
             let Some((r, kind)) = other else {
                 break;
             };
+            if self.target.share.is_some() {
+                self.record_sharing(Site { table, index }, &r, kind)?;
+            }
             self.apply_one(Site { table, index }, &r, kind)?;
             index += 1;
         }
         Ok(())
     }
 
+    /// Shared relocations, normal load: note `r` if its value may differ
+    /// between processes (see `link::sharing`). Its binding is made here
+    /// and cached, so `apply_one` finds the same one.
+    #[cold]
+    fn record_sharing(&mut self, site: Site, r: &Rela, kind: RelocKind) -> KindResult<()> {
+        let (per_process, through_scope) = match kind {
+            RelocKind::None | RelocKind::Relative => (false, false),
+            RelocKind::IRelative | RelocKind::Unsupported => (true, false),
+            _ if kind.is_tls() => (true, false),
+            _ => match self.binding(site, r, kind)? {
+                Some(b) => {
+                    let stable = self
+                        .target
+                        .share
+                        .as_deref()
+                        .is_some_and(|h| h.stable_provider(b.provider));
+                    (b.ifunc || b.unique || !stable, b.provider != usize::MAX)
+                }
+                None => (true, false),
+            },
+        };
+        let Some(h) = self.target.share.as_deref_mut() else {
+            return Ok(());
+        };
+        if !per_process {
+            if through_scope {
+                h.scope_bound.push(r.offset);
+            }
+        } else if let Some(code) = super::sharing::encode(site.table, site.index) {
+            h.per_process.push(code);
+        }
+        Ok(())
+    }
+
+    /// Shared relocations, cache hit: apply only the relocations `list`
+    /// names (their pages are private; every other page came from the
+    /// cache already relocated).
+    fn apply_listed(&mut self, list: &[u32]) -> KindResult<()> {
+        for &code in list {
+            let (table, index) = super::sharing::decode(code);
+            let range = match table {
+                "DT_RELA" => self.target.dynamic.rela,
+                _ => self.target.dynamic.jmprel,
+            };
+            let entry = range
+                .and_then(|range| self.target.mapping.read_only(range.vaddr, range.size))
+                .and_then(|bytes| {
+                    let start = index.checked_mul(RELA_SIZE)?;
+                    rela_from(bytes.as_slice().get(start..start.checked_add(RELA_SIZE)?)?)
+                });
+            let Some(r) = entry else {
+                return Err(ErrorKind::MalformedTable {
+                    table,
+                    detail: format!(
+                        "shared relocations name relocation {index}, which the table does not have"
+                    ),
+                });
+            };
+            self.report.by_type.add(r.rtype);
+            let kind = arch::classify(r.rtype);
+            self.apply_one(Site { table, index }, &r, kind)?;
+        }
+        Ok(())
+    }
+
     /// Apply one relocation other than `Relative`, or defer it when its
     /// value comes from an IFUNC resolver.
+    #[inline]
     fn apply_one(&mut self, site: Site, r: &Rela, kind: RelocKind) -> KindResult<()> {
         match kind {
             RelocKind::None => return Ok(()),
@@ -640,6 +633,7 @@ fn unsupported(site: Site, r: &Rela) -> ErrorKind {
 
 /// Write one relocated word, or say which relocation points outside the
 /// object's writable memory.
+#[inline]
 pub(super) fn write(
     mapping: &mut Mapping,
     table: &'static str,

@@ -6,7 +6,7 @@
 //! Must never: run a constructor twice or a destructor of an object whose
 //! constructors did not run, or run either for a load that failed.
 
-use std::collections::HashMap;
+use crate::fixedhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -41,7 +41,7 @@ pub(super) fn initfini_of(
             .filter(|e| e.object.id != root.id)
             .map(|e| (e.object.id, e.initfini_edges()))
             .collect(),
-        reldeps: HashMap::new(),
+        reldeps: HashMap::default(),
     };
     let sorted = registry::sort_maps(&maps, &edges, true, false);
     if let Some(e) = reg.entry_mut(root.id) {
@@ -77,7 +77,7 @@ impl Batch {
                     (i as u64, deps)
                 })
                 .collect(),
-            reldeps: HashMap::new(),
+            reldeps: HashMap::default(),
         };
         registry::sort_maps(&maps, &edges, true, false)
             .into_iter()
@@ -146,21 +146,28 @@ extern "C" fn finalize_at_exit() {
 
 /// Make sure the destructors of mmld's objects run at exit, after the
 /// executable's own, where glibc's `_dl_fini` would run them for a library
-/// `dlopen`ed now (see `runtime::exit_hook`). Called by every load that
-/// maps an object; only the first installs anything. Should glibc refuse
-/// the hook, an `atexit` handler runs them instead, before the
-/// executable's destructors.
+/// `dlopen`ed before the exit began (see `runtime::exit_hook`). Called by
+/// every load that maps an object; only the first registers anything
+/// (or, during exit, loads the hook).
+/// Should glibc refuse the hook, the destructors run from the exit
+/// handlers instead, before the executable's destructors.
 pub(super) fn register_exit_handler() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if let Err(e) = crate::runtime::exit_hook::install(finalize_at_exit) {
+    if let Err(e) = crate::runtime::exit_hook::arm(finalize_at_exit, needed_at_exit) {
+        static FALLBACK: std::sync::Once = std::sync::Once::new();
+        FALLBACK.call_once(|| {
             tracing::warn!(target: "mmld::libs", "exit hook: {e}; destructors at exit run from atexit");
             // SAFETY: registers a function with the C library's exit
             // handlers; it takes no arguments and only touches mmld's own
             // state.
             unsafe { libc::atexit(finalize_at_exit) };
-        }
-    });
+        });
+    }
+}
+
+/// At exit: is any object still loaded, or is another thread inside a load
+/// or an unload (whose destructors `finalize_at_exit` must wait for)?
+fn needed_at_exit() -> bool {
+    LOADER_LOCK.is_held() || !registry::registry().entries.is_empty()
 }
 
 /// Run the destructors of objects being unloaded, in the order given,

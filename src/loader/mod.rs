@@ -24,6 +24,7 @@ mod relocate;
 mod resolve;
 mod root;
 mod scope;
+mod share;
 mod transaction;
 mod tree;
 
@@ -62,6 +63,8 @@ pub struct Settings {
     pub lazy: bool,
     /// Open only a library already loaded (`RTLD_NOLOAD`).
     pub no_load: bool,
+    /// Shared relocations (`relshare`): cache directory and verification.
+    pub share: crate::relshare::ShareSettings,
 }
 
 impl Default for Settings {
@@ -77,6 +80,7 @@ impl Default for Settings {
             prefault_relro: false,
             lazy: false,
             no_load: false,
+            share: crate::relshare::ShareSettings::default(),
         }
     }
 }
@@ -95,6 +99,9 @@ pub struct Loaded {
     pub scope: Vec<ScopeItem>,
     /// The host's objects as of this load (lookups in host dependencies).
     pub host: Arc<HostScope>,
+    /// Shared relocations, per object this load mapped (load order);
+    /// empty when the load mapped nothing.
+    pub sharing: Vec<crate::relshare::SharedRelocations>,
 }
 
 /// What opening a library produced.
@@ -133,6 +140,7 @@ pub fn open(name: &Path, settings: Settings) -> Result<Opened> {
     batch.resolve_all()?;
     let scope_items = batch.root_scope();
     batch.link_all(&scope_items, LinkMode::Run)?;
+    batch.sharing = batch.sharing_reports();
     let objects = batch.publish()?;
     let root = Arc::clone(objects.first().ok_or_else(|| {
         Error::new(
@@ -150,6 +158,7 @@ pub fn open(name: &Path, settings: Settings) -> Result<Opened> {
         scope,
         root,
         host: Arc::clone(&batch.host),
+        sharing: std::mem::take(&mut batch.sharing),
     }))
 }
 

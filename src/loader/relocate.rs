@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use super::scope::{ScopeSlot, link_scope, provider_name};
+use super::share::{after_link, before_link, object_link};
 use super::transaction::{Batch, Pending, Resolved};
 use crate::error::{AttachContext, ErrorKind, Result, Stage};
 use crate::link::hostscope::HostScope;
@@ -58,19 +59,25 @@ impl Batch {
             Some(p) if lazy => std::mem::take(&mut p.lazy),
             _ => LazyStubs::default(),
         };
-        let (Some(p), Some(mapping)) = (self.pending.get(i), self.mappings.get_mut(i)) else {
+        let Some(p) = self.pending.get(i) else {
             return Ok(());
         };
-        let scope = link_scope(
-            &self.pending,
-            i,
-            root_scope,
-            globals,
-            self.settings.deep_bind,
-        );
-        let (scope, owners): (Vec<Provider<'_>>, Vec<Option<Resolved>>) = scope.into_iter().unzip();
+        let deep_bind = self.settings.deep_bind;
+        let (scope, owners): (Vec<Provider<'_>>, Vec<Option<Resolved>>) =
+            link_scope(&self.pending, i, root_scope, globals, deep_bind)
+                .into_iter()
+                .unzip();
         // Which scope entries received a binding (indexed by position).
         let mut bound = vec![false; scope.len()];
+        let share_scope = self.share_scope(mode, &scope, &owners);
+        let Some(mapping) = self.mappings.get_mut(i) else {
+            return Ok(());
+        };
+        let obj = object_link(p, &mut *mapping, &share_scope, host, lazy);
+        let mut share_hook = before_link(self.share.as_mut(), obj)?;
+        // Pages mapped from a relocation cache must not be faulted in for writing.
+        let prefault =
+            self.settings.prefault_relro && share_hook.as_ref().is_none_or(|h| h.replay.is_none());
         let mut descriptors = crate::runtime::tlsdesc::Descriptors::default();
         let mut target = LinkTarget {
             name: &p.name,
@@ -87,11 +94,10 @@ impl Batch {
                 p.plan.tls,
                 &mut descriptors,
             ),
+            share: share_hook.as_mut(),
         };
         let from = p.name.clone();
-        if let (Some(relro), LinkMode::Run, true) =
-            (p.plan.relro, mode, self.settings.prefault_relro)
-        {
+        if let (Some(relro), LinkMode::Run, true) = (p.plan.relro, mode, prefault) {
             target.mapping.prefault_for_relocation(relro);
         }
         // Asked once per object, not per binding; names only for the trace.
@@ -120,12 +126,9 @@ impl Batch {
             }
         })
         .at(&p.path, Stage::Link)?;
-        if mode == LinkMode::Run {
-            publish_tls(p, mapping)?;
-        }
-        if let Some(relro) = p.plan.relro {
-            mapping.seal_relro(relro).at(&p.path, Stage::Map)?;
-        }
+        let obj = object_link(p, &mut *mapping, &share_scope, host, lazy);
+        after_link(self.share.as_mut(), obj, share_hook, &mut bound)?;
+        finish_image(p, mapping, mode)?;
         let reldeps = self.relocation_dependencies(i, root_scope, &bound, &owners);
         self.keep_unique_providers(&report.unique_providers, &owners);
         if let Some(p) = self.pending.get_mut(i) {
@@ -236,6 +239,17 @@ impl Batch {
             Resolved::Existing(o) => o.name.clone(),
         }
     }
+}
+
+/// After relocation: the TLS image taken, then RELRO sealed.
+fn finish_image(p: &Pending, mapping: &mut Mapping, mode: LinkMode) -> Result<()> {
+    if mode == LinkMode::Run {
+        publish_tls(p, mapping)?;
+    }
+    if let Some(relro) = p.plan.relro {
+        mapping.seal_relro(relro).at(&p.path, Stage::Map)?;
+    }
+    Ok(())
 }
 
 /// Hand a new object's TLS initialisation image to its module. Taken after

@@ -154,7 +154,7 @@ impl Batch {
         {
             return Some(Resolved::Batch(j));
         }
-        let path = self.host.object_with_file(elf.dev, elf.ino)?.name.clone();
+        let path = self.host.object_with_file(elf)?.name.clone();
         let h = match self.hosts.get(&path) {
             Some(h) => Arc::clone(h),
             None => {

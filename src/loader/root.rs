@@ -64,7 +64,7 @@ pub(super) fn locate(name: &Path, settings: Settings) -> Result<Located> {
         tracing::debug!(target: "mmld::libs", path = %path.display(), "already loaded: reusing");
         return Ok(Located::Mapped(existing));
     }
-    if let Some(o) = host.object_with_file(elf.dev, elf.ino) {
+    if let Some(o) = host.object_with_file(&elf) {
         tracing::debug!(target: "mmld::libs", path = %path.display(), host = %o.name, "the host's copy of this file: reusing");
         let lib = HostLibrary::loaded_from(&display_name(&path), &o.name);
         return lib.map(|l| Located::Host(host_root(l))).ok_or_else(|| {

@@ -8,7 +8,9 @@
 //! walk into a host library's dependencies (the host resolves lookups in
 //! them), or change the registry.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::fixedhash::HashSet;
 use std::sync::Arc;
 
 use super::transaction::{Batch, Pending, Resolved};
@@ -41,8 +43,8 @@ pub(super) fn materialize_scope(
 /// Breadth-first closure of an already published object's dependencies.
 pub(super) fn local_scope_of(root: &Arc<LoadedObject>) -> Vec<ScopeItem> {
     let mut out = vec![ScopeItem::Mapped(Arc::clone(root))];
-    let mut seen_objects: HashSet<u64> = HashSet::from([root.id]);
-    let mut seen_hosts: HashSet<String> = HashSet::new();
+    let mut seen_objects: HashSet<u64> = HashSet::from_iter([root.id]);
+    let mut seen_hosts: HashSet<String> = HashSet::default();
     let mut queue: VecDeque<Arc<LoadedObject>> = VecDeque::from([Arc::clone(root)]);
     while let Some(obj) = queue.pop_front() {
         for dep in obj.deps() {
@@ -89,9 +91,9 @@ impl Batch {
             Existing(Arc<LoadedObject>),
         }
         let mut out = vec![ScopeSlot::Batch(0)];
-        let mut seen_batch: HashSet<usize> = HashSet::from([0]);
-        let mut seen_existing: HashSet<u64> = HashSet::new();
-        let mut seen_hosts: HashSet<String> = HashSet::new();
+        let mut seen_batch: HashSet<usize> = HashSet::from_iter([0]);
+        let mut seen_existing: HashSet<u64> = HashSet::default();
+        let mut seen_hosts: HashSet<String> = HashSet::default();
         let mut queue: VecDeque<Node> = VecDeque::from([Node::Batch(0)]);
         while let Some(node) = queue.pop_front() {
             let deps: Vec<Resolved> = match node {

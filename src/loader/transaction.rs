@@ -11,7 +11,7 @@
 //! validated (constructor and destructor pointers), or run any code of an
 //! object.
 
-use std::collections::HashMap;
+use crate::fixedhash::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -111,6 +111,10 @@ pub(super) struct Batch {
     /// `mmld deps`: record missing libraries and go on.
     pub(super) keep_going: bool,
     pub(super) missing: Vec<Error>,
+    /// Shared relocations: what happened to each object (batch order).
+    pub(super) sharing: Vec<crate::relshare::SharedRelocations>,
+    /// Shared relocations for this load, when they are on.
+    pub(super) share: Option<crate::relshare::Session>,
 }
 
 impl Batch {
@@ -125,11 +129,16 @@ impl Batch {
             settings,
             pending: Vec::new(),
             mappings: Vec::new(),
-            hosts: HashMap::new(),
+            hosts: HashMap::default(),
             host: crate::link::hostscope::host_scope(),
             ld_library_path: ld_library_path(),
             keep_going: false,
             missing: Vec::new(),
+            sharing: Vec::new(),
+            share: match mode {
+                Mode::Run => crate::relshare::Session::start(settings.share),
+                Mode::Check => None,
+            },
         }
     }
 
@@ -189,14 +198,17 @@ impl Batch {
         self.check_policy(path, &elf)?;
         // A check copies what it reads into memory it owns: a file
         // mapping would fault if the file were truncated meanwhile.
-        let mapping = match self.mode {
-            Mode::Run => Mapping::map(
+        let mapping = match (self.mode, self.share.as_mut()) {
+            (Mode::Run, Some(share)) => {
+                share.map(path, &elf, self.settings.strategy, Protection::Exact)
+            }
+            (Mode::Run, None) => Mapping::map(
                 &elf.file,
                 &elf.plan,
                 self.settings.strategy,
                 Protection::Exact,
             ),
-            Mode::Check => Mapping::copy_for_inspection(&elf.file, &elf.plan, &elf.dynamic),
+            (Mode::Check, _) => Mapping::copy_for_inspection(&elf.file, &elf.plan, &elf.dynamic),
         }
         .at(path, Stage::Map)?;
         // The descriptor is closed here: mappings keep the file alive.
@@ -386,6 +398,7 @@ pub(super) fn reuse_root(dev: u64, ino: u64, settings: Settings) -> Option<Loade
         root,
         scope,
         host: crate::link::hostscope::host_scope(),
+        sharing: Vec::new(),
     })
 }
 

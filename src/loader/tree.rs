@@ -4,7 +4,7 @@
 //! each library's dependencies listed once in full. Must never: map, link
 //! or change the registry; it only reads what resolution recorded.
 
-use std::collections::HashSet;
+use crate::fixedhash::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -98,7 +98,7 @@ impl Batch {
     /// where first met, with their recorded dependencies.
     pub(super) fn tree(&self) -> Vec<TreeNode> {
         let mut out = Vec::new();
-        let mut listed: HashSet<Key> = HashSet::new();
+        let mut listed: HashSet<Key> = HashSet::default();
         let root_name = self
             .pending
             .first()

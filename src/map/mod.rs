@@ -9,7 +9,9 @@
 
 mod code;
 mod inspect;
+mod overlay;
 mod place;
+mod placement;
 mod sys;
 mod writer;
 
@@ -109,7 +111,20 @@ impl Mapping {
         strategy: Strategy,
         protection: Protection,
     ) -> KindResult<Mapping> {
-        let (mut mapping, first_mapped) = Self::place(file, plan, strategy, protection)?;
+        let (mapping, first_mapped) = Self::place(file, plan, strategy, protection)?;
+        Self::map_segments(mapping, file, plan, first_mapped)
+    }
+
+    /// Map each `PT_LOAD` of `file` into the span `mapping` reserved;
+    /// `first_mapped`: [`Mapping::place`] already mapped the first
+    /// segment's file pages over the span (its holes are closed here).
+    fn map_segments(
+        mut mapping: Mapping,
+        file: &File,
+        plan: &LoadPlan,
+        first_mapped: bool,
+    ) -> KindResult<Mapping> {
+        let (strategy, protection) = (mapping.strategy, mapping.protection);
         for (i, seg) in plan.segments.iter().enumerate() {
             let prot = prot_of(seg, protection);
             match strategy {

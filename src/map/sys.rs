@@ -184,3 +184,35 @@ pub unsafe fn populate_write(addr: *mut u8, len: usize) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Reserve `len` bytes of address space, inaccessible, at exactly `addr`,
+/// without replacing anything (`MAP_FIXED_NOREPLACE`, Linux 4.17+). Fails
+/// with `EEXIST` when something is mapped there; a kernel that does not
+/// know the flag treats `addr` as a hint, so a reservation elsewhere is
+/// given back and reported as `EEXIST` too.
+pub fn reserve_at(addr: usize, len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: without MAP_FIXED the kernel never replaces an existing
+    // mapping: it fails (or, on an old kernel, picks another address).
+    let p = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE
+                | libc::MAP_ANONYMOUS
+                | libc::MAP_NORESERVE
+                | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    if p as usize != addr {
+        // SAFETY: the reservation was just made by this call, elsewhere.
+        let _ = unsafe { unmap(p.cast(), len) };
+        return Err(io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))
+}

@@ -7,31 +7,16 @@
 //! `ET_DYN` object linked at address 0 without section headers. Must
 //! never: touch memory other than its own `Vec`, or make a syscall.
 
-pub const EHDR_SIZE: usize = 64;
-pub const PHDR_SIZE: usize = 56;
-pub const SYM_SIZE: usize = 24;
-pub const DYN_SIZE: usize = 16;
+pub const EHDR_SIZE: usize = goblin::elf::header::header64::SIZEOF_EHDR;
+pub const PHDR_SIZE: usize = goblin::elf::program_header::program_header64::SIZEOF_PHDR;
+pub const SYM_SIZE: usize = goblin::elf::sym::sym64::SIZEOF_SYM;
+pub const DYN_SIZE: usize = goblin::elf::dynamic::dyn64::SIZEOF_DYN;
 
-pub const PT_LOAD: u32 = 1;
-pub const PT_DYNAMIC: u32 = 2;
-pub const PT_GNU_STACK: u32 = 0x6474_e551;
-pub const PF_W: u32 = 2;
-pub const PF_R: u32 = 4;
-
-pub const DT_NULL: u64 = 0;
-pub const DT_NEEDED: u64 = 1;
-pub const DT_HASH: u64 = 4;
-pub const DT_STRTAB: u64 = 5;
-pub const DT_SYMTAB: u64 = 6;
-pub const DT_RELA: u64 = 7;
-pub const DT_RELASZ: u64 = 8;
-pub const DT_RELAENT: u64 = 9;
-pub const DT_STRSZ: u64 = 10;
-pub const DT_SYMENT: u64 = 11;
-pub const DT_SONAME: u64 = 14;
-pub const DT_FINI_ARRAY: u64 = 26;
-pub const DT_FINI_ARRAYSZ: u64 = 28;
-pub const DT_FLAGS: u64 = 30;
+pub use goblin::elf::dynamic::{
+    DT_FINI_ARRAY, DT_FINI_ARRAYSZ, DT_FLAGS, DT_HASH, DT_NEEDED, DT_NULL, DT_RELA, DT_RELAENT,
+    DT_RELASZ, DT_SONAME, DT_STRSZ, DT_STRTAB, DT_SYMENT, DT_SYMTAB,
+};
+pub use goblin::elf::program_header::{PF_R, PF_W, PT_DYNAMIC, PT_GNU_STACK, PT_LOAD};
 
 /// A little-endian byte writer: a whole object is built with it, so no
 /// offset arithmetic can write outside the buffer.
@@ -66,12 +51,18 @@ impl Writer {
 /// The ELF header of an x86-64 `ET_DYN` object whose `phnum` program
 /// headers follow it directly, with no section headers.
 pub fn write_header(w: &mut Writer, phnum: u16) {
-    // Magic, ELFCLASS64, ELFDATA2LSB, EV_CURRENT, ELFOSABI_SYSV, padding.
-    w.bytes
-        .extend_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    w.u16(3); // ET_DYN
+    use goblin::elf::header as eh;
+    // Magic, class, data, version, OS ABI (System V), padding.
+    let mut ident = [0u8; eh::SIZEOF_IDENT];
+    ident[..eh::SELFMAG].copy_from_slice(eh::ELFMAG);
+    ident[eh::EI_CLASS] = eh::ELFCLASS64;
+    ident[eh::EI_DATA] = eh::ELFDATA2LSB;
+    ident[eh::EI_VERSION] = eh::EV_CURRENT;
+    ident[eh::EI_OSABI] = eh::ELFOSABI_NONE;
+    w.bytes.extend_from_slice(&ident);
+    w.u16(eh::ET_DYN);
     w.u16(crate::arch::current::MACHINE);
-    w.u32(1); // EV_CURRENT
+    w.u32(u32::from(eh::EV_CURRENT));
     w.u64(0); // e_entry
     w.u64(EHDR_SIZE as u64); // e_phoff
     w.u64(0); // e_shoff: no section headers
@@ -79,7 +70,7 @@ pub fn write_header(w: &mut Writer, phnum: u16) {
     w.u16(EHDR_SIZE as u16);
     w.u16(PHDR_SIZE as u16);
     w.u16(phnum);
-    w.u16(64); // e_shentsize
+    w.u16(goblin::elf::section_header::section_header64::SIZEOF_SHDR as u16);
     w.u16(0); // e_shnum
     w.u16(0); // e_shstrndx
 }

@@ -13,9 +13,13 @@
 //! no relocation and no executable page. It needs `libc.so.6`, so glibc
 //! finalises it before libc.
 //!
-//! Owns: building that object (with `elf_writer`), loading it once per
-//! process, and keeping it (and the descriptor that names it) for the life
-//! of the process. Must never: be unloaded, or load a second hook.
+//! The object is loaded only when the process exits (see [`arm`]): before
+//! that, a load pays one exit-handler registration, and the process
+//! carries no extra object or private page.
+//!
+//! Owns: building that object (with `elf_writer`), loading it at most once
+//! per process, and keeping it (and the descriptor that names it) for the
+//! life of the process. Must never: be unloaded, or load a second hook.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -129,14 +133,111 @@ struct Installed {
     _handle: usize,
 }
 
-static HOOK: Mutex<Option<Installed>> = Mutex::new(None);
+/// Where the process is in the hook's life.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// No load has asked for the hook yet.
+    Idle,
+    /// The installer is registered with glibc's exit handlers.
+    Armed,
+    /// The installer has run (the process is exiting): a load from now on
+    /// installs the hook at once.
+    Exiting,
+}
 
-/// Have glibc call `routine` from `_dl_fini` where it would finalise a
-/// library `dlopen`ed now: after the executable's destructors. Once per
-/// process; later calls do nothing.
-pub fn install(routine: extern "C" fn()) -> KindResult<()> {
-    let mut hook = HOOK.lock().unwrap_or_else(|e| e.into_inner());
-    if hook.is_some() {
+struct State {
+    phase: Phase,
+    routine: Option<extern "C" fn()>,
+    /// Does anything need the hook at exit (objects still loaded, or an
+    /// unload in progress)?
+    needed: Option<fn() -> bool>,
+    installed: Option<Installed>,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    phase: Phase::Idle,
+    routine: None,
+    needed: None,
+    installed: None,
+});
+
+fn state() -> std::sync::MutexGuard<'static, State> {
+    STATE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+unsafe extern "C" {
+    /// glibc's registration of an exit handler; a null `dso` ties it to no
+    /// object, so no `__cxa_finalize` (a `dlclose`) ever runs it early.
+    fn __cxa_atexit(
+        f: unsafe extern "C" fn(*mut std::ffi::c_void),
+        arg: *mut std::ffi::c_void,
+        dso: *mut std::ffi::c_void,
+    ) -> std::ffi::c_int;
+}
+
+/// Make sure `routine` runs from glibc's `_dl_fini` at exit, where glibc
+/// would finalise a library `dlopen`ed when the exit began: after the
+/// executable's own destructors and after every exit handler.
+///
+/// The hook object is built and loaded only when the process exits, from
+/// an exit handler registered here (the first call; later calls do
+/// nothing): exit handlers all run before `_dl_fini`, and an object glibc
+/// loads from one of them is finalised by that `_dl_fini` like any other.
+/// A load then costs one `__cxa_atexit` instead of a `memfd`, a `dlopen`
+/// and a private page, and a process that unloaded everything before
+/// exiting never builds the hook at all (`needed` says so). A load made
+/// after the installer ran (from a later exit handler) installs the hook
+/// at once.
+pub fn arm(routine: extern "C" fn(), needed: fn() -> bool) -> KindResult<()> {
+    let mut s = state();
+    s.routine = Some(routine);
+    s.needed = Some(needed);
+    match s.phase {
+        Phase::Armed => Ok(()),
+        Phase::Exiting => install_locked(&mut s, routine),
+        Phase::Idle => {
+            // SAFETY: registers a function that takes its (unused)
+            // argument and only touches mmld's own state and glibc's
+            // `dlopen`; glibc calls it once, from `exit`.
+            let rc = unsafe {
+                __cxa_atexit(install_at_exit, std::ptr::null_mut(), std::ptr::null_mut())
+            };
+            if rc != 0 {
+                // No room for an exit handler: load the hook now.
+                return install_locked(&mut s, routine);
+            }
+            s.phase = Phase::Armed;
+            Ok(())
+        }
+    }
+}
+
+/// The exit handler `arm` registers.
+unsafe extern "C" fn install_at_exit(_: *mut std::ffi::c_void) {
+    let (routine, needed) = {
+        let mut s = state();
+        s.phase = Phase::Exiting;
+        (s.routine, s.needed)
+    };
+    let Some(routine) = routine else { return };
+    // Asked without the state lock: `needed` takes the registry's.
+    if !needed.is_some_and(|n| n()) {
+        return;
+    }
+    let mut s = state();
+    if let Err(e) = install_locked(&mut s, routine) {
+        drop(s);
+        tracing::warn!(target: "mmld::libs", "exit hook: {e}; destructors run from exit handlers");
+        // Glibc refused the hook: run the destructors now, after the exit
+        // handlers registered later but before the executable's
+        // destructors, rather than never.
+        routine();
+    }
+}
+
+/// Build the hook object and have glibc load it (once).
+fn install_locked(s: &mut State, routine: extern "C" fn()) -> KindResult<()> {
+    if s.installed.is_some() {
         return Ok(());
     }
     let bytes = build(routine as usize as u64, NEEDED);
@@ -162,7 +263,7 @@ pub fn install(routine: extern "C" fn()) -> KindResult<()> {
             super::static_tls::dlerror()
         )));
     }
-    *hook = Some(Installed {
+    s.installed = Some(Installed {
         _fd: fd,
         _handle: handle as usize,
     });

@@ -11,8 +11,8 @@
 //! never: hand out a block of a module that has been unregistered, or free
 //! a block while its thread's lock is held elsewhere.
 
+use crate::fixedhash::HashMap;
 use std::alloc::{Layout, alloc_zeroed, dealloc};
-use std::collections::HashMap;
 use std::ffi::c_void;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -56,7 +56,7 @@ static NEXT_MODULE: AtomicU64 = AtomicU64::new(MODULE_BASE + 1);
 
 fn templates() -> &'static RwLock<HashMap<u64, Arc<Template>>> {
     static T: OnceLock<RwLock<HashMap<u64, Arc<Template>>>> = OnceLock::new();
-    T.get_or_init(|| RwLock::new(HashMap::new()))
+    T.get_or_init(|| RwLock::new(HashMap::default()))
 }
 
 /// One thread's blocks, shared with the registry of threads so that a
@@ -372,7 +372,7 @@ impl Drop for TlsModule {
 /// until the module unloads.
 fn on_demand() -> &'static Mutex<HashMap<u64, super::static_tls::StaticTlsBlock>> {
     static B: OnceLock<Mutex<HashMap<u64, super::static_tls::StaticTlsBlock>>> = OnceLock::new();
-    B.get_or_init(|| Mutex::new(HashMap::new()))
+    B.get_or_init(|| Mutex::new(HashMap::default()))
 }
 
 /// Move mmld module `module` into static TLS, as glibc does when another

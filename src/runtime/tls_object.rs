@@ -43,20 +43,16 @@ use super::elf_writer::{
     load_dynamic_stack, write_header, write_phdrs,
 };
 
-const RELA_SIZE: usize = 24;
+const RELA_SIZE: usize = goblin::elf::reloc::reloc64::SIZEOF_RELA;
 const PHDR_COUNT: usize = 4;
-const PT_TLS: u32 = 7;
-const DF_STATIC_TLS: u64 = 0x10;
-
-const STB_GLOBAL: u8 = 1;
-const STT_OBJECT: u8 = 1;
-const STT_TLS: u8 = 6;
-const STV_PROTECTED: u8 = 3;
+use goblin::elf::dynamic::DF_STATIC_TLS;
+use goblin::elf::program_header::PT_TLS;
+use goblin::elf::sym::{STB_GLOBAL, STT_OBJECT, STT_TLS, STV_PROTECTED};
 /// Any defined section index: glibc only checks "not `SHN_UNDEF`" and never
 /// reads section headers, and this object has none.
 const DEFINED_SHNDX: u16 = 1;
 
-const R_X86_64_TPOFF64: u64 = 18;
+const R_X86_64_TPOFF64: u64 = goblin::elf::reloc::R_X86_64_TPOFF64 as u64;
 
 /// Where each part of the object goes, computed before writing so the
 /// headers can name offsets of parts written after them.

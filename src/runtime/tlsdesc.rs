@@ -19,7 +19,7 @@
 //! ([`Descriptors`] lives as long as the object whose descriptors use it),
 //! or clobber any register but `%rax` and the flags.
 
-use std::collections::HashMap;
+use crate::fixedhash::HashMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 

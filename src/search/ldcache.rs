@@ -46,7 +46,7 @@
 //! exact byte comparison is used here because sonames are never written
 //! with leading zeros in practice.
 
-use std::collections::HashMap;
+use crate::fixedhash::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -167,7 +167,7 @@ impl LdCache {
         let count = to_usize(nlibs);
         let mut cache = LdCache {
             entries: Vec::with_capacity(count),
-            first: HashMap::with_capacity(count),
+            first: HashMap::with_capacity_and_hasher(count, Default::default()),
             total: count,
             generator: None,
         };
@@ -474,7 +474,7 @@ mod tests {
             assert_eq!(a, b, "entry {i} differs");
         }
         // The first listing of each name is what lookup must return.
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = crate::fixedhash::HashSet::default();
         for (name, path) in &expected {
             if seen.insert(name.as_str()) {
                 assert_eq!(cache.lookup(name), Some(path.as_path()), "{name}");

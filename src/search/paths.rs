@@ -43,7 +43,7 @@
 //! token-expanded before it is split (it only matters if `$ORIGIN` itself
 //! contains `:`).
 
-use std::collections::HashSet;
+use crate::fixedhash::HashSet;
 use std::ffi::OsString;
 use std::fmt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};

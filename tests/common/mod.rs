@@ -9,6 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use procfs::FromBufRead;
+use procfs::process::{FDTarget, MMapPath, MemoryMap, MemoryMaps};
+
 pub const PAGE: u64 = 4096;
 
 /// Absolute path of `testlibs/<name>` (built by build.rs).
@@ -141,38 +144,64 @@ pub struct MapLine {
     pub path: String,
 }
 
+/// The text the kernel shows in a maps line's path column for `p`.
+pub fn path_text(p: &MMapPath) -> String {
+    match p {
+        MMapPath::Path(p) => p.display().to_string(),
+        MMapPath::Heap => "[heap]".into(),
+        MMapPath::Stack => "[stack]".into(),
+        MMapPath::TStack(t) => format!("[stack:{t}]"),
+        MMapPath::Vdso => "[vdso]".into(),
+        MMapPath::Vvar => "[vvar]".into(),
+        MMapPath::Vsyscall => "[vsyscall]".into(),
+        MMapPath::Rollup => "[rollup]".into(),
+        MMapPath::Anonymous => String::new(),
+        MMapPath::Vsys(k) => format!("/SYSV{k:08x}"),
+        MMapPath::Other(s) => format!("[{s}]"),
+    }
+}
+
+impl MapLine {
+    fn of(m: &MemoryMap) -> MapLine {
+        MapLine {
+            start: m.address.0,
+            end: m.address.1,
+            perms: m.perms.as_str(),
+            offset: m.offset,
+            inode: m.inode,
+            path: path_text(&m.pathname),
+        }
+    }
+}
+
+/// Parse maps text (read earlier, e.g. into a buffer allocated before the
+/// mappings it must not disturb) with procfs.
 pub fn parse_maps(text: &str) -> Vec<MapLine> {
-    text.lines()
-        .filter_map(|line| {
-            let mut rest = line;
-            let mut field = || {
-                rest = rest.trim_start();
-                let end = rest.find(' ').unwrap_or(rest.len());
-                let (f, r) = rest.split_at(end);
-                rest = r;
-                f
-            };
-            let range = field();
-            let perms = field().to_string();
-            let offset = u64::from_str_radix(field(), 16).ok()?;
-            let _dev = field();
-            let inode = field().parse().ok()?;
-            let path = rest.trim().to_string();
-            let (s, e) = range.split_once('-')?;
-            Some(MapLine {
-                start: u64::from_str_radix(s, 16).ok()?,
-                end: u64::from_str_radix(e, 16).ok()?,
-                perms,
-                offset,
-                inode,
-                path,
-            })
-        })
+    MemoryMaps::from_buf_read(text.as_bytes())
+        .expect("parse maps text")
+        .iter()
+        .map(MapLine::of)
         .collect()
 }
 
+/// This process's maps, through procfs.
 pub fn read_maps() -> Vec<MapLine> {
-    parse_maps(&std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps"))
+    self_maps().iter().map(MapLine::of).collect()
+}
+
+/// `/proc/self/maps`, as procfs reads it.
+pub fn self_maps() -> MemoryMaps {
+    procfs::process::Process::myself()
+        .and_then(|p| p.maps())
+        .expect("read /proc/self/maps")
+}
+
+/// `/proc/PID/maps` of another process, `None` once it is gone.
+pub fn maps_of(pid: u32) -> Option<MemoryMaps> {
+    let pid = i32::try_from(pid).ok()?;
+    procfs::process::Process::new(pid)
+        .and_then(|p| p.maps())
+        .ok()
 }
 
 /// Lines of `maps` that overlap `lo..hi`.
@@ -272,34 +301,48 @@ pub fn zlib_version_from_file_name() -> String {
 // Leak checks (hostile.rs, stress.rs)
 
 /// `/proc/self/maps` with the two regions that move by themselves (the brk
-/// heap and the main stack) reduced to their names.
+/// heap and the main stack) reduced to their names, one line per mapping.
 pub fn maps_snapshot() -> Vec<String> {
-    std::fs::read_to_string("/proc/self/maps")
-        .expect("read maps")
-        .lines()
-        .map(|l| {
-            if l.ends_with("[heap]") || l.ends_with("[stack]") {
-                l.rsplit(' ').next().unwrap_or(l).to_string()
-            } else {
-                l.to_string()
-            }
+    self_maps()
+        .iter()
+        .map(|m| match m.pathname {
+            MMapPath::Heap | MMapPath::Stack => path_text(&m.pathname),
+            _ => maps_line(m),
         })
         .collect()
 }
 
-/// Open descriptors and what they refer to (without the directory
-/// listing itself).
+/// A mapping as one maps line (single spaces).
+pub fn maps_line(m: &MemoryMap) -> String {
+    format!(
+        "{:x}-{:x} {} {:08x} {:02x}:{:02x} {} {}",
+        m.address.0,
+        m.address.1,
+        m.perms.as_str(),
+        m.offset,
+        m.dev.0,
+        m.dev.1,
+        m.inode,
+        path_text(&m.pathname)
+    )
+}
+
+/// Open descriptors and what they refer to (without the descriptor procfs
+/// holds on `/proc/PID` and the `fd` directory it lists).
 pub fn fds_snapshot() -> BTreeMap<String, String> {
+    let me = procfs::process::Process::myself().expect("open /proc/self");
+    let own = [
+        PathBuf::from(format!("/proc/{}", me.pid)),
+        PathBuf::from(format!("/proc/{}/fd", me.pid)),
+    ];
     let mut out = BTreeMap::new();
-    let dir = std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd");
-    for entry in dir.flatten() {
-        let target = std::fs::read_link(entry.path())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        if target.starts_with("/proc/") && target.ends_with("/fd") {
-            continue;
-        }
-        out.insert(entry.file_name().to_string_lossy().into_owned(), target);
+    for fd in me.fd().expect("read /proc/self/fd").flatten() {
+        let target = match &fd.target {
+            FDTarget::Path(p) if own.contains(p) => continue,
+            FDTarget::Path(p) => p.display().to_string(),
+            other => format!("{other:?}"),
+        };
+        out.insert(fd.fd.to_string(), target);
     }
     out
 }

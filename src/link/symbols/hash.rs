@@ -190,9 +190,11 @@ fn highest_bucket(buckets: &RoBytes, nbuckets: u32, symoffset: u32) -> KindResul
     Ok(max_start)
 }
 
-/// Parse the GNU hash table and count the symbols it covers (the dynamic
-/// section does not say how many symbols there are).
-pub(super) fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u32)> {
+/// The GNU hash table's header, Bloom filter, buckets and chain array
+/// (bounded by its segment), without counting the symbols: what a lookup
+/// needs. `last_chain` and `hashed_end` are left 0 until [`parse_gnu`]
+/// counts.
+pub(super) fn gnu_header(mapping: &Mapping, addr: u64) -> KindResult<GnuHash> {
     let header = table_bytes(mapping, "DT_GNU_HASH", addr, 16)?;
     let field = |i| u32_at(&header, i).ok_or_else(|| malformed("DT_GNU_HASH", "header truncated"));
     let (nbuckets, symoffset, bloom_size, bloom_shift) =
@@ -224,9 +226,33 @@ pub(super) fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u3
     let buckets = table_bytes(mapping, "DT_GNU_HASH buckets", buckets_at, buckets_len)?;
     let chains = table_bytes_to_segment_end(mapping, "DT_GNU_HASH chains", chains_at)
         .unwrap_or(RoBytes::EMPTY);
+    Ok(GnuHash {
+        nbuckets,
+        symoffset,
+        bloom_mask: bloom_size - 1,
+        bloom_shift,
+        bloom,
+        buckets,
+        chains,
+        chains_at,
+        last_chain: 0,
+        hashed_end: 0,
+    })
+}
 
+/// Parse the GNU hash table and count the symbols it covers (the dynamic
+/// section does not say how many symbols there are).
+pub(super) fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u32)> {
+    let header = gnu_header(mapping, addr)?;
+    let GnuHash {
+        nbuckets,
+        symoffset,
+        ref buckets,
+        ref chains,
+        ..
+    } = header;
     // The highest bucket start, then that chain's end, bounds the table.
-    let max_start = highest_bucket(&buckets, nbuckets, symoffset)?;
+    let max_start = highest_bucket(buckets, nbuckets, symoffset)?;
     let endless = |detail: &str| ErrorKind::EndlessHashChain {
         table: "DT_GNU_HASH",
         start: max_start,
@@ -243,7 +269,7 @@ pub(super) fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u3
             if index >= crate::elf::limits::MAX_SYMBOLS {
                 return Err(endless("more symbols than any real library has"));
             }
-            let chain = u32_at(&chains, (index - symoffset) as usize)
+            let chain = u32_at(chains, (index - symoffset) as usize)
                 .ok_or_else(|| endless("no end marker before the end of its segment"))?;
             if chain & 1 != 0 {
                 break index
@@ -257,16 +283,9 @@ pub(super) fn parse_gnu(mapping: &Mapping, addr: u64) -> KindResult<(GnuHash, u3
     };
     Ok((
         GnuHash {
-            nbuckets,
-            symoffset,
-            bloom_mask: bloom_size - 1,
-            bloom_shift,
-            bloom,
-            buckets,
-            chains,
-            chains_at,
             last_chain: max_start,
             hashed_end: count,
+            ..header
         },
         count,
     ))

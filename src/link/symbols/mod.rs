@@ -10,8 +10,11 @@
 //! are built by `link` and the loader).
 
 mod hash;
+mod inplace;
 mod tables;
 mod versions;
+
+use std::sync::OnceLock;
 
 use crate::elf::DynamicInfo;
 use crate::error::{ErrorKind, KindResult};
@@ -21,28 +24,23 @@ pub use hash::{gnu_hash, sysv_hash};
 use tables::{malformed, nul_position, overlaps, table_bytes, u16_at, u32_at, u64_at};
 use versions::{VERSYM_HIDDEN, parse_verdef, parse_verneed};
 
-pub const SYM_SIZE: usize = 24;
+pub const SYM_SIZE: usize = goblin::elf::sym::sym64::SIZEOF_SYM;
 
-pub const STB_LOCAL: u8 = 0;
-pub const STB_GLOBAL: u8 = 1;
-pub const STB_WEAK: u8 = 2;
-pub const STB_GNU_UNIQUE: u8 = 10;
-
-pub const STT_NOTYPE: u8 = 0;
-pub const STT_OBJECT: u8 = 1;
-pub const STT_FUNC: u8 = 2;
-pub const STT_COMMON: u8 = 5;
-pub const STT_TLS: u8 = 6;
-pub const STT_GNU_IFUNC: u8 = 10;
+pub use goblin::elf::sym::{
+    STB_GLOBAL, STB_GNU_UNIQUE, STB_LOCAL, STB_WEAK, STT_COMMON, STT_FUNC, STT_GNU_IFUNC,
+    STT_NOTYPE, STT_OBJECT, STT_TLS,
+};
 
 /// `st_other` visibility: defined here, bound here by this object's own
 /// references, but still exported.
-pub const STV_PROTECTED: u8 = 3;
+pub const STV_PROTECTED: u8 = goblin::elf::sym::STV_PROTECTED;
 
-pub const SHN_UNDEF: u16 = 0;
-pub const SHN_ABS: u16 = 0xfff1;
+// goblin types section indices as u32 (`e_shstrndx` and friends);
+// `st_shndx` is 16 bits, and both values fit.
+pub const SHN_UNDEF: u16 = goblin::elf::section_header::SHN_UNDEF as u16;
+pub const SHN_ABS: u16 = goblin::elf::section_header::SHN_ABS as u16;
 
-const VER_FLG_BASE: u16 = 1;
+const VER_FLG_BASE: u16 = goblin::elf::symver::VER_FLG_BASE;
 
 /// One `Elf64_Sym`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,14 +115,23 @@ impl<'a> Request<'a> {
 pub struct SymbolTable {
     strtab: RoBytes,
     symtab: RoBytes,
-    count: u32,
+    /// How many entries a lookup may read: the symbol count of a table
+    /// read whole; for one read in place ([`SymbolTable::in_place`]), as
+    /// many as its segment holds (a bound for memory safety only: chains
+    /// end at their own marker).
+    limit: u32,
+    /// The number of `.dynsym` entries (counted on first need in place).
+    count: OnceLock<u32>,
     gnu: Option<GnuHash>,
     sysv: Option<SysvHash>,
     versym: Option<RoBytes>,
-    /// Definitions by version index.
-    verdefs: Vec<Option<VersionName>>,
-    /// References by version index.
-    verneeds: Vec<Option<VersionName>>,
+    /// Definitions by version index (read on first need in place).
+    verdefs: OnceLock<Vec<Option<VersionName>>>,
+    /// References by version index (read on first need in place).
+    verneeds: OnceLock<Vec<Option<VersionName>>>,
+    /// For a table read in place: what counting and the version lists
+    /// need later.
+    deferred: Option<Box<inplace::Deferred>>,
 }
 
 impl SymbolTable {
@@ -137,14 +144,18 @@ impl SymbolTable {
         let mut table = SymbolTable {
             strtab,
             symtab: RoBytes::EMPTY,
-            count: 0,
+            limit: 0,
+            count: OnceLock::new(),
             gnu: None,
             sysv: None,
             versym: None,
-            verdefs: Vec::new(),
-            verneeds: Vec::new(),
+            verdefs: OnceLock::new(),
+            verneeds: OnceLock::new(),
+            deferred: None,
         };
         let Some(symtab_addr) = dynamic.symtab else {
+            table.set_versions(Vec::new(), Vec::new());
+            let _ = table.count.set(0);
             return Ok(table);
         };
         if let Some(addr) = dynamic.hash {
@@ -171,22 +182,31 @@ impl SymbolTable {
             check_gnu_chains(g, count, dynamic, symtab_addr, sysv)?;
         }
         table.symtab = table_bytes(mapping, "DT_SYMTAB", symtab_addr, sym_bytes)?;
-        table.count = count;
+        table.limit = count;
+        let _ = table.count.set(count);
         if let Some(addr) = dynamic.versym {
             table.versym = Some(table_bytes(mapping, "DT_VERSYM", addr, versym_len)?);
         }
-        if let Some((addr, num)) = dynamic.verdef {
-            table.verdefs = parse_verdef(mapping, addr, num)?;
-        }
-        if let Some((addr, num)) = dynamic.verneed {
-            table.verneeds = parse_verneed(mapping, addr, num)?;
-        }
+        let verdefs = match dynamic.verdef {
+            Some((addr, num)) => parse_verdef(mapping, addr, num)?,
+            None => Vec::new(),
+        };
+        let verneeds = match dynamic.verneed {
+            Some((addr, num)) => parse_verneed(mapping, addr, num)?,
+            None => Vec::new(),
+        };
+        table.set_versions(verdefs, verneeds);
         Ok(table)
+    }
+
+    fn set_versions(&self, verdefs: Vec<Option<VersionName>>, verneeds: Vec<Option<VersionName>>) {
+        let _ = self.verdefs.set(verdefs);
+        let _ = self.verneeds.set(verneeds);
     }
 
     /// Number of entries in `.dynsym`.
     pub fn len(&self) -> u32 {
-        self.count
+        self.count()
     }
 
     pub fn has_gnu_hash(&self) -> bool {
@@ -197,13 +217,38 @@ impl SymbolTable {
     /// stores them, low bit aside), or `None` without a GNU hash table.
     pub fn gnu_hashes(&self) -> Option<impl Iterator<Item = u32> + '_> {
         let g = self.gnu.as_ref()?;
-        let n = g.hashed_end.saturating_sub(g.symoffset) as usize;
-        Some((0..n).filter_map(move |i| u32_at(&g.chains, i).map(|h| h & !1)))
+        let n = self.hashed_end()?.saturating_sub(g.symoffset) as usize;
+        // One slice bound for the whole array, then plain words: a host's
+        // global scope has thousands of them.
+        let words = g.chains.as_slice().get(..n.checked_mul(4)?)?;
+        Some(
+            words
+                .chunks_exact(4)
+                .map(|w| u32::from_le_bytes(w.try_into().unwrap_or_default()) & !1),
+        )
+    }
+
+    /// The symbol count if it is known; for a table read in place and not
+    /// counted yet, an estimate from its hash table's size (ld gives a GNU
+    /// table between half and one bucket per hashed symbol), so a
+    /// heuristic does not make it count.
+    pub fn count_estimate(&self) -> u32 {
+        if let Some(&c) = self.count.get() {
+            return c;
+        }
+        match (&self.gnu, &self.sysv) {
+            (_, Some(s)) => (s.chains.len() / 4) as u32,
+            (Some(g), None) => g
+                .symoffset
+                .saturating_add(g.nbuckets.saturating_mul(3) / 2)
+                .min(self.limit),
+            (None, None) => 0,
+        }
     }
 
     /// Number of `.dynsym` entries.
     pub fn count(&self) -> u32 {
-        self.count
+        *self.count.get_or_init(|| self.count_in_place())
     }
 
     pub fn has_sysv_hash(&self) -> bool {
@@ -215,7 +260,7 @@ impl SymbolTable {
     /// a lookup decodes one).
     #[inline]
     pub fn symbol(&self, index: u32) -> Option<Sym> {
-        if index >= self.count {
+        if index >= self.limit {
             return None;
         }
         let off = index as usize * SYM_SIZE;
@@ -291,31 +336,31 @@ impl SymbolTable {
         if ndx < 2 {
             return None;
         }
-        self.verneeds
+        self.verneeds()
             .get(ndx)
             .copied()
             .flatten()
-            .or_else(|| self.verdefs.get(ndx).copied().flatten())
+            .or_else(|| self.verdefs().get(ndx).copied().flatten())
     }
 
     /// The version a definition carries, and whether it is hidden.
     pub fn defined_version(&self, index: u32) -> Option<(VersionName, bool)> {
         let raw = self.versym(index);
         let ndx = usize::from(raw & !VERSYM_HIDDEN);
-        let v = self.verdefs.get(ndx).copied().flatten()?;
+        let v = self.verdefs().get(ndx).copied().flatten()?;
         Some((v, raw & VERSYM_HIDDEN != 0))
     }
 
     /// Names of every version this object defines (not the base version).
     pub fn version_definitions(&self) -> impl Iterator<Item = &VersionName> {
-        self.verdefs
+        self.verdefs()
             .iter()
             .flatten()
             .filter(|v| v.flags & VER_FLG_BASE == 0)
     }
 
     pub fn version_references(&self) -> impl Iterator<Item = &VersionName> {
-        self.verneeds.iter().flatten()
+        self.verneeds().iter().flatten()
     }
 
     /// Look `req` up in this object, as glibc's `do_lookup_x` does for one
@@ -328,6 +373,21 @@ impl SymbolTable {
             return self.lookup_sysv(s, req);
         }
         None
+    }
+
+    /// Does the GNU Bloom filter rule out a symbol with this hash? `false`
+    /// without a GNU table. The first test of every lookup, inlined where
+    /// a scope is searched: most probes of a load end here.
+    #[inline]
+    pub fn bloom_excludes(&self, hash: u32) -> bool {
+        let Some(g) = &self.gnu else { return false };
+        let at = ((hash / 64) & g.bloom_mask) as usize * 8;
+        let Some(word) = g.bloom.as_slice().get(at..at + 8) else {
+            return false;
+        };
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let mask = (1u64 << (hash % 64)) | (1u64 << ((hash >> g.bloom_shift) % 64));
+        word & mask != mask
     }
 
     fn lookup_gnu(&self, g: &GnuHash, req: &Request<'_>) -> Option<(u32, Sym)> {
@@ -343,7 +403,7 @@ impl SymbolTable {
         }
         // Bounded by the symbol count: a chain that never sets its end bit
         // stops at the table's end instead of running on.
-        while index < self.count {
+        while index < self.limit {
             let chain = u32_at(&g.chains, (index - g.symoffset) as usize)?;
             if (chain | 1) == (h | 1)
                 && let Some(found) = self.check_match(index, req)
@@ -363,7 +423,7 @@ impl SymbolTable {
         let mut index = u32_at(&s.buckets, (h % s.nbucket) as usize)?;
         // A chain visits each symbol at most once; more steps means a cycle.
         let mut steps = 0u32;
-        while index != 0 && steps <= self.count {
+        while index != 0 && steps <= self.limit {
             if let Some(found) = self.check_match(index, req) {
                 return Some(found);
             }
@@ -393,9 +453,9 @@ impl SymbolTable {
         let first = match (&self.gnu, &self.sysv) {
             (Some(g), _) => g.symoffset,
             (None, Some(_)) => 1,
-            (None, None) => self.count,
+            (None, None) => self.count(),
         };
-        (first..self.count).filter_map(move |index| {
+        (first..self.count()).filter_map(move |index| {
             let sym = self.symbol(index)?;
             let visible = self.versym.is_none() || self.versym(index) & VERSYM_HIDDEN == 0;
             (Self::is_candidate(&sym) && visible).then_some((index, sym))
@@ -417,7 +477,7 @@ impl SymbolTable {
         let raw = self.versym(index);
         let hidden = raw & VERSYM_HIDDEN != 0;
         let def = self
-            .verdefs
+            .verdefs()
             .get(usize::from(raw & !VERSYM_HIDDEN))
             .copied()
             .flatten();
@@ -445,7 +505,7 @@ impl SymbolTable {
 
     /// Iterate every defined, exported symbol (for `mmld info`).
     pub fn exported(&self) -> impl Iterator<Item = (u32, Sym)> + '_ {
-        (1..self.count).filter_map(move |i| {
+        (1..self.count()).filter_map(move |i| {
             let s = self.symbol(i)?;
             (s.is_defined() && s.bind() != STB_LOCAL).then_some((i, s))
         })

@@ -11,7 +11,7 @@ use crate::map::Mapping;
 
 /// The hidden bit of a `DT_VERSYM` entry or a `vd_ndx`.
 pub(super) const VERSYM_HIDDEN: u16 = 0x8000;
-const VER_FLG_WEAK: u16 = 2;
+const VER_FLG_WEAK: u16 = goblin::elf::symver::VER_FLG_WEAK;
 /// Version indices are 15 bits; more entries than this is a corrupt table.
 const MAX_VERSIONS: usize = 0x8000;
 
