@@ -187,6 +187,70 @@ fn run_measured(cmd: &mut Command) -> (Option<i32>, String, i64) {
 }
 
 // ---------------------------------------------------------------------------
+// The span placed glibc's way: the first segment's mapping is the
+// reservation, every other segment mapped over it.
+
+/// libsqlite3 ends in file pages, libstdc++ in `.bss` pages (so a guard page
+/// follows its span): after a load, every page of the span has exactly the
+/// permission its segment's flags grant (RELRO read-only), pages outside
+/// every segment have none, the span is one file's mappings and `.bss`, and
+/// the page after a span that ends in anonymous memory is inaccessible.
+#[test]
+fn span_placed_by_the_first_segment_grants_each_page_its_own_permission() {
+    for path in [LIBSQLITE, "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"] {
+        let file = std::fs::read(path).expect("read the library");
+        // SAFETY: system libraries whose constructors are safe to run.
+        let lib = unsafe { Library::open(path) }.expect("loads");
+        let bias = lib.load_bias();
+        let segments = loads(&file);
+        let (lo, hi) = (
+            lib.base_address(),
+            lib.base_address() + lib.objects()[0].size,
+        );
+        let real = std::fs::canonicalize(path).expect("canonical path");
+        let real = real.to_string_lossy();
+        let maps = common::read_maps();
+        let mut pages = 0;
+        for page in (lo..hi).step_by(4096) {
+            let m = maps
+                .iter()
+                .find(|m| m.start <= page && page < m.end)
+                .unwrap_or_else(|| panic!("{path}: page {page:#x} of the span is unmapped"));
+            let perms = &m.perms.as_bytes()[..3];
+            let segment = segments.iter().find(|s| {
+                page >= bias + (s.1 & !4095) && page < (bias + s.1 + s.3).next_multiple_of(4096)
+            });
+            let Some(&(flags, ..)) = segment else {
+                assert_eq!(perms, b"---", "{path}: hole page {page:#x}: {m:?}");
+                continue;
+            };
+            assert_eq!(perms[0], b'r', "{path}: page {page:#x}: {m:?}");
+            assert!(
+                perms[1] != b'w' || flags & 2 != 0,
+                "{path}: {page:#x} {m:?}"
+            );
+            assert_eq!(perms[2] == b'x', flags & 1 != 0, "{path}: {page:#x} {m:?}");
+            assert!(
+                m.path.is_empty() || m.path == real,
+                "{path}: page {page:#x} maps another file: {m:?}"
+            );
+            pages += 1;
+        }
+        assert!(pages > 100, "{path}: pages checked: {pages}");
+        let last = segments.last().expect("a PT_LOAD");
+        let ends_in_bss = (last.1 + last.3).div_ceil(4096) > (last.1 + last.2).div_ceil(4096);
+        if ends_in_bss {
+            let guard = maps
+                .iter()
+                .find(|m| m.start <= hi && hi < m.end)
+                .unwrap_or_else(|| panic!("{path}: no guard page after the span"));
+            assert_eq!(&guard.perms[..3], "---", "{path}: guard {guard:?}");
+        }
+        drop(lib);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Item 2: non-writable segments whose last page holds a `.bss` tail.
 
 /// `(p_flags, vaddr, filesz, memsz)` of each `PT_LOAD`.

@@ -29,8 +29,12 @@ pub struct ElfFile {
     pub dynamic: DynamicInfo,
 }
 
-/// Bytes read up front: enough for the headers of every real library.
-const FIRST_READ: usize = 4096;
+/// Bytes read up front: the ELF header and a program header table of up
+/// to 17 entries right after it (real libraries have 9-14; glibc reads
+/// 832 bytes). A larger table costs a second read. Every byte of the
+/// buffer is zeroed first and may be the first touch of a heap page, so
+/// it is no larger than that.
+const FIRST_READ: usize = 1024;
 
 impl ElfFile {
     /// Open `path` and validate its headers and dynamic section.

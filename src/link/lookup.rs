@@ -42,7 +42,10 @@ pub fn resolve_in_scope(
             } => {
                 if let Some((_, sym)) = symbols.lookup(req) {
                     let mut b = binding_for(sym, *bias, provider, *tls_module);
-                    b.resolver_in_code = code.iter().any(|&(s, e)| b.addr >= s && b.addr < e);
+                    // Read only for IFUNCs: not worth a walk of the code
+                    // ranges on every other binding.
+                    b.resolver_in_code =
+                        b.ifunc && code.iter().any(|&(s, e)| b.addr >= s && b.addr < e);
                     return Some(b);
                 }
             }

@@ -8,15 +8,18 @@
 //! of the object other than IFUNC resolvers (and none at all in a dry run).
 //!
 //! Files: `reloc` (the relocation loop and each kind's formula), `relative`
-//! (the fast paths: `RELATIVE` runs and `DT_RELR`), `tls` (values of TLS
+//! (the fast paths: `RELATIVE` runs and `DT_RELR`), `prefault` (the pages
+//! relocation will write, faulted in ahead in runs), `tls` (values of TLS
 //! relocations), `lookup` (a name in a scope), `symbols` (one object's
 //! tables), `hostscope` and `index` (lookups in the host and in whole
 //! scopes).
 
+mod bindcache;
 pub mod hostref;
 pub mod hostscope;
 pub mod index;
 mod lookup;
+mod prefault;
 mod relative;
 mod reloc;
 mod scopefilter;

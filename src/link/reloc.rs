@@ -7,6 +7,7 @@
 //! Must never: name an architecture's relocation numbers, allocate per
 //! relocation, or call an IFUNC resolver in a dry run.
 
+use super::bindcache::{BindingCache, Cached};
 use super::hostscope::HostScope;
 use super::lookup::{binding_for, resolve_in_scope, unique_symbols};
 use super::relative::{apply_relative, apply_relr};
@@ -18,7 +19,7 @@ use crate::error::{ErrorKind, KindResult};
 use crate::map::Mapping;
 
 /// Bytes of one `Elf64_Rela`.
-const RELA_SIZE: usize = goblin::elf::reloc::reloc64::SIZEOF_RELA;
+pub(super) const RELA_SIZE: usize = goblin::elf::reloc::reloc64::SIZEOF_RELA;
 
 /// One `Elf64_Rela`, its `r_info` split.
 pub(super) struct Rela {
@@ -44,6 +45,17 @@ fn rela_from(b: &[u8]) -> Option<Rela> {
     })
 }
 
+/// The target offset and type of one entry, without the rest.
+#[inline]
+pub(super) fn rela_words(b: &[u8]) -> Option<(u64, u32)> {
+    let (offset, rest) = b.split_first_chunk::<8>()?;
+    let info = rest.first_chunk::<8>()?;
+    Some((
+        u64::from_le_bytes(*offset),
+        (u64::from_le_bytes(*info) & 0xffff_ffff) as u32,
+    ))
+}
+
 /// Where one relocation sits, for error messages.
 #[derive(Clone, Copy)]
 pub(super) struct Site {
@@ -59,41 +71,6 @@ struct Deferred {
     resolver: u64,
     /// Checked when the binding was made: the resolver is code.
     checked: bool,
-}
-
-/// Bindings by symbol index: a dense table, cheaper than hashing for the
-/// hundreds of thousands of relocations of a large library.
-struct BindingCache {
-    /// 0: not bound yet; n: `bindings[n - 1]`.
-    slot_of: Vec<u32>,
-    bindings: Vec<Option<Binding>>,
-}
-
-impl BindingCache {
-    fn new(symbols: u32) -> Self {
-        BindingCache {
-            slot_of: vec![0; symbols as usize],
-            // At most one binding per symbol: sized once, never regrown
-            // (growing it was most of a load's heap page faults).
-            bindings: Vec::with_capacity(symbols as usize),
-        }
-    }
-
-    fn get(&self, sym: u32) -> Option<Option<Binding>> {
-        let slot = *self.slot_of.get(sym as usize)?;
-        if slot == 0 {
-            return None;
-        }
-        self.bindings.get(slot as usize - 1).copied()
-    }
-
-    fn insert(&mut self, sym: u32, binding: Option<Binding>) {
-        self.bindings.push(binding);
-        let slot = u32::try_from(self.bindings.len()).unwrap_or(0);
-        if let Some(s) = self.slot_of.get_mut(sym as usize) {
-            *s = slot;
-        }
-    }
 }
 
 /// A binding for a relocation without a symbol: S is 0.
@@ -156,8 +133,22 @@ pub fn relocate(
     if let (Some(relr), None) = (target.dynamic.relr, &replay) {
         report.relr_addresses = apply_relr(target.mapping, relr, bias)?;
     }
+    // Not on a shared-relocations hit: the cache's pages are already
+    // relocated, and populating them for writing would make them private.
+    if mode == LinkMode::Run && replay.is_none() {
+        super::prefault::populate_written_pages(target);
+    }
     super::tls::start(target, mode);
-    let cache = BindingCache::new(target.symbols.len());
+    let size = |r: Option<VRange>| r.map_or(0, |r| r.size);
+    let entries = (size(target.dynamic.rela) / RELA_SIZE as u64)
+        .saturating_add(size(target.dynamic.jmprel) / RELA_SIZE as u64);
+    // Recording shared relocations reads each binding's provider and
+    // uniqueness again on every relocation: keep whole bindings then.
+    let cache = BindingCache::new(
+        target.symbols.len(),
+        usize::try_from(entries).unwrap_or(usize::MAX),
+        target.share.is_none(),
+    );
     let mut cx = RelocationContext {
         target,
         scope,
@@ -257,7 +248,7 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
             RelocKind::None | RelocKind::Relative => (false, false),
             RelocKind::IRelative | RelocKind::Unsupported => (true, false),
             _ if kind.is_tls() => (true, false),
-            _ => match self.binding(site, r)? {
+            _ => match self.binding(site, r, kind)? {
                 Some(b) => {
                     let stable = self
                         .target
@@ -315,6 +306,7 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
 
     /// Apply one relocation other than `Relative`, or defer it when its
     /// value comes from an IFUNC resolver.
+    #[inline]
     fn apply_one(&mut self, site: Site, r: &Rela, kind: RelocKind) -> KindResult<()> {
         match kind {
             RelocKind::None => return Ok(()),
@@ -331,7 +323,7 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
             RelocKind::Unsupported => return Err(unsupported(site, r)),
             _ => debug_assert!(kind.needs_symbol()),
         }
-        let bound = match self.binding(site, r) {
+        let bound = match self.binding(site, r, kind) {
             // A call nothing defines yet: a lazy load binds it on first call.
             Err(e @ ErrorKind::UnresolvedSymbol { .. }) if kind == RelocKind::CallSlot => {
                 return self.bind_on_first_call(r, e);
@@ -407,13 +399,23 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
     /// The binding for `r`'s symbol (`NO_SYMBOL` for index 0), bound once
     /// per symbol; `None` when it stays unbound (weak, or a dry run).
     #[inline]
-    fn binding(&mut self, site: Site, r: &Rela) -> KindResult<Option<Binding>> {
+    fn binding(&mut self, site: Site, r: &Rela, kind: RelocKind) -> KindResult<Option<Binding>> {
         if r.sym == 0 {
             return Ok(Some(NO_SYMBOL));
         }
         // Only an index `bind_new` validated is ever cached.
         match self.cache.get(r.sym) {
-            Some(b) => Ok(b),
+            Some(Cached::Rich(b)) => Ok(b),
+            // A TLS relocation against a symbol that is not `STT_TLS` (no
+            // linker makes one) needs the provider and value a plain entry
+            // does not keep: it is bound again (the same lookup, the same
+            // result).
+            Some(Cached::Plain(_)) if kind.is_tls() => self.bind_new(site, r),
+            Some(Cached::Plain(p)) => Ok(Some(Binding {
+                addr: p.addr,
+                size: p.size,
+                ..NO_SYMBOL
+            })),
             None => self.bind_new(site, r),
         }
     }
@@ -434,7 +436,7 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
                     count: self.target.symbols.len(),
                 })?;
         let b = self.bind_symbol(r.sym, &sym)?;
-        self.cache.insert(r.sym, b);
+        self.cache.insert(r.sym, b, sym.kind() == symbols::STT_TLS);
         Ok(b)
     }
 
@@ -631,6 +633,7 @@ fn unsupported(site: Site, r: &Rela) -> ErrorKind {
 
 /// Write one relocated word, or say which relocation points outside the
 /// object's writable memory.
+#[inline]
 pub(super) fn write(
     mapping: &mut Mapping,
     table: &'static str,

@@ -1,7 +1,8 @@
 //! MAP: turn a validated [`LoadPlan`] into memory.
 //!
-//! Owns: the object's address span, from one `PROT_NONE` reservation to the
-//! final `munmap`, and every access LINK and RUN make to it (bounds- and
+//! Owns: the object's address span, from its placement (`place.rs`: the
+//! first segment's mapping over the span, or a `PROT_NONE` reservation) to
+//! the final `munmap`, and every access LINK and RUN make to it (bounds- and
 //! permission-checked reads and writes). Must never: interpret ELF tables
 //! (that is LINK), or hand out a reference into memory that can change while
 //! the reference lives.
@@ -9,6 +10,7 @@
 mod code;
 mod inspect;
 mod overlay;
+mod place;
 mod placement;
 mod sys;
 mod writer;
@@ -109,17 +111,26 @@ impl Mapping {
         strategy: Strategy,
         protection: Protection,
     ) -> KindResult<Mapping> {
-        let mapping = Self::reserve(plan, strategy, protection)?;
-        Self::map_segments(mapping, file, plan)
+        let (mapping, first_mapped) = Self::place(file, plan, strategy, protection)?;
+        Self::map_segments(mapping, file, plan, first_mapped)
     }
 
-    /// Map each `PT_LOAD` of `file` into the span `mapping` reserved.
-    fn map_segments(mut mapping: Mapping, file: &File, plan: &LoadPlan) -> KindResult<Mapping> {
+    /// Map each `PT_LOAD` of `file` into the span `mapping` reserved;
+    /// `first_mapped`: [`Mapping::place`] already mapped the first
+    /// segment's file pages over the span (its holes are closed here).
+    fn map_segments(
+        mut mapping: Mapping,
+        file: &File,
+        plan: &LoadPlan,
+        first_mapped: bool,
+    ) -> KindResult<Mapping> {
         let (strategy, protection) = (mapping.strategy, mapping.protection);
-        for seg in &plan.segments {
+        for (i, seg) in plan.segments.iter().enumerate() {
             let prot = prot_of(seg, protection);
             match strategy {
-                Strategy::Mmap => mapping.map_segment_from_file(file, seg, prot)?,
+                Strategy::Mmap => {
+                    mapping.map_segment_from_file(file, seg, prot, first_mapped && i == 0)?;
+                }
                 // Only the bytes the file has are read: the holes of a
                 // sparse file stay untouched zero pages.
                 Strategy::Read => mapping.fill_segment(seg, prot, |dst, offset| {
@@ -132,6 +143,9 @@ impl Mapping {
                 })?,
             }
             mapping.segments.push(MappedSegment { plan: *seg, prot });
+        }
+        if first_mapped {
+            mapping.close_holes(plan)?;
         }
         Ok(mapping)
     }
@@ -163,61 +177,6 @@ impl Mapping {
             mapping.segments.push(MappedSegment { plan: *seg, prot });
         }
         Ok(mapping)
-    }
-
-    fn reserve(plan: &LoadPlan, strategy: Strategy, protection: Protection) -> KindResult<Mapping> {
-        let span = usize::try_from(plan.span()).map_err(|_| ErrorKind::SegmentTooLarge {
-            index: 0,
-            vaddr: plan.min_vaddr,
-            memsz: plan.span(),
-            limit: crate::elf::MAX_SPAN,
-        })?;
-        let align = usize::try_from(plan.max_align).unwrap_or(usize::MAX);
-        // Over-reserve so an aligned start exists, then give back the slack:
-        // objects with p_align above the page size (huge-page friendly
-        // layouts) expect their start to be that aligned.
-        let extra = if align > PAGE_SIZE as usize && align <= (1 << 30) {
-            align - PAGE_SIZE as usize
-        } else {
-            0
-        };
-        // One inaccessible page stays reserved after the span: without it
-        // the kernel may merge the object's anonymous .bss mapping with an
-        // unrelated anonymous mapping above, and /proc would then charge
-        // that neighbour's pages to the object.
-        let guard = PAGE_SIZE as usize;
-        let total = span
-            .checked_add(extra)
-            .and_then(|t| t.checked_add(guard))
-            .ok_or_else(|| map_err("reserving address space")(io::Error::other("span overflow")))?;
-        let raw = sys::reserve(total).map_err(map_err("reserving address space"))?;
-        let raw_addr = raw.as_ptr() as usize;
-        let aligned = if extra > 0 {
-            raw_addr.next_multiple_of(align)
-        } else {
-            raw_addr
-        };
-        let head = aligned - raw_addr;
-        let tail = total - head - span - guard;
-        // SAFETY: head and tail are the unused ends of the reservation just
-        // made; nothing refers to them.
-        unsafe {
-            let _ = sys::unmap(raw.as_ptr(), head);
-            let _ = sys::unmap(raw.as_ptr().add(head + span + guard), tail);
-        }
-        let base = NonNull::new(aligned as *mut u8).unwrap_or(raw);
-        Ok(Mapping {
-            base,
-            len: span,
-            bias: (aligned as u64).wrapping_sub(plan.min_vaddr),
-            segments: Vec::with_capacity(plan.segments.len()),
-            sealed: None,
-            strategy,
-            protection,
-            owned: true,
-            last_segment: std::sync::atomic::AtomicUsize::new(0),
-            guard,
-        })
     }
 
     /// Describe an object the host's loader mapped (at `bias`, with these
@@ -266,7 +225,15 @@ impl Mapping {
         (self.base.as_ptr() as u64).wrapping_sub(self.bias)
     }
 
-    fn map_segment_from_file(&mut self, file: &File, seg: &Segment, prot: i32) -> KindResult<()> {
+    /// `in_place`: the segment's file pages are already mapped with `prot`
+    /// (the first segment, mapped over the span by [`Mapping::place`]).
+    fn map_segment_from_file(
+        &mut self,
+        file: &File,
+        seg: &Segment,
+        prot: i32,
+        in_place: bool,
+    ) -> KindResult<()> {
         let page_start = page_down(seg.vaddr);
         let file_map_end = if seg.filesz > 0 {
             page_up(seg.file_end_vaddr()).unwrap_or(u64::MAX)
@@ -282,7 +249,7 @@ impl Mapping {
         // instead (below), so every file page gets exactly `prot`.
         let copied_page = (zero_tail && !seg.writable()).then(|| page_down(seg.file_end_vaddr()));
         let from_file_end = copied_page.unwrap_or(file_map_end);
-        if from_file_end > page_start {
+        if from_file_end > page_start && !in_place {
             // SAFETY: page_start..from_file_end lies inside this mapping's
             // reservation (the plan bounds every segment by max_vaddr), and
             // no reference into the reservation exists yet.
@@ -420,6 +387,28 @@ impl Mapping {
             .map_or(0, |s| end.min(page_up(s.plan.end()).unwrap_or(end)) - start);
         // SAFETY: inside a writable, owned segment of this mapping.
         let _ = unsafe { sys::populate_write(self.ptr_at(start), len as usize) };
+    }
+
+    /// Fault in, for writing, the whole pages `vaddr..vaddr + len` (page
+    /// aligned) in one call, when they all belong to one writable segment
+    /// of this mapping and lie outside sealed RELRO; otherwise do nothing.
+    /// LINK asks for exactly the pages relocation is about to write.
+    pub fn populate_for_writing(&self, vaddr: u64, len: u64) {
+        let Some(end) = vaddr.checked_add(len) else {
+            return;
+        };
+        let in_segment = self.segments.iter().any(|s| {
+            s.prot & libc::PROT_WRITE != 0
+                && page_down(s.plan.vaddr) <= vaddr
+                && page_up(s.plan.end()).is_some_and(|e| end <= e)
+        });
+        let sealed = self.sealed.is_some_and(|(s, e)| vaddr < e && end > s);
+        if !self.owned || !in_segment || sealed || len == 0 {
+            return;
+        }
+        // SAFETY: whole pages of a writable segment this mapping owns, not
+        // sealed; populating only faults them in, as the writes would.
+        let _ = unsafe { sys::populate_write(self.ptr_at(vaddr), len as usize) };
     }
 
     /// Make the RELRO range read-only. Like glibc, only whole pages inside

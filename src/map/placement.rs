@@ -53,6 +53,6 @@ impl Mapping {
             last_segment: std::sync::atomic::AtomicUsize::new(0),
             guard,
         };
-        Self::map_segments(mapping, file, plan)
+        Self::map_segments(mapping, file, plan, false)
     }
 }

@@ -29,6 +29,35 @@ pub fn reserve(len: usize) -> io::Result<NonNull<u8>> {
     NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))
 }
 
+/// Map `len` bytes of `fd` from `offset` privately, at an address the
+/// kernel picks: the first segment of an object mapped over its whole span,
+/// so that this one mapping is also the span's reservation (glibc's way).
+/// Safe for the same reason as [`reserve`]: it only creates address space.
+pub fn map_file_anywhere(
+    len: usize,
+    prot: i32,
+    fd: BorrowedFd<'_>,
+    offset: u64,
+) -> io::Result<NonNull<u8>> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+    // SAFETY: a non-fixed mapping creates new address space only; it cannot
+    // alias or replace anything that exists.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_PRIVATE,
+            fd.as_raw_fd(),
+            offset,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned NULL"))
+}
+
 /// Map `len` bytes of `fd` from `offset` at exactly `addr`, privately.
 ///
 /// # Safety

@@ -21,7 +21,7 @@ use crate::error::{ErrorKind, KindResult};
 use crate::map::{Mapping, RoBytes};
 use hash::{GnuHash, SysvHash, parse_gnu, parse_sysv};
 pub use hash::{gnu_hash, sysv_hash};
-use tables::{malformed, nul_position, overlaps, table_bytes, u16_at, u32_at, u32_at_off, u64_at};
+use tables::{malformed, nul_position, overlaps, table_bytes, u16_at, u32_at, u64_at};
 use versions::{VERSYM_HIDDEN, parse_verdef, parse_verneed};
 
 pub const SYM_SIZE: usize = goblin::elf::sym::sym64::SIZEOF_SYM;
@@ -255,19 +255,32 @@ impl SymbolTable {
         self.sysv.is_some()
     }
 
+    /// Entry `index` of `.dynsym`. One bounds check for the whole entry,
+    /// then fields at fixed offsets (every binding and every candidate of
+    /// a lookup decodes one).
+    #[inline]
     pub fn symbol(&self, index: u32) -> Option<Sym> {
         if index >= self.limit {
             return None;
         }
         let off = index as usize * SYM_SIZE;
-        let b = self.symtab.as_slice().get(off..off + SYM_SIZE)?;
+        let b: &[u8; SYM_SIZE] = self
+            .symtab
+            .as_slice()
+            .get(off..off.checked_add(SYM_SIZE)?)?
+            .try_into()
+            .ok()?;
+        let (name, rest) = b.split_first_chunk::<4>()?;
+        let (&[info, other], rest) = rest.split_first_chunk::<2>()?;
+        let (shndx, rest) = rest.split_first_chunk::<2>()?;
+        let (value, size) = rest.split_first_chunk::<8>()?;
         Some(Sym {
-            name: u32_at_off(b, 0)?,
-            info: *b.get(4)?,
-            other: *b.get(5)?,
-            shndx: u16_at(b, 6)?,
-            value: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
-            size: u64::from_le_bytes(b.get(16..24)?.try_into().ok()?),
+            name: u32::from_le_bytes(*name),
+            info,
+            other,
+            shndx: u16::from_le_bytes(*shndx),
+            value: u64::from_le_bytes(*value),
+            size: u64::from_le_bytes(size.first_chunk::<8>().copied()?),
         })
     }
 
