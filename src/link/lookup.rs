@@ -11,7 +11,7 @@ use crate::fixedhash::HashMap;
 use std::ffi::CString;
 
 use super::hostscope::HostScope;
-use super::symbols::{self, Request, Sym};
+use super::symbols::{self, Request, Sym, SymbolTable};
 use super::{Binding, Provider};
 use crate::host;
 
@@ -25,11 +25,32 @@ pub(super) fn unique_symbols() -> &'static UniqueTable {
     T.get_or_init(|| std::sync::Mutex::new(HashMap::default()))
 }
 
+/// The reference being bound is defined by the object being linked, and a
+/// lookup of it in that object's tables would find this very symbol.
+#[derive(Clone, Copy)]
+pub(super) struct OwnDefinition<'t> {
+    pub(super) symbols: &'t SymbolTable,
+    pub(super) sym: Sym,
+}
+
 /// Resolve `name` (with an optional version) in `scope`, in order.
 pub fn resolve_in_scope(
     scope: &[Provider<'_>],
     req: &Request<'_>,
     host: &HostScope,
+) -> Option<Binding> {
+    resolve_with_own(scope, req, host, None)
+}
+
+/// As [`resolve_in_scope`]; when `own` is given, the walk still asks every
+/// object before the linked one (an earlier definition, the executable's
+/// say, interposes), but takes `own` when it reaches that object instead
+/// of searching its tables for the symbol the relocation already names.
+pub(super) fn resolve_with_own(
+    scope: &[Provider<'_>],
+    req: &Request<'_>,
+    host: &HostScope,
+    own: Option<OwnDefinition<'_>>,
 ) -> Option<Binding> {
     for (provider, p) in scope.iter().enumerate() {
         match p {
@@ -40,7 +61,11 @@ pub fn resolve_in_scope(
                 code,
                 ..
             } => {
-                if let Some((_, sym)) = symbols.lookup(req) {
+                let found = match own {
+                    Some(o) if std::ptr::eq(*symbols, o.symbols) => Some(o.sym),
+                    _ => symbols.lookup(req).map(|(_, sym)| sym),
+                };
+                if let Some(sym) = found {
                     let mut b = binding_for(sym, *bias, provider, *tls_module);
                     // Read only for IFUNCs: not worth a walk of the code
                     // ranges on every other binding.

@@ -9,7 +9,7 @@
 
 use super::bindcache::{BindingCache, Cached};
 use super::hostscope::HostScope;
-use super::lookup::{binding_for, resolve_in_scope, unique_symbols};
+use super::lookup::{OwnDefinition, binding_for, resolve_with_own, unique_symbols};
 use super::relative::{apply_relative, apply_relr};
 use super::symbols::{self, Request, Sym, VersionRequest};
 use super::{Binding, LinkMode, LinkReport, LinkTarget, Provider};
@@ -538,7 +538,7 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
             let bias = target.mapping.bias();
             return Ok(Some(binding_for(*sym, bias, usize::MAX, target.tls_module)));
         }
-        let (name, name_hash) = target.symbols.name_and_gnu_hash(sym)?;
+        let (name, name_hash) = target.symbols.name_and_gnu_hash_at(index, sym)?;
         if let Some(addr) = crate::runtime::cxa::interposed(name) {
             // mmld's own implementations of the few runtime functions that
             // must know about mmld's objects (TLS, C++ thread-exit
@@ -565,7 +565,16 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
                 exact_only: false,
             }),
         };
-        if let Some(mut b) = resolve_in_scope(self.scope, &req, self.host) {
+        // The object's own definition: its tables need not be searched for
+        // the symbol the relocation names (the scope before it still is).
+        let own = target
+            .symbols
+            .accepts_own(index, *sym, &req)
+            .then_some(OwnDefinition {
+                symbols: target.symbols,
+                sym: *sym,
+            });
+        if let Some(mut b) = resolve_with_own(self.scope, &req, self.host, own) {
             if b.unique && self.mode == LinkMode::Run {
                 // The first definition bound wins for the whole process.
                 let mut table = unique_symbols().lock().unwrap_or_else(|e| e.into_inner());

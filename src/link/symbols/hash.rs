@@ -74,6 +74,38 @@ impl GnuHash {
     pub(super) fn hashes_nothing(&self) -> bool {
         self.last_chain == 0
     }
+
+    /// The GNU hash of the name of symbol `index`, read from the table
+    /// instead of computed: its chain word is the hash with bit 0 replaced
+    /// by the end-of-chain mark. Bit 0 is recovered from the bucket: of the
+    /// two candidates (bit 0 clear or set, which fall in different buckets
+    /// when there are two or more), the right one is the bucket whose chain
+    /// reaches `index` without an end mark before it. `None` (the caller
+    /// hashes the name) when the table cannot tell: one bucket, an
+    /// unhashed index, or a table that fits neither or both candidates.
+    pub(super) fn hash_of(&self, index: u32) -> Option<u32> {
+        if self.nbuckets < 2 || index < self.symoffset || index >= self.hashed_end {
+            return None;
+        }
+        let word = u32_at(&self.chains, (index - self.symoffset) as usize)?;
+        let reaches = |hash: u32| -> Option<bool> {
+            let start = u32_at(&self.buckets, (hash % self.nbuckets) as usize)?;
+            if start < self.symoffset || start > index {
+                return Some(false);
+            }
+            for i in start..index {
+                if u32_at(&self.chains, (i - self.symoffset) as usize)? & 1 != 0 {
+                    return Some(false);
+                }
+            }
+            Some(true)
+        };
+        match (reaches(word & !1)?, reaches(word | 1)?) {
+            (true, false) => Some(word & !1),
+            (false, true) => Some(word | 1),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -311,5 +343,30 @@ mod tests {
         assert_eq!(sysv_hash(b""), 0);
         assert_eq!(sysv_hash(b"printf"), 0x0779_05a6);
         assert_eq!(sysv_hash(b"GLIBC_2.2.5"), 0x0969_1a75);
+    }
+
+    /// The hash read back from a real library's GNU table is the hash of
+    /// the name, for every symbol the table holds.
+    #[test]
+    fn stored_hash_is_the_name_hash() {
+        for lib in ["libsqlite3.so.0", "libz.so.1", "libstdc++.so.6"] {
+            let path = std::path::Path::new("/usr/lib/x86_64-linux-gnu").join(lib);
+            let elf = crate::elf::ElfFile::open(&path).expect("open");
+            let mapping =
+                crate::map::Mapping::copy_for_inspection(&elf.file, &elf.plan, &elf.dynamic)
+                    .expect("map");
+            let table = super::super::SymbolTable::new(&mapping, &elf.dynamic).expect("symbols");
+            let gnu = table.gnu.as_ref().expect("a GNU hash table");
+            let mut read = 0;
+            for index in 1..table.count() {
+                let sym = table.symbol(index).expect("symbol");
+                let (name, hash) = table.name_and_gnu_hash_at(index, &sym).expect("name");
+                assert_eq!(hash, gnu_hash(name), "{lib} symbol {index}");
+                read += usize::from(gnu.hash_of(index).is_some());
+            }
+            // Every hashed symbol's hash is read from the table.
+            let hashed = table.count() - gnu.symoffset;
+            assert_eq!(read, hashed as usize, "{lib}");
+        }
     }
 }

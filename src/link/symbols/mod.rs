@@ -307,6 +307,15 @@ impl SymbolTable {
         Ok((name, gnu_hash(name)))
     }
 
+    /// As [`Self::name_and_gnu_hash`] for symbol `index` of this table: a
+    /// symbol the object defines has its hash in the GNU table already,
+    /// which is cheaper to read than the name is to hash.
+    pub fn name_and_gnu_hash_at(&self, index: u32, sym: &Sym) -> KindResult<(&[u8], u32)> {
+        let name = self.string(u64::from(sym.name))?;
+        let stored = self.gnu.as_ref().and_then(|g| g.hash_of(index));
+        Ok((name, stored.unwrap_or_else(|| gnu_hash(name))))
+    }
+
     /// Is the string at `offset` exactly `name`? Compares in place instead
     /// of first scanning for the terminator: the hot path of every lookup.
     fn string_is(&self, offset: u32, name: &[u8]) -> bool {
@@ -470,6 +479,18 @@ impl SymbolTable {
         if !self.string_is(sym.name, req.name) {
             return None;
         }
+        self.version_accepts(index, sym, req)
+    }
+
+    /// Would a lookup of `req`, which names symbol `index` of this table
+    /// (`sym`), accept that symbol? The name compare is skipped: the name
+    /// is the symbol's own.
+    pub fn accepts_own(&self, index: u32, sym: Sym, req: &Request<'_>) -> bool {
+        Self::is_candidate(&sym) && self.version_accepts(index, sym, req).is_some()
+    }
+
+    /// The version half of [`Self::check_match`].
+    fn version_accepts(&self, index: u32, sym: Sym, req: &Request<'_>) -> Option<(u32, Sym)> {
         if self.versym.is_none() {
             // An object without versions satisfies any request.
             return Some((index, sym));
