@@ -49,6 +49,9 @@ pub struct DynamicInfo {
     pub rela: Option<VRange>,
     pub jmprel: Option<VRange>,
     pub relr: Option<VRange>,
+    /// `DT_RELACOUNT`: how many leading `DT_RELA` entries are relative
+    /// (0 when absent).
+    pub relacount: u64,
     pub init: Option<u64>,
     pub fini: Option<u64>,
     pub init_array: Option<VRange>,
@@ -123,6 +126,7 @@ impl DynamicInfo {
                 dt::DT_RELA => c.rela.0 = Some(val),
                 dt::DT_RELASZ => c.rela.1 = Some(val),
                 dt::DT_RELAENT => c.rela.2 = Some(val),
+                dt::DT_RELACOUNT => info.relacount = val,
                 dt::DT_REL | dt::DT_RELSZ => c.has_rel |= val != 0,
                 dt::DT_JMPREL => c.jmprel.0 = Some(val),
                 dt::DT_PLTRELSZ => c.jmprel.1 = Some(val),

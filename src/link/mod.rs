@@ -101,6 +101,12 @@ impl RelocationCounts {
         }
     }
 
+    fn add_many(&mut self, rtype: u32, n: usize) {
+        if let Some(c) = self.0.get_mut(rtype as usize) {
+            *c += n;
+        }
+    }
+
     /// `(type, count)` for every type seen.
     pub fn iter(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
         self.0

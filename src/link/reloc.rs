@@ -162,9 +162,16 @@ pub fn relocate(
     };
     match &replay {
         Some(list) => cx.apply_listed(list)?,
+        // The recording hook hoisted out of the loop: a normal load runs a
+        // loop with no trace of it.
+        None if cx.target.share.is_some() => {
+            for table in ["DT_RELA", "DT_JMPREL"] {
+                cx.apply_table::<true>(table)?;
+            }
+        }
         None => {
             for table in ["DT_RELA", "DT_JMPREL"] {
-                cx.apply_table(table)?;
+                cx.apply_table::<false>(table)?;
             }
         }
     }
@@ -186,7 +193,9 @@ pub fn relocate(
 }
 
 impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> {
-    fn apply_table(&mut self, table: &'static str) -> KindResult<()> {
+    /// `RECORD`: note which relocations are per process (shared
+    /// relocations, normal load).
+    fn apply_table<const RECORD: bool>(&mut self, table: &'static str) -> KindResult<()> {
         let range = match table {
             "DT_RELA" => self.target.dynamic.rela,
             _ => self.target.dynamic.jmprel,
@@ -204,7 +213,10 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
         let entries = bytes.as_slice();
         let count = entries.len() / RELA_SIZE;
         let bias = self.bias;
-        let mut index = 0;
+        let mut index = match table {
+            "DT_RELA" => self.apply_counted_relative(entries)?,
+            _ => 0,
+        };
         while index < count {
             // The common case of large libraries (hundreds of thousands of
             // entries, in long runs): no symbol, one write into the segment
@@ -230,13 +242,40 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
             let Some((r, kind)) = other else {
                 break;
             };
-            if self.target.share.is_some() {
+            if RECORD {
                 self.record_sharing(Site { table, index }, &r, kind)?;
             }
             self.apply_one(Site { table, index }, &r, kind)?;
             index += 1;
         }
         Ok(())
+    }
+
+    /// The leading `DT_RELACOUNT` entries of `DT_RELA`, which the linker
+    /// marks as all relative: applied with one compare of the type each
+    /// instead of classifying and counting it (glibc does not even
+    /// compare; a file that lies stops the run, and the general loop then
+    /// reports the entry). Returns how many were applied.
+    fn apply_counted_relative(&mut self, entries: &[u8]) -> KindResult<usize> {
+        let limit = usize::try_from(self.target.dynamic.relacount)
+            .unwrap_or(usize::MAX)
+            .min(entries.len() / RELA_SIZE);
+        let bias = self.bias;
+        let mut writer = self.target.mapping.writer();
+        let counted = entries.get(..limit * RELA_SIZE).unwrap_or_default();
+        let mut done = 0;
+        for chunk in counted.chunks_exact(RELA_SIZE) {
+            let Some(r) = rela_from(chunk) else { break };
+            if r.rtype != arch::R_RELATIVE {
+                break;
+            }
+            if !writer.write_u64(r.offset, bias.wrapping_add(r.addend as u64)) {
+                return Err(out_of_bounds("DT_RELA", done, r.offset));
+            }
+            done += 1;
+        }
+        self.report.by_type.add_many(arch::R_RELATIVE, done);
+        Ok(done)
     }
 
     /// Shared relocations, normal load: note `r` if its value may differ
@@ -306,7 +345,7 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
 
     /// Apply one relocation other than `Relative`, or defer it when its
     /// value comes from an IFUNC resolver.
-    #[inline]
+    #[inline(always)]
     fn apply_one(&mut self, site: Site, r: &Rela, kind: RelocKind) -> KindResult<()> {
         match kind {
             RelocKind::None => return Ok(()),
