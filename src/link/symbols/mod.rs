@@ -483,10 +483,32 @@ impl SymbolTable {
     }
 
     /// Would a lookup of `req`, which names symbol `index` of this table
-    /// (`sym`), accept that symbol? The name compare is skipped: the name
-    /// is the symbol's own.
+    /// (`sym`) with the version [`Self::required_version`] gives it, accept
+    /// that symbol? The name compare is skipped: the name is the symbol's
+    /// own.
     pub fn accepts_own(&self, index: u32, sym: Sym, req: &Request<'_>) -> bool {
-        Self::is_candidate(&sym) && self.version_accepts(index, sym, req).is_some()
+        if !Self::is_candidate(&sym) {
+            return false;
+        }
+        if self.versym.is_none() {
+            return true;
+        }
+        // `req` is the symbol's own version (`required_version`): when that
+        // is its own definition's, the answer follows from the flags alone,
+        // without comparing the version's name with itself.
+        let raw = self.versym(index);
+        let ndx = usize::from(raw & !VERSYM_HIDDEN);
+        let hidden = raw & VERSYM_HIDDEN != 0;
+        if ndx < 2 && req.version.is_none() {
+            return !hidden;
+        }
+        let def = self.verdefs().get(ndx).copied().flatten();
+        match (self.verneeds().get(ndx).copied().flatten(), def) {
+            (None, Some(d)) if req.version.is_some_and(|v| v.hash == d.hash && !v.exact_only) => {
+                d.flags & VER_FLG_BASE == 0 || !hidden
+            }
+            _ => self.version_accepts(index, sym, req).is_some(),
+        }
     }
 
     /// The version half of [`Self::check_match`].
