@@ -4,7 +4,9 @@
 //! large library these are nearly all of its relocations (libLLVM: 362,379
 //! of 382,145). Must never: allocate or look anything up per relocation.
 
-use super::reloc::{Rela, write};
+use super::RelocationCounts;
+use super::reloc::{RELA_SIZE, Rela, out_of_bounds, rela_from, write};
+use crate::arch::current as arch;
 use crate::elf::VRange;
 use crate::error::{ErrorKind, KindResult};
 use crate::map::Mapping;
@@ -24,6 +26,38 @@ pub(super) fn apply_relative(
         r.offset,
         bias.wrapping_add(r.addend as u64),
     )
+}
+
+/// The leading `DT_RELACOUNT` (`relacount`) entries of `DT_RELA`
+/// (`entries`), which the linker marks as all relative: applied with one
+/// compare of the type each instead of classifying and counting it (glibc
+/// does not even compare; a file that lies stops the run, and the general
+/// loop then reports the entry). Returns how many were applied.
+pub(super) fn apply_counted_relative(
+    mapping: &mut Mapping,
+    entries: &[u8],
+    relacount: u64,
+    bias: u64,
+    counts: &mut RelocationCounts,
+) -> KindResult<usize> {
+    let limit = usize::try_from(relacount)
+        .unwrap_or(usize::MAX)
+        .min(entries.len() / RELA_SIZE);
+    let mut writer = mapping.writer();
+    let counted = entries.get(..limit * RELA_SIZE).unwrap_or_default();
+    let mut done = 0;
+    for chunk in counted.chunks_exact(RELA_SIZE) {
+        let Some(r) = rela_from(chunk) else { break };
+        if r.rtype != arch::R_RELATIVE {
+            break;
+        }
+        if !writer.write_u64(r.offset, bias.wrapping_add(r.addend as u64)) {
+            return Err(out_of_bounds("DT_RELA", done, r.offset));
+        }
+        done += 1;
+    }
+    counts.add_many(arch::R_RELATIVE, done);
+    Ok(done)
 }
 
 /// Decode `DT_RELR` (packed relative relocations): an even word is an

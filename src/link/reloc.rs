@@ -10,8 +10,8 @@
 use super::bindcache::{BindingCache, Cached};
 use super::hostscope::HostScope;
 use super::lookup::{OwnDefinition, binding_for, resolve_with_own, unique_symbols};
-use super::relative::{apply_relative, apply_relr};
-use super::symbols::{self, Request, Sym, VersionRequest};
+use super::relative::{apply_counted_relative, apply_relative, apply_relr};
+use super::symbols::{self, Own, Request, Sym, VersionRequest};
 use super::{Binding, LinkMode, LinkReport, LinkTarget, Provider};
 use crate::arch::{RelocKind, current as arch};
 use crate::elf::{DynamicInfo, VRange};
@@ -32,7 +32,7 @@ pub(super) struct Rela {
 /// Decode one entry; `b` is `RELA_SIZE` bytes (from `chunks_exact`, so the
 /// compiler drops the length checks).
 #[inline]
-fn rela_from(b: &[u8]) -> Option<Rela> {
+pub(super) fn rela_from(b: &[u8]) -> Option<Rela> {
     let (offset, rest) = b.split_first_chunk::<8>()?;
     let (info, rest) = rest.split_first_chunk::<8>()?;
     let addend = rest.first_chunk::<8>()?;
@@ -214,7 +214,13 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
         let count = entries.len() / RELA_SIZE;
         let bias = self.bias;
         let mut index = match table {
-            "DT_RELA" => self.apply_counted_relative(entries)?,
+            "DT_RELA" => apply_counted_relative(
+                self.target.mapping,
+                entries,
+                self.target.dynamic.relacount,
+                bias,
+                &mut self.report.by_type,
+            )?,
             _ => 0,
         };
         while index < count {
@@ -249,33 +255,6 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
             index += 1;
         }
         Ok(())
-    }
-
-    /// The leading `DT_RELACOUNT` entries of `DT_RELA`, which the linker
-    /// marks as all relative: applied with one compare of the type each
-    /// instead of classifying and counting it (glibc does not even
-    /// compare; a file that lies stops the run, and the general loop then
-    /// reports the entry). Returns how many were applied.
-    fn apply_counted_relative(&mut self, entries: &[u8]) -> KindResult<usize> {
-        let limit = usize::try_from(self.target.dynamic.relacount)
-            .unwrap_or(usize::MAX)
-            .min(entries.len() / RELA_SIZE);
-        let bias = self.bias;
-        let mut writer = self.target.mapping.writer();
-        let counted = entries.get(..limit * RELA_SIZE).unwrap_or_default();
-        let mut done = 0;
-        for chunk in counted.chunks_exact(RELA_SIZE) {
-            let Some(r) = rela_from(chunk) else { break };
-            if r.rtype != arch::R_RELATIVE {
-                break;
-            }
-            if !writer.write_u64(r.offset, bias.wrapping_add(r.addend as u64)) {
-                return Err(out_of_bounds("DT_RELA", done, r.offset));
-            }
-            done += 1;
-        }
-        self.report.by_type.add_many(arch::R_RELATIVE, done);
-        Ok(done)
     }
 
     /// Shared relocations, normal load: note `r` if its value may differ
@@ -590,7 +569,7 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
             (self.on_bind)(name, None, &b);
             return Ok(Some(b));
         }
-        let version = target.symbols.required_version(index);
+        let (version, own) = target.symbols.reference_version(index, sym);
         let version_name = match version {
             Some(v) => Some(target.symbols.string(u64::from(v.name))?),
             None => None,
@@ -606,13 +585,15 @@ impl<F: FnMut(&[u8], Option<&[u8]>, &Binding)> RelocationContext<'_, '_, '_, F> 
         };
         // The object's own definition: its tables need not be searched for
         // the symbol the relocation names (the scope before it still is).
-        let own = target
-            .symbols
-            .accepts_own(index, *sym, &req)
-            .then_some(OwnDefinition {
-                symbols: target.symbols,
-                sym: *sym,
-            });
+        let own = match own {
+            Own::Yes => true,
+            Own::No => false,
+            Own::Check => target.symbols.accepts_own(index, *sym, &req),
+        }
+        .then_some(OwnDefinition {
+            symbols: target.symbols,
+            sym: *sym,
+        });
         if let Some(mut b) = resolve_with_own(self.scope, &req, self.host, own) {
             if b.unique && self.mode == LinkMode::Run {
                 // The first definition bound wins for the whole process.
@@ -697,7 +678,7 @@ pub(super) fn write(
 }
 
 #[cold]
-fn out_of_bounds(table: &'static str, index: usize, offset: u64) -> ErrorKind {
+pub(super) fn out_of_bounds(table: &'static str, index: usize, offset: u64) -> ErrorKind {
     ErrorKind::RelocationOutOfBounds {
         table,
         index,

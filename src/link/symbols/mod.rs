@@ -80,6 +80,22 @@ pub struct VersionName {
     pub file: u32,
 }
 
+/// Would a lookup find a reference's own symbol in its own object?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Own {
+    Yes,
+    No,
+    /// Only [`SymbolTable::accepts_own`] can tell (a defined symbol whose
+    /// version index names a needed version: no linker makes one).
+    Check,
+}
+
+impl From<bool> for Own {
+    fn from(yes: bool) -> Own {
+        if yes { Own::Yes } else { Own::No }
+    }
+}
+
 /// What a lookup asks for.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -482,33 +498,42 @@ impl SymbolTable {
         self.version_accepts(index, sym, req)
     }
 
-    /// Would a lookup of `req`, which names symbol `index` of this table
-    /// (`sym`) with the version [`Self::required_version`] gives it, accept
-    /// that symbol? The name compare is skipped: the name is the symbol's
-    /// own.
-    pub fn accepts_own(&self, index: u32, sym: Sym, req: &Request<'_>) -> bool {
-        if !Self::is_candidate(&sym) {
-            return false;
-        }
+    /// The version a reference to symbol `index` (`sym`) asks for, as
+    /// [`Self::required_version`] gives it, and whether a lookup of the
+    /// symbol's own name with that version would accept `sym` itself in
+    /// this table (`Own::Check`: only the full check can tell). One read
+    /// of the version tables for both: every binding of a load asks.
+    pub fn reference_version(&self, index: u32, sym: &Sym) -> (Option<VersionName>, Own) {
+        let candidate = Self::is_candidate(sym);
         if self.versym.is_none() {
-            return true;
+            return (None, Own::from(candidate));
         }
-        // `req` is the symbol's own version (`required_version`): when that
-        // is its own definition's, the answer follows from the flags alone,
-        // without comparing the version's name with itself.
         let raw = self.versym(index);
         let ndx = usize::from(raw & !VERSYM_HIDDEN);
         let hidden = raw & VERSYM_HIDDEN != 0;
-        if ndx < 2 && req.version.is_none() {
-            return !hidden;
+        if ndx < 2 {
+            return (None, Own::from(candidate && !hidden));
         }
+        let need = self.verneeds().get(ndx).copied().flatten();
         let def = self.verdefs().get(ndx).copied().flatten();
-        match (self.verneeds().get(ndx).copied().flatten(), def) {
-            (None, Some(d)) if req.version.is_some_and(|v| v.hash == d.hash && !v.exact_only) => {
-                d.flags & VER_FLG_BASE == 0 || !hidden
-            }
-            _ => self.version_accepts(index, sym, req).is_some(),
+        match (need, def) {
+            // The version is the definition's own: a lookup accepts it
+            // unless it is the hidden base version (see `version_accepts`).
+            (None, Some(d)) => (
+                Some(d),
+                Own::from(candidate && (d.flags & VER_FLG_BASE == 0 || !hidden)),
+            ),
+            (None, None) => (None, Own::from(candidate && !hidden)),
+            (Some(n), _) if candidate => (Some(n), Own::Check),
+            (Some(n), _) => (Some(n), Own::No),
         }
+    }
+
+    /// The full form of [`Own::Check`]: would a lookup of `req`, which
+    /// names symbol `index` (`sym`), accept that symbol? The name compare
+    /// is skipped: the name is the symbol's own.
+    pub fn accepts_own(&self, index: u32, sym: Sym, req: &Request<'_>) -> bool {
+        Self::is_candidate(&sym) && self.version_accepts(index, sym, req).is_some()
     }
 
     /// The version half of [`Self::check_match`].
