@@ -6,7 +6,7 @@
 
 use super::RelocationCounts;
 use super::reloc::{RELA_SIZE, Rela, out_of_bounds, rela_from, write};
-use crate::arch::current as arch;
+use crate::arch::{RelocKind, current as arch};
 use crate::elf::VRange;
 use crate::error::{ErrorKind, KindResult};
 use crate::map::Mapping;
@@ -46,17 +46,21 @@ pub(super) fn apply_counted_relative(
     let mut writer = mapping.writer();
     let counted = entries.get(..limit * RELA_SIZE).unwrap_or_default();
     let mut done = 0;
+    let mut rtype = 0;
     for chunk in counted.chunks_exact(RELA_SIZE) {
         let Some(r) = rela_from(chunk) else { break };
-        if r.rtype != arch::R_RELATIVE {
+        // Inlined, the classification is one compare of the type.
+        if arch::classify(r.rtype) != RelocKind::Relative {
             break;
         }
         if !writer.write_u64(r.offset, bias.wrapping_add(r.addend as u64)) {
             return Err(out_of_bounds("DT_RELA", done, r.offset));
         }
+        rtype = r.rtype;
         done += 1;
     }
-    counts.add_many(arch::R_RELATIVE, done);
+    // Every entry of the run has the one relative type.
+    counts.add_many(rtype, done);
     Ok(done)
 }
 
