@@ -182,7 +182,9 @@ impl Header {
             executable: r.id()?,
             ..Header::default()
         };
-        for _ in 0..r.count(49)? {
+        let n = r.count(49)?;
+        h.scope.reserve_exact(n as usize);
+        for _ in 0..n {
             let kind = ScopeKind::from_u8(*r.take(1)?.first()?)?;
             h.scope.push(ScopeKey {
                 kind,
@@ -193,13 +195,17 @@ impl Header {
         for _ in 0..r.count(16)? {
             h.hosts.push((r.u64()?, r.u64()?));
         }
-        for _ in 0..r.count(12)? {
+        let n = r.count(12)?;
+        h.pages.reserve_exact(n as usize);
+        for _ in 0..n {
             h.pages.push(PageEntry {
                 vaddr: r.u64()?,
                 flags: r.u32()?,
             });
         }
-        for _ in 0..r.count(4)? {
+        let n = r.count(4)?;
+        h.per_process.reserve_exact(n as usize);
+        for _ in 0..n {
             h.per_process.push(r.u32()?);
         }
         for _ in 0..r.count(4)? {

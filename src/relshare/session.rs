@@ -61,6 +61,9 @@ pub(super) struct Entry {
     pub(super) path: PathBuf,
     pub(super) header: Header,
     data: u64,
+    /// The bytes the entry's per-process relocations write, as
+    /// `(offset, width)`: read from the object's tables once, on validation.
+    words: Vec<(u64, u64)>,
 }
 
 /// What the loader knows about the object being linked.
@@ -183,12 +186,13 @@ impl Session {
             None => Ok(None),
             Some(file) => {
                 let (header, data) = cache_file::read_header(&file)?;
-                validate(&header, st, &keys, &obj)?;
+                let words = validate(&header, st, &keys, &obj)?;
                 Ok(Some(Entry {
                     file,
                     path: path.clone(),
                     header,
                     data,
+                    words,
                 }))
             }
         });
@@ -203,7 +207,7 @@ impl Session {
             }
             Ok(Some(entry)) if verify => Plan::Verify(entry),
             Ok(Some(entry)) => {
-                overlay(&entry, obj.mapping, obj.dynamic, obj.relro)?;
+                overlay(&entry, obj.mapping, obj.relro)?;
                 hook.replay = Some(entry.header.per_process.clone());
                 Plan::Hit(entry)
             }
@@ -228,11 +232,11 @@ impl Session {
         let Some(plan) = st.plan.take() else {
             return Ok(());
         };
-        let list = match &plan {
-            Plan::Hit(entry) => &entry.header.per_process,
-            _ => &hook.per_process,
+        let offsets = match &plan {
+            Plan::Hit(entry) => entry.words.clone(),
+            _ => classify::listed_offsets(obj.mapping, obj.dynamic, &hook.per_process)
+                .unwrap_or_default(),
         };
-        let offsets = classify::listed_offsets(obj.mapping, obj.dynamic, list).unwrap_or_default();
         st.report.pages_private = classify::pages_of_words(&offsets).len();
         match plan {
             Plan::Hit(entry) => {
@@ -253,7 +257,7 @@ impl Session {
                     .flat_map(|&(o, w)| (0..w / 8).map(move |k| o.saturating_add(8 * k)))
                     .filter_map(|o| Some((o, obj.mapping.read_u64(o)?)))
                     .collect();
-                overlay(&entry, obj.mapping, obj.dynamic, obj.relro).at_path(obj.path)?;
+                overlay(&entry, obj.mapping, obj.relro).at_path(obj.path)?;
                 for (o, v) in words {
                     obj.mapping.write_u64(o, v);
                 }
@@ -340,13 +344,14 @@ impl<T> AtPath<T> for KindResult<T> {
 }
 
 /// Does `h` describe this object, at this address, relocated in this
-/// scope, in this process? The error is the fallback reason.
+/// scope, in this process? The error is the fallback reason; on success,
+/// the words the entry's per-process relocations write.
 fn validate(
     h: &Header,
     st: &ObjectState,
     keys: &[ScopeKey],
     obj: &ObjectLink<'_>,
-) -> Result<(), String> {
+) -> Result<Vec<(u64, u64)>, String> {
     let name = obj
         .path
         .file_name()
@@ -371,19 +376,34 @@ fn validate(
     if h.scope.as_slice() != keys {
         return Err("lookup scope differs (a dependency moved, changed or was added)".into());
     }
-    let mut last = None;
-    for p in &h.pages {
-        let ordered = last.is_none_or(|l| p.vaddr > l);
-        if !ordered || !obj.mapping.writable_pages(p.vaddr, PAGE_SIZE) {
-            return Err(format!("corrupt page table (page {:#x})", p.vaddr));
-        }
-        last = Some(p.vaddr);
-    }
-    if classify::listed_offsets(obj.mapping, obj.dynamic, &h.per_process).is_none() {
-        return Err("corrupt relocation list".into());
-    }
+    check_pages(&h.pages, obj.mapping)?;
+    let words = classify::listed_offsets(obj.mapping, obj.dynamic, &h.per_process)
+        .ok_or("corrupt relocation list")?;
     if h.bound.iter().any(|&b| b as usize >= keys.len()) {
         return Err("corrupt list of bound scope entries".into());
+    }
+    Ok(words)
+}
+
+/// Are the entry's pages in increasing order, each a page of one writable
+/// segment? Checked per run of adjacent pages (a run must lie in one
+/// segment, as `overlay` maps it with one `mmap`): libLLVM-15 lists 2,086
+/// pages in a few runs.
+fn check_pages(pages: &[PageEntry], mapping: &Mapping) -> Result<(), String> {
+    let mut k = 0;
+    while let Some(first) = pages.get(k) {
+        let mut n = 1;
+        while pages
+            .get(k + n)
+            .is_some_and(|p| Some(p.vaddr) == first.vaddr.checked_add(n as u64 * PAGE_SIZE))
+        {
+            n += 1;
+        }
+        let ordered = k == 0 || pages.get(k - 1).is_some_and(|l| l.vaddr < first.vaddr);
+        if !ordered || !mapping.writable_pages(first.vaddr, n as u64 * PAGE_SIZE) {
+            return Err(format!("corrupt page table (page {:#x})", first.vaddr));
+        }
+        k += n;
     }
     Ok(())
 }
@@ -391,15 +411,8 @@ fn validate(
 /// Map every page of `entry` over the object: read-only where RELRO
 /// will seal it anyway and no per-process relocation writes it,
 /// writable (still private, copied on write) elsewhere.
-fn overlay(
-    entry: &Entry,
-    mapping: &mut Mapping,
-    dynamic: &DynamicInfo,
-    relro: Option<VRange>,
-) -> KindResult<()> {
-    let offsets =
-        classify::listed_offsets(mapping, dynamic, &entry.header.per_process).unwrap_or_default();
-    let private = classify::pages_of_words(&offsets);
+fn overlay(entry: &Entry, mapping: &mut Mapping, relro: Option<VRange>) -> KindResult<()> {
+    let private = classify::pages_of_words(&entry.words);
     let writable =
         |p: &PageEntry| !classify::in_relro(p.vaddr, relro) || private.contains(&p.vaddr);
     // Runs of adjacent pages with the same permission: one mmap each.
