@@ -27,7 +27,7 @@ use super::address::{Identity, siphash24};
 use crate::arch::current::PAGE_SIZE;
 
 const MAGIC: &[u8; 8] = b"MMLDRELC";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// No real object needs a bigger header (libLLVM's is about 60 KiB).
 const MAX_HEADER: u32 = 64 << 20;
 const MAX_COUNT: u32 = 1 << 26;
@@ -94,6 +94,8 @@ pub struct Header {
     pub address: u64,
     pub span: u64,
     pub executable: Identity,
+    /// The object's GNU build id (empty when it has none).
+    pub build_id: Vec<u8>,
     pub scope: Vec<ScopeKey>,
     pub hosts: Vec<(u64, u64)>,
     pub pages: Vec<PageEntry>,
@@ -116,6 +118,8 @@ impl Header {
         put64(&mut out, self.address);
         put64(&mut out, self.span);
         put_id(&mut out, &self.executable);
+        put32(&mut out, self.build_id.len() as u32);
+        out.extend_from_slice(&self.build_id);
         put32(&mut out, self.scope.len() as u32);
         for k in &self.scope {
             out.push(k.kind as u8);
@@ -127,10 +131,12 @@ impl Header {
             put64(&mut out, *d);
             put64(&mut out, *i);
         }
-        put32(&mut out, self.pages.len() as u32);
-        for p in &self.pages {
-            put64(&mut out, p.vaddr);
-            put32(&mut out, p.flags);
+        let runs = page_runs(&self.pages);
+        put32(&mut out, runs.len() as u32);
+        for (vaddr, count, flags) in runs {
+            put64(&mut out, vaddr);
+            put32(&mut out, count);
+            put32(&mut out, flags);
         }
         for list in [&self.per_process, &self.bound] {
             put32(&mut out, list.len() as u32);
@@ -146,7 +152,7 @@ impl Header {
     }
 
     /// Parse a header; the error says what is wrong with it.
-    pub fn decode(bytes: &[u8]) -> Result<Header, String> {
+    pub fn decode(bytes: &[u8], max_pages: u64) -> Result<Header, String> {
         let corrupt = |what: &str| format!("corrupt header ({what})");
         let mut r = Reader { bytes, at: 0 };
         if r.take(8) != Some(MAGIC.as_slice()) {
@@ -171,10 +177,12 @@ impl Header {
             bytes: body,
             at: 16,
         };
-        Self::fields(&mut r).ok_or_else(|| corrupt("malformed fields"))
+        Self::fields(&mut r, max_pages).ok_or_else(|| corrupt("malformed fields"))
     }
 
-    fn fields(r: &mut Reader<'_>) -> Option<Header> {
+    /// The fields after the length; `max_pages` bounds the page table
+    /// (what the file can hold) before it is expanded.
+    fn fields(r: &mut Reader<'_>, max_pages: u64) -> Option<Header> {
         let mut h = Header {
             object: r.id()?,
             address: r.u64()?,
@@ -182,6 +190,11 @@ impl Header {
             executable: r.id()?,
             ..Header::default()
         };
+        let n = r.u32()? as usize;
+        if n > super::buildid::MAX_LEN {
+            return None;
+        }
+        h.build_id = r.take(n)?.to_vec();
         let n = r.count(49)?;
         h.scope.reserve_exact(n as usize);
         for _ in 0..n {
@@ -195,13 +208,19 @@ impl Header {
         for _ in 0..r.count(16)? {
             h.hosts.push((r.u64()?, r.u64()?));
         }
-        let n = r.count(12)?;
-        h.pages.reserve_exact(n as usize);
-        for _ in 0..n {
-            h.pages.push(PageEntry {
-                vaddr: r.u64()?,
-                flags: r.u32()?,
-            });
+        let runs = r.count(16)?;
+        let mut total: u64 = 0;
+        for _ in 0..runs {
+            let (vaddr, count, flags) = (r.u64()?, r.u32()?, r.u32()?);
+            total = total.checked_add(u64::from(count))?;
+            if count == 0 || total > max_pages {
+                return None;
+            }
+            h.pages.reserve(count as usize);
+            for k in 0..u64::from(count) {
+                let vaddr = vaddr.checked_add(k.checked_mul(PAGE_SIZE)?)?;
+                h.pages.push(PageEntry { vaddr, flags });
+            }
         }
         let n = r.count(4)?;
         h.per_process.reserve_exact(n as usize);
@@ -238,7 +257,7 @@ pub fn read_header(file: &File) -> Result<(Header, u64), String> {
     (&*file)
         .read_exact(&mut bytes[16..])
         .map_err(|_| "corrupt header (truncated)".to_string())?;
-    let h = Header::decode(&bytes)?;
+    let h = Header::decode(&bytes, size / PAGE_SIZE)?;
     let data = Header::data_offset(len as usize);
     let expected = (h.pages.len() as u64)
         .checked_mul(PAGE_SIZE)
@@ -253,6 +272,25 @@ pub fn read_header(file: &File) -> Result<(Header, u64), String> {
 }
 
 /// The whole file: header, padding, then `pages` (one image per entry).
+/// The page table as runs of adjacent pages with the same flags, `(first
+/// page, pages, flags)`: libLLVM-15's 2,086 pages are a handful of runs, so
+/// the header a hit reads and checksums stays small.
+fn page_runs(pages: &[PageEntry]) -> Vec<(u64, u32, u32)> {
+    let mut runs: Vec<(u64, u32, u32)> = Vec::new();
+    for p in pages {
+        match runs.last_mut() {
+            Some((first, n, flags))
+                if *flags == p.flags
+                    && first.checked_add(u64::from(*n) * PAGE_SIZE) == Some(p.vaddr) =>
+            {
+                *n += 1
+            }
+            _ => runs.push((p.vaddr, 1, p.flags)),
+        }
+    }
+    runs
+}
+
 pub fn encode_file(h: &Header, pages: &[u8]) -> Vec<u8> {
     let mut out = h.encode();
     let data = Header::data_offset(out.len()) as usize;
@@ -324,6 +362,7 @@ mod tests {
             address: 0x2000_0000_0000,
             span: 0x5000,
             executable: Identity { ino: 9, ..id },
+            build_id: vec![7; 20],
             scope: vec![
                 ScopeKey::default(),
                 ScopeKey {
@@ -411,13 +450,33 @@ mod tests {
         let mut bytes = sample().encode();
         // scope count -> 0xffff_ffff, checksum recomputed: the count check
         // fails, not the checksum.
-        let at = 16 + 40 + 16 + 40;
+        let at = 16 + 40 + 16 + 40 + 4 + 20;
         bytes[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         let n = bytes.len() - 8;
         let sum = siphash24((0, 0), &bytes[..n]);
         bytes[n..].copy_from_slice(&sum.to_le_bytes());
         assert_eq!(
-            Header::decode(&bytes).unwrap_err(),
+            Header::decode(&bytes, 2).unwrap_err(),
+            "corrupt header (malformed fields)"
+        );
+    }
+
+    #[test]
+    fn adjacent_pages_are_stored_as_one_run_and_come_back_whole() {
+        let mut h = sample();
+        h.pages = (0..5)
+            .map(|k| PageEntry {
+                vaddr: 0x10_000 + k * PAGE_SIZE,
+                flags: if k == 3 { PAGE_PER_PROCESS } else { 0 },
+            })
+            .collect();
+        assert_eq!(page_runs(&h.pages).len(), 3);
+        let bytes = h.encode();
+        assert_eq!(Header::decode(&bytes, 5), Ok(h.clone()));
+        // A page table longer than the file can hold is refused before
+        // it is expanded.
+        assert_eq!(
+            Header::decode(&bytes, 4).unwrap_err(),
             "corrupt header (malformed fields)"
         );
     }

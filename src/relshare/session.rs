@@ -37,6 +37,8 @@ pub struct Session {
 struct ObjectState {
     base: u64,
     id: Identity,
+    /// The object's GNU build id (empty when it has none).
+    build_id: Vec<u8>,
     report: SharedRelocations,
     /// Placed at its stable address.
     stable: bool,
@@ -121,6 +123,7 @@ impl Session {
         self.objects.push(ObjectState {
             base: mapping.base(),
             id,
+            build_id: super::buildid::of(&elf.plan, &mapping),
             report,
             stable: why.is_none(),
             plan: None,
@@ -177,7 +180,7 @@ impl Session {
             return Ok(None);
         }
         let (keys, stable) = classify::scope_keys(obj.scope);
-        let path = dir.join(entry_name(&st.id, base));
+        let path = dir.join(entry_name(st));
         let mut hook = ShareHook {
             stable,
             ..ShareHook::default()
@@ -328,9 +331,25 @@ fn trace(r: &SharedRelocations) {
     tracing::debug!(target: "mmld::share", "{} at {:#x}: {what}", r.path.display(), r.address);
 }
 
-/// The cache file's name: the file (device, inode) and its address.
-fn entry_name(id: &Identity, base: u64) -> String {
-    format!("{:x}-{:x}-{base:x}.relcache", id.dev, id.ino)
+/// The cache file's name: the file (device, inode), its build id and its
+/// address. Size and times are in the header only, so that a file
+/// rewritten in place with the same build id replaces its entry.
+fn entry_name(st: &ObjectState) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // By hand: `format!` per byte costs about 700 instructions, and this
+    // runs for every object of every load.
+    let mut build_id = String::with_capacity(2 * st.build_id.len());
+    for b in &st.build_id {
+        build_id.push(char::from(HEX[usize::from(b >> 4)]));
+        build_id.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    if build_id.is_empty() {
+        build_id.push('0');
+    }
+    format!(
+        "{:x}-{:x}-{build_id}-{:x}.relcache",
+        st.id.dev, st.id.ino, st.base
+    )
 }
 
 trait AtPath<T> {
@@ -359,6 +378,9 @@ fn validate(
         .unwrap_or_default();
     if h.object != st.id {
         return Err(format!("cache entry stale: {name} changed"));
+    }
+    if h.build_id != st.build_id {
+        return Err(format!("cache entry stale: {name} has another build id"));
     }
     if h.address != st.base || h.span != obj.mapping.len() as u64 {
         return Err(format!(
@@ -477,6 +499,7 @@ fn write_entry(
         address: st.base,
         span: obj.mapping.len() as u64,
         executable,
+        build_id: st.build_id.clone(),
         hosts,
         scope: keys,
         pages: entries,
@@ -490,7 +513,7 @@ fn write_entry(
     };
     trust::write_atomically(
         dir,
-        &entry_name(&st.id, st.base),
+        &entry_name(st),
         &cache_file::encode_file(&header, &images),
     )
 }
