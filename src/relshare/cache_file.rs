@@ -21,7 +21,6 @@
 //! string (the fallback reason), never a panic.
 
 use std::fs::File;
-use std::io::Read;
 
 use super::address::{Identity, siphash24};
 use crate::arch::current::PAGE_SIZE;
@@ -31,6 +30,8 @@ const VERSION: u32 = 2;
 /// No real object needs a bigger header (libLLVM's is about 60 KiB).
 const MAX_HEADER: u32 = 64 << 20;
 const MAX_COUNT: u32 = 1 << 26;
+/// Bytes of a cache file read at once on a hit.
+const FIRST_READ: u64 = 4096;
 
 /// Page flag: the page lies in `PT_GNU_RELRO`.
 pub const PAGE_RELRO: u32 = 1;
@@ -237,26 +238,26 @@ impl Header {
 /// Read and check the header of an open cache file: its length, checksum
 /// and fields, and that the file holds exactly the pages it lists. Returns
 /// the header and the file offset of the first page image.
-pub fn read_header(file: &File) -> Result<(Header, u64), String> {
-    let size = file
-        .metadata()
-        .map_err(|e| format!("cache file: {e}"))?
-        .len();
-    let mut start = [0u8; 16];
-    (&*file)
-        .read_exact(&mut start)
-        .map_err(|_| "corrupt header (truncated)".to_string())?;
-    let mut l = [0u8; 4];
-    l.copy_from_slice(&start[12..16]);
-    let len = u32::from_le_bytes(l);
+pub fn read_header(file: &File, size: u64) -> Result<(Header, u64), String> {
+    use std::os::unix::fs::FileExt;
+    let truncated = |_| "corrupt header (truncated)".to_string();
+    // One read covers the whole header of every library seen (1-4 KiB);
+    // a longer one costs a second read.
+    let mut bytes = vec![0u8; size.min(FIRST_READ) as usize];
+    file.read_exact_at(&mut bytes, 0).map_err(truncated)?;
+    let len = bytes
+        .get(12..16)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or("corrupt header (truncated)")?;
     if !(24..=MAX_HEADER).contains(&len) || u64::from(len) > size {
         return Err("corrupt header (bad length)".into());
     }
-    let mut bytes = start.to_vec();
+    let have = bytes.len();
     bytes.resize(len as usize, 0);
-    (&*file)
-        .read_exact(&mut bytes[16..])
-        .map_err(|_| "corrupt header (truncated)".to_string())?;
+    if let Some(rest) = bytes.get_mut(have..).filter(|r| !r.is_empty()) {
+        file.read_exact_at(rest, have as u64).map_err(truncated)?;
+    }
     let h = Header::decode(&bytes, size / PAGE_SIZE)?;
     let data = Header::data_offset(len as usize);
     let expected = (h.pages.len() as u64)
@@ -387,6 +388,11 @@ mod tests {
         }
     }
 
+    fn read_header_of(f: File) -> Result<(Header, u64), String> {
+        let size = f.metadata().unwrap().len();
+        read_header(&f, size)
+    }
+
     fn write(dir: &std::path::Path, bytes: &[u8]) -> File {
         let p = dir.join("f");
         std::fs::write(&p, bytes).unwrap();
@@ -401,7 +407,7 @@ mod tests {
         let bytes = encode_file(&h, &pages);
         assert_eq!(bytes.len() as u64 % PAGE_SIZE, 0);
         let data = Header::data_offset(h.encode().len());
-        assert_eq!(read_header(&write(d.path(), &bytes)), Ok((h, data)));
+        assert_eq!(read_header_of(write(d.path(), &bytes)), Ok((h, data)));
     }
 
     #[test]
@@ -409,7 +415,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let bytes = encode_file(&sample(), &vec![0u8; 2 * PAGE_SIZE as usize]);
         for cut in [0, 10, 100, bytes.len() - 1] {
-            let err = read_header(&write(d.path(), &bytes[..cut])).unwrap_err();
+            let err = read_header_of(write(d.path(), &bytes[..cut])).unwrap_err();
             assert!(
                 err.contains("truncated") || err.contains("corrupt"),
                 "{cut}: {err}"
@@ -427,7 +433,7 @@ mod tests {
         for i in 0..header_len {
             let mut bad = bytes.clone();
             bad[i] ^= 0x41;
-            assert!(read_header(&write(d.path(), &bad)).is_err(), "byte {i}");
+            assert!(read_header_of(write(d.path(), &bad)).is_err(), "byte {i}");
         }
     }
 
@@ -441,7 +447,7 @@ mod tests {
         });
         // A consistent header (checksum fine) listing a page the file lacks.
         let bytes = encode_file(&h, &vec![0u8; 2 * PAGE_SIZE as usize]);
-        let err = read_header(&write(d.path(), &bytes)).unwrap_err();
+        let err = read_header_of(write(d.path(), &bytes)).unwrap_err();
         assert!(err.contains("truncated or padded"), "{err}");
     }
 

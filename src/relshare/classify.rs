@@ -16,6 +16,7 @@ use super::cache_file::{ScopeKey, ScopeKind};
 use crate::arch::RelocKind;
 use crate::arch::current::{self as arch, PAGE_SIZE};
 use crate::elf::{DynamicInfo, VRange, page_down};
+use crate::link::hostscope::HostScope;
 use crate::map::Mapping;
 
 /// One entry of the scope an object is relocated in, as the loader sees it.
@@ -48,9 +49,20 @@ fn stable_at(base: u64, dev: u64, ino: u64) -> Option<Identity> {
         .filter(|id| id.dev == dev && id.ino == ino)
 }
 
+/// The `(device, inode)` of the host library at `path`: the snapshot's
+/// (looked up once per process and kept), else a `stat` of the path.
+fn host_file_id(path: &str, host: &HostScope) -> Option<(u64, u64)> {
+    match host.objects.iter().find(|o| o.name == path) {
+        Some(o) => o.file_id(),
+        None => Identity::of_path(std::path::Path::new(path))
+            .ok()
+            .map(|i| (i.dev, i.ino)),
+    }
+}
+
 /// The scope as cache keys, and for each position whether bindings into it
 /// are stable.
-pub fn scope_keys(entries: &[ScopeEntry]) -> (Vec<ScopeKey>, Vec<bool>) {
+pub fn scope_keys(entries: &[ScopeEntry], host: &HostScope) -> (Vec<ScopeKey>, Vec<bool>) {
     entries
         .iter()
         .map(|e| match e {
@@ -58,10 +70,10 @@ pub fn scope_keys(entries: &[ScopeEntry]) -> (Vec<ScopeKey>, Vec<bool>) {
             ScopeEntry::Host(path) => {
                 let id = path
                     .as_deref()
-                    .and_then(|p| Identity::of_path(std::path::Path::new(p)).ok())
-                    .map(|i| Identity {
-                        dev: i.dev,
-                        ino: i.ino,
+                    .and_then(|p| host_file_id(p, host))
+                    .map(|(dev, ino)| Identity {
+                        dev,
+                        ino,
                         ..Identity::default()
                     })
                     .unwrap_or_default();
@@ -105,7 +117,7 @@ pub fn scope_keys(entries: &[ScopeEntry]) -> (Vec<ScopeKey>, Vec<bool>) {
 
 /// The executable and the host's global objects, by file: they can
 /// interpose on any lookup, so a cache entry holds only for the same ones.
-pub fn host_set(host: &crate::link::hostscope::HostScope) -> (Identity, Vec<(u64, u64)>) {
+pub fn host_set(host: &HostScope) -> (Identity, Vec<(u64, u64)>) {
     let exe = Identity::of_path(std::path::Path::new("/proc/self/exe")).unwrap_or_default();
     let hosts = host
         .objects

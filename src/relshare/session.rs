@@ -137,8 +137,7 @@ impl Session {
         strategy: Strategy,
         protection: Protection,
     ) -> Result<(Mapping, Identity), (Identity, String)> {
-        let id = Identity::of_file(&elf.file)
-            .map_err(|e| (Identity::default(), format!("fstat: {e}")))?;
+        let id = Identity::of_metadata(&elf.meta);
         let secret = self.secret.as_ref().map_err(|why| (id, why.clone()))?;
         let span = elf.plan.span();
         let addr = address::stable_address(secret, trust::euid(), &id, span, elf.plan.max_align)
@@ -179,7 +178,7 @@ impl Session {
             );
             return Ok(None);
         }
-        let (keys, stable) = classify::scope_keys(obj.scope);
+        let (keys, stable) = classify::scope_keys(obj.scope, obj.host);
         let path = dir.join(entry_name(st));
         let mut hook = ShareHook {
             stable,
@@ -187,8 +186,8 @@ impl Session {
         };
         let found = trust::open_file(&path).and_then(|f| match f {
             None => Ok(None),
-            Some(file) => {
-                let (header, data) = cache_file::read_header(&file)?;
+            Some((file, size)) => {
+                let (header, data) = cache_file::read_header(&file, size)?;
                 let words = validate(&header, st, &keys, &obj)?;
                 Ok(Some(Entry {
                     file,
