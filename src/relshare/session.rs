@@ -96,6 +96,12 @@ impl Session {
         })
     }
 
+    /// Can this load's objects hit the cache at all (the directory passed
+    /// the trust checks and the secret was read)?
+    pub fn may_hit(&self) -> bool {
+        self.secret.is_ok()
+    }
+
     /// Map `elf` at its stable address, or, when that is not possible,
     /// where the kernel chooses (the object's outcome says why).
     pub fn map(
