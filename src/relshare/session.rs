@@ -63,9 +63,9 @@ pub(super) struct Entry {
     pub(super) path: PathBuf,
     pub(super) header: Header,
     data: u64,
-    /// The bytes the entry's per-process relocations write, as
-    /// `(offset, width)`: read from the object's tables once, on validation.
-    words: Vec<(u64, u64)>,
+    /// The pages the entry's per-process relocations write (sorted; read
+    /// from the object's tables once, on validation): they end private.
+    private_pages: Vec<u64>,
 }
 
 /// What the loader knows about the object being linked.
@@ -200,7 +200,7 @@ impl Session {
                     path: path.clone(),
                     header,
                     data,
-                    words,
+                    private_pages: classify::pages_of_words(&words),
                 }))
             }
         });
@@ -241,11 +241,14 @@ impl Session {
             return Ok(());
         };
         let offsets = match &plan {
-            Plan::Hit(entry) => entry.words.clone(),
+            Plan::Hit(_) => Vec::new(),
             _ => classify::listed_offsets(obj.mapping, obj.dynamic, &hook.per_process)
                 .unwrap_or_default(),
         };
-        st.report.pages_private = classify::pages_of_words(&offsets).len();
+        st.report.pages_private = match &plan {
+            Plan::Hit(entry) => entry.private_pages.len(),
+            _ => classify::pages_of_words(&offsets).len(),
+        };
         match plan {
             Plan::Hit(entry) => {
                 for k in &entry.header.bound {
@@ -439,9 +442,10 @@ fn check_pages(pages: &[PageEntry], mapping: &Mapping) -> Result<(), String> {
 /// will seal it anyway and no per-process relocation writes it,
 /// writable (still private, copied on write) elsewhere.
 fn overlay(entry: &Entry, mapping: &mut Mapping, relro: Option<VRange>) -> KindResult<()> {
-    let private = classify::pages_of_words(&entry.words);
-    let writable =
-        |p: &PageEntry| !classify::in_relro(p.vaddr, relro) || private.contains(&p.vaddr);
+    let private = &entry.private_pages;
+    let writable = |p: &PageEntry| {
+        !classify::in_relro(p.vaddr, relro) || private.binary_search(&p.vaddr).is_ok()
+    };
     // Runs of adjacent pages with the same permission: one mmap each.
     let mut k = 0;
     let pages = &entry.header.pages;
@@ -470,8 +474,8 @@ fn overlay(entry: &Entry, mapping: &mut Mapping, relro: Option<VRange>) -> KindR
 /// Which pages hold per-process relocations, and which bindings through
 /// the scope: what each cached page depends on.
 struct PageDeps {
-    per_process: std::collections::BTreeSet<u64>,
-    scope: std::collections::BTreeSet<u64>,
+    per_process: Vec<u64>,
+    scope: Vec<u64>,
 }
 
 /// Write the entry for an object just relocated normally.
@@ -495,8 +499,11 @@ fn write_entry(
         images.extend_from_slice(&page);
         let flag = |yes: bool, bit: u32| if yes { bit } else { 0 };
         let flags = flag(classify::in_relro(vaddr, obj.relro), PAGE_RELRO)
-            | flag(deps.per_process.contains(&vaddr), PAGE_PER_PROCESS)
-            | flag(deps.scope.contains(&vaddr), PAGE_SCOPE);
+            | flag(
+                deps.per_process.binary_search(&vaddr).is_ok(),
+                PAGE_PER_PROCESS,
+            )
+            | flag(deps.scope.binary_search(&vaddr).is_ok(), PAGE_SCOPE);
         entries.push(PageEntry { vaddr, flags });
     }
     let header = Header {
