@@ -118,7 +118,14 @@ pub fn scope_keys(entries: &[ScopeEntry], host: &HostScope) -> (Vec<ScopeKey>, V
 /// The executable and the host's global objects, by file: they can
 /// interpose on any lookup, so a cache entry holds only for the same ones.
 pub fn host_set(host: &HostScope) -> (Identity, Vec<(u64, u64)>) {
-    let exe = Identity::of_path(std::path::Path::new("/proc/self/exe")).unwrap_or_default();
+    // Once per process: the file behind /proc/self/exe cannot change while
+    // the process runs (writing a running executable fails with ETXTBSY;
+    // a replacement by rename is another inode, and /proc/self/exe keeps
+    // naming the old one).
+    static EXE: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
+    let exe = *EXE.get_or_init(|| {
+        Identity::of_path(std::path::Path::new("/proc/self/exe")).unwrap_or_default()
+    });
     let hosts = host
         .objects
         .iter()
