@@ -27,6 +27,9 @@ pub struct ElfFile {
     pub ino: u64,
     pub plan: LoadPlan,
     pub dynamic: DynamicInfo,
+    /// The `fstat` of the open file (sizes and times: the identity shared
+    /// relocations check, without a second `fstat`).
+    pub meta: std::fs::Metadata,
 }
 
 /// Bytes read up front: the ELF header and a program header table of up
@@ -103,6 +106,7 @@ impl ElfFile {
             file,
             plan,
             dynamic,
+            meta,
         })
     }
 }

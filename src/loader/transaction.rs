@@ -218,6 +218,7 @@ impl Batch {
             ino,
             plan,
             dynamic,
+            ..
         } = elf;
         drop(file);
         let symbols = SymbolTable::new(&mapping, &dynamic).at(path, Stage::Link)?;

@@ -6,7 +6,6 @@
 //! address outside [`WINDOW`], or let the address be guessed without the
 //! secret (it is keyed SipHash-2-4 of the secret, the user and the file).
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -40,15 +39,11 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn of_file(file: &File) -> std::io::Result<Identity> {
-        Ok(Self::of_metadata(&file.metadata()?))
-    }
-
     pub fn of_path(path: &Path) -> std::io::Result<Identity> {
         Ok(Self::of_metadata(&std::fs::metadata(path)?))
     }
 
-    fn of_metadata(m: &std::fs::Metadata) -> Identity {
+    pub fn of_metadata(m: &std::fs::Metadata) -> Identity {
         let ns = |s: i64, n: i64| {
             (s as u64)
                 .wrapping_mul(1_000_000_000)
@@ -86,7 +81,7 @@ pub fn secret(dir: &Path) -> Result<Secret, String> {
     let boot = boot_id()?;
     let path = dir.join(SECRET_FILE);
     match trust::open_file(&path) {
-        Ok(Some(mut f)) => {
+        Ok(Some((mut f, _))) => {
             let mut buf = Vec::with_capacity(SECRET_LEN);
             Read::by_ref(&mut f)
                 .take(SECRET_LEN as u64 + 1)
@@ -147,7 +142,7 @@ fn create_secret(dir: &Path, boot: &[u8; BOOT_ID_LEN], replace: bool) -> Result<
         Ok(()) => Ok(Secret(s)),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let mut buf = Vec::new();
-            let mut f =
+            let (mut f, _) =
                 trust::open_file(&path)?.ok_or_else(|| format!("{} vanished", path.display()))?;
             Read::by_ref(&mut f)
                 .take(SECRET_LEN as u64 + 1)
@@ -161,11 +156,16 @@ fn create_secret(dir: &Path, boot: &[u8; BOOT_ID_LEN], replace: bool) -> Result<
 
 /// This boot's id (`/proc/sys/kernel/random/boot_id`, a UUID).
 fn boot_id() -> Result<[u8; BOOT_ID_LEN], String> {
-    let text = std::fs::read("/proc/sys/kernel/random/boot_id")
+    // One read: procfs hands the whole 37-byte line to the first read
+    // (`fs::read` would add an `fstat` and two more reads to every load).
+    let mut text = [0u8; 64];
+    let n = std::fs::File::open("/proc/sys/kernel/random/boot_id")
+        .and_then(|mut f| f.read(&mut text))
         .map_err(|e| format!("reading the boot id: {e}"))?;
     let mut id = [0u8; BOOT_ID_LEN];
     let src = text
-        .get(..BOOT_ID_LEN)
+        .get(..n.min(BOOT_ID_LEN))
+        .filter(|t| t.len() == BOOT_ID_LEN)
         .ok_or_else(|| "the boot id is too short".to_string())?;
     id.copy_from_slice(src);
     Ok(id)

@@ -16,6 +16,7 @@ use super::cache_file::{ScopeKey, ScopeKind};
 use crate::arch::RelocKind;
 use crate::arch::current::{self as arch, PAGE_SIZE};
 use crate::elf::{DynamicInfo, VRange, page_down};
+use crate::link::hostscope::HostScope;
 use crate::map::Mapping;
 
 /// One entry of the scope an object is relocated in, as the loader sees it.
@@ -48,9 +49,20 @@ fn stable_at(base: u64, dev: u64, ino: u64) -> Option<Identity> {
         .filter(|id| id.dev == dev && id.ino == ino)
 }
 
+/// The `(device, inode)` of the host library at `path`: the snapshot's
+/// (looked up once per process and kept), else a `stat` of the path.
+fn host_file_id(path: &str, host: &HostScope) -> Option<(u64, u64)> {
+    match host.objects.iter().find(|o| o.name == path) {
+        Some(o) => o.file_id(),
+        None => Identity::of_path(std::path::Path::new(path))
+            .ok()
+            .map(|i| (i.dev, i.ino)),
+    }
+}
+
 /// The scope as cache keys, and for each position whether bindings into it
 /// are stable.
-pub fn scope_keys(entries: &[ScopeEntry]) -> (Vec<ScopeKey>, Vec<bool>) {
+pub fn scope_keys(entries: &[ScopeEntry], host: &HostScope) -> (Vec<ScopeKey>, Vec<bool>) {
     entries
         .iter()
         .map(|e| match e {
@@ -58,10 +70,10 @@ pub fn scope_keys(entries: &[ScopeEntry]) -> (Vec<ScopeKey>, Vec<bool>) {
             ScopeEntry::Host(path) => {
                 let id = path
                     .as_deref()
-                    .and_then(|p| Identity::of_path(std::path::Path::new(p)).ok())
-                    .map(|i| Identity {
-                        dev: i.dev,
-                        ino: i.ino,
+                    .and_then(|p| host_file_id(p, host))
+                    .map(|(dev, ino)| Identity {
+                        dev,
+                        ino,
                         ..Identity::default()
                     })
                     .unwrap_or_default();
@@ -105,8 +117,15 @@ pub fn scope_keys(entries: &[ScopeEntry]) -> (Vec<ScopeKey>, Vec<bool>) {
 
 /// The executable and the host's global objects, by file: they can
 /// interpose on any lookup, so a cache entry holds only for the same ones.
-pub fn host_set(host: &crate::link::hostscope::HostScope) -> (Identity, Vec<(u64, u64)>) {
-    let exe = Identity::of_path(std::path::Path::new("/proc/self/exe")).unwrap_or_default();
+pub fn host_set(host: &HostScope) -> (Identity, Vec<(u64, u64)>) {
+    // Once per process: the file behind /proc/self/exe cannot change while
+    // the process runs (writing a running executable fails with ETXTBSY;
+    // a replacement by rename is another inode, and /proc/self/exe keeps
+    // naming the old one).
+    static EXE: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
+    let exe = *EXE.get_or_init(|| {
+        Identity::of_path(std::path::Path::new("/proc/self/exe")).unwrap_or_default()
+    });
     let hosts = host
         .objects
         .iter()
@@ -203,12 +222,17 @@ pub fn listed_offsets(
         .collect()
 }
 
-/// The pages the words at `offsets` touch.
-pub fn pages_of_words(offsets: &[(u64, u64)]) -> BTreeSet<u64> {
-    offsets
+/// The pages the words at `offsets` touch, sorted, each once (a sorted
+/// vector: building a `BTreeSet` of libLLVM-15's per-process words cost
+/// 190,000 instructions a hit).
+pub fn pages_of_words(offsets: &[(u64, u64)]) -> Vec<u64> {
+    let mut pages: Vec<u64> = offsets
         .iter()
         .flat_map(|&(o, w)| [page_down(o), page_down(o.saturating_add(w - 1))])
-        .collect()
+        .collect();
+    pages.sort_unstable();
+    pages.dedup();
+    pages
 }
 
 /// Is the page at `vaddr` wholly inside `relro` (made read-only after

@@ -7,13 +7,15 @@
 //! file's format, and the per-object outcome a [`Library`](crate::Library)
 //! reports. `address` derives addresses, `trust` checks the directory and
 //! files, `cache_file` reads and writes the format, `classify` says which
-//! scope entries are stable, `session` drives one load.
+//! scope entries are stable, `buildid` reads an object's build id,
+//! `session` drives one load.
 //! Must never: trust a byte of a cache file before the file passed every
 //! trust check and its header matched the live state; map a cache page
 //! with a permission the object's segment does not grant; or be used in a
 //! secure-mode process.
 
 mod address;
+mod buildid;
 mod cache_file;
 mod classify;
 mod session;

@@ -37,6 +37,8 @@ pub struct Session {
 struct ObjectState {
     base: u64,
     id: Identity,
+    /// The object's GNU build id (empty when it has none).
+    build_id: Vec<u8>,
     report: SharedRelocations,
     /// Placed at its stable address.
     stable: bool,
@@ -61,6 +63,9 @@ pub(super) struct Entry {
     pub(super) path: PathBuf,
     pub(super) header: Header,
     data: u64,
+    /// The pages the entry's per-process relocations write (sorted; read
+    /// from the object's tables once, on validation): they end private.
+    private_pages: Vec<u64>,
 }
 
 /// What the loader knows about the object being linked.
@@ -91,6 +96,12 @@ impl Session {
         })
     }
 
+    /// Can this load's objects hit the cache at all (the directory passed
+    /// the trust checks and the secret was read)?
+    pub fn may_hit(&self) -> bool {
+        self.secret.is_ok()
+    }
+
     /// Map `elf` at its stable address, or, when that is not possible,
     /// where the kernel chooses (the object's outcome says why).
     pub fn map(
@@ -118,6 +129,7 @@ impl Session {
         self.objects.push(ObjectState {
             base: mapping.base(),
             id,
+            build_id: super::buildid::of(&elf.plan, &mapping),
             report,
             stable: why.is_none(),
             plan: None,
@@ -131,8 +143,7 @@ impl Session {
         strategy: Strategy,
         protection: Protection,
     ) -> Result<(Mapping, Identity), (Identity, String)> {
-        let id = Identity::of_file(&elf.file)
-            .map_err(|e| (Identity::default(), format!("fstat: {e}")))?;
+        let id = Identity::of_metadata(&elf.meta);
         let secret = self.secret.as_ref().map_err(|why| (id, why.clone()))?;
         let span = elf.plan.span();
         let addr = address::stable_address(secret, trust::euid(), &id, span, elf.plan.max_align)
@@ -173,22 +184,23 @@ impl Session {
             );
             return Ok(None);
         }
-        let (keys, stable) = classify::scope_keys(obj.scope);
-        let path = dir.join(entry_name(&st.id, base));
+        let (keys, stable) = classify::scope_keys(obj.scope, obj.host);
+        let path = dir.join(entry_name(st));
         let mut hook = ShareHook {
             stable,
             ..ShareHook::default()
         };
         let found = trust::open_file(&path).and_then(|f| match f {
             None => Ok(None),
-            Some(file) => {
-                let (header, data) = cache_file::read_header(&file)?;
-                validate(&header, st, &keys, &obj)?;
+            Some((file, size)) => {
+                let (header, data) = cache_file::read_header(&file, size)?;
+                let words = validate(&header, st, &keys, &obj)?;
                 Ok(Some(Entry {
                     file,
                     path: path.clone(),
                     header,
                     data,
+                    private_pages: classify::pages_of_words(&words),
                 }))
             }
         });
@@ -203,7 +215,7 @@ impl Session {
             }
             Ok(Some(entry)) if verify => Plan::Verify(entry),
             Ok(Some(entry)) => {
-                overlay(&entry, obj.mapping, obj.dynamic, obj.relro)?;
+                overlay(&entry, obj.mapping, obj.relro)?;
                 hook.replay = Some(entry.header.per_process.clone());
                 Plan::Hit(entry)
             }
@@ -228,12 +240,15 @@ impl Session {
         let Some(plan) = st.plan.take() else {
             return Ok(());
         };
-        let list = match &plan {
-            Plan::Hit(entry) => &entry.header.per_process,
-            _ => &hook.per_process,
+        let offsets = match &plan {
+            Plan::Hit(_) => Vec::new(),
+            _ => classify::listed_offsets(obj.mapping, obj.dynamic, &hook.per_process)
+                .unwrap_or_default(),
         };
-        let offsets = classify::listed_offsets(obj.mapping, obj.dynamic, list).unwrap_or_default();
-        st.report.pages_private = classify::pages_of_words(&offsets).len();
+        st.report.pages_private = match &plan {
+            Plan::Hit(entry) => entry.private_pages.len(),
+            _ => classify::pages_of_words(&offsets).len(),
+        };
         match plan {
             Plan::Hit(entry) => {
                 for k in &entry.header.bound {
@@ -253,7 +268,7 @@ impl Session {
                     .flat_map(|&(o, w)| (0..w / 8).map(move |k| o.saturating_add(8 * k)))
                     .filter_map(|o| Some((o, obj.mapping.read_u64(o)?)))
                     .collect();
-                overlay(&entry, obj.mapping, obj.dynamic, obj.relro).at_path(obj.path)?;
+                overlay(&entry, obj.mapping, obj.relro).at_path(obj.path)?;
                 for (o, v) in words {
                     obj.mapping.write_u64(o, v);
                 }
@@ -324,9 +339,25 @@ fn trace(r: &SharedRelocations) {
     tracing::debug!(target: "mmld::share", "{} at {:#x}: {what}", r.path.display(), r.address);
 }
 
-/// The cache file's name: the file (device, inode) and its address.
-fn entry_name(id: &Identity, base: u64) -> String {
-    format!("{:x}-{:x}-{base:x}.relcache", id.dev, id.ino)
+/// The cache file's name: the file (device, inode), its build id and its
+/// address. Size and times are in the header only, so that a file
+/// rewritten in place with the same build id replaces its entry.
+fn entry_name(st: &ObjectState) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // By hand: `format!` per byte costs about 700 instructions, and this
+    // runs for every object of every load.
+    let mut build_id = String::with_capacity(2 * st.build_id.len());
+    for b in &st.build_id {
+        build_id.push(char::from(HEX[usize::from(b >> 4)]));
+        build_id.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    if build_id.is_empty() {
+        build_id.push('0');
+    }
+    format!(
+        "{:x}-{:x}-{build_id}-{:x}.relcache",
+        st.id.dev, st.id.ino, st.base
+    )
 }
 
 trait AtPath<T> {
@@ -340,13 +371,14 @@ impl<T> AtPath<T> for KindResult<T> {
 }
 
 /// Does `h` describe this object, at this address, relocated in this
-/// scope, in this process? The error is the fallback reason.
+/// scope, in this process? The error is the fallback reason; on success,
+/// the words the entry's per-process relocations write.
 fn validate(
     h: &Header,
     st: &ObjectState,
     keys: &[ScopeKey],
     obj: &ObjectLink<'_>,
-) -> Result<(), String> {
+) -> Result<Vec<(u64, u64)>, String> {
     let name = obj
         .path
         .file_name()
@@ -354,6 +386,9 @@ fn validate(
         .unwrap_or_default();
     if h.object != st.id {
         return Err(format!("cache entry stale: {name} changed"));
+    }
+    if h.build_id != st.build_id {
+        return Err(format!("cache entry stale: {name} has another build id"));
     }
     if h.address != st.base || h.span != obj.mapping.len() as u64 {
         return Err(format!(
@@ -371,19 +406,34 @@ fn validate(
     if h.scope.as_slice() != keys {
         return Err("lookup scope differs (a dependency moved, changed or was added)".into());
     }
-    let mut last = None;
-    for p in &h.pages {
-        let ordered = last.is_none_or(|l| p.vaddr > l);
-        if !ordered || !obj.mapping.writable_pages(p.vaddr, PAGE_SIZE) {
-            return Err(format!("corrupt page table (page {:#x})", p.vaddr));
-        }
-        last = Some(p.vaddr);
-    }
-    if classify::listed_offsets(obj.mapping, obj.dynamic, &h.per_process).is_none() {
-        return Err("corrupt relocation list".into());
-    }
+    check_pages(&h.pages, obj.mapping)?;
+    let words = classify::listed_offsets(obj.mapping, obj.dynamic, &h.per_process)
+        .ok_or("corrupt relocation list")?;
     if h.bound.iter().any(|&b| b as usize >= keys.len()) {
         return Err("corrupt list of bound scope entries".into());
+    }
+    Ok(words)
+}
+
+/// Are the entry's pages in increasing order, each a page of one writable
+/// segment? Checked per run of adjacent pages (a run must lie in one
+/// segment, as `overlay` maps it with one `mmap`): libLLVM-15 lists 2,086
+/// pages in a few runs.
+fn check_pages(pages: &[PageEntry], mapping: &Mapping) -> Result<(), String> {
+    let mut k = 0;
+    while let Some(first) = pages.get(k) {
+        let mut n = 1;
+        while pages
+            .get(k + n)
+            .is_some_and(|p| Some(p.vaddr) == first.vaddr.checked_add(n as u64 * PAGE_SIZE))
+        {
+            n += 1;
+        }
+        let ordered = k == 0 || pages.get(k - 1).is_some_and(|l| l.vaddr < first.vaddr);
+        if !ordered || !mapping.writable_pages(first.vaddr, n as u64 * PAGE_SIZE) {
+            return Err(format!("corrupt page table (page {:#x})", first.vaddr));
+        }
+        k += n;
     }
     Ok(())
 }
@@ -391,17 +441,11 @@ fn validate(
 /// Map every page of `entry` over the object: read-only where RELRO
 /// will seal it anyway and no per-process relocation writes it,
 /// writable (still private, copied on write) elsewhere.
-fn overlay(
-    entry: &Entry,
-    mapping: &mut Mapping,
-    dynamic: &DynamicInfo,
-    relro: Option<VRange>,
-) -> KindResult<()> {
-    let offsets =
-        classify::listed_offsets(mapping, dynamic, &entry.header.per_process).unwrap_or_default();
-    let private = classify::pages_of_words(&offsets);
-    let writable =
-        |p: &PageEntry| !classify::in_relro(p.vaddr, relro) || private.contains(&p.vaddr);
+fn overlay(entry: &Entry, mapping: &mut Mapping, relro: Option<VRange>) -> KindResult<()> {
+    let private = &entry.private_pages;
+    let writable = |p: &PageEntry| {
+        !classify::in_relro(p.vaddr, relro) || private.binary_search(&p.vaddr).is_ok()
+    };
     // Runs of adjacent pages with the same permission: one mmap each.
     let mut k = 0;
     let pages = &entry.header.pages;
@@ -430,8 +474,8 @@ fn overlay(
 /// Which pages hold per-process relocations, and which bindings through
 /// the scope: what each cached page depends on.
 struct PageDeps {
-    per_process: std::collections::BTreeSet<u64>,
-    scope: std::collections::BTreeSet<u64>,
+    per_process: Vec<u64>,
+    scope: Vec<u64>,
 }
 
 /// Write the entry for an object just relocated normally.
@@ -455,8 +499,11 @@ fn write_entry(
         images.extend_from_slice(&page);
         let flag = |yes: bool, bit: u32| if yes { bit } else { 0 };
         let flags = flag(classify::in_relro(vaddr, obj.relro), PAGE_RELRO)
-            | flag(deps.per_process.contains(&vaddr), PAGE_PER_PROCESS)
-            | flag(deps.scope.contains(&vaddr), PAGE_SCOPE);
+            | flag(
+                deps.per_process.binary_search(&vaddr).is_ok(),
+                PAGE_PER_PROCESS,
+            )
+            | flag(deps.scope.binary_search(&vaddr).is_ok(), PAGE_SCOPE);
         entries.push(PageEntry { vaddr, flags });
     }
     let header = Header {
@@ -464,6 +511,7 @@ fn write_entry(
         address: st.base,
         span: obj.mapping.len() as u64,
         executable,
+        build_id: st.build_id.clone(),
         hosts,
         scope: keys,
         pages: entries,
@@ -477,7 +525,7 @@ fn write_entry(
     };
     trust::write_atomically(
         dir,
-        &entry_name(&st.id, st.base),
+        &entry_name(st),
         &cache_file::encode_file(&header, &images),
     )
 }

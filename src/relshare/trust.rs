@@ -63,7 +63,8 @@ fn check_owner_and_mode(meta: &std::fs::Metadata, what: &str) -> Result<(), Stri
 
 /// Open the cache file `path` for reading: `Ok(None)` when it does not
 /// exist, an error (the fallback reason) when it fails a check.
-pub fn open_file(path: &Path) -> Result<Option<File>, String> {
+/// With the file, its size (from the same `fstat`).
+pub fn open_file(path: &Path) -> Result<Option<(File, u64)>, String> {
     let shown = path.display();
     let file = match std::fs::OpenOptions::new()
         .read(true)
@@ -84,7 +85,7 @@ pub fn open_file(path: &Path) -> Result<Option<File>, String> {
         return Err(format!("cache file {shown} is not a regular file"));
     }
     check_owner_and_mode(&meta, &format!("cache file {shown}"))?;
-    Ok(Some(file))
+    Ok(Some((file, meta.len())))
 }
 
 /// A fresh name in `dir` for a file that will be renamed to `base`.
