@@ -24,6 +24,7 @@ mod relative;
 mod reloc;
 mod scopefilter;
 pub mod sharing;
+mod startup;
 pub mod symbols;
 pub mod tls;
 
