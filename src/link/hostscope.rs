@@ -368,7 +368,10 @@ fn snapshot(known: &[Known]) -> HostScope {
         .enumerate()
         .map(|(i, raw)| hold(raw, first + i, first + i < startup))
         .collect();
-    let entries: Vec<(Raw, HostRef)> = if current_generation() == generation {
+    // Only a reference taken on an object that may come and go needs the
+    // counters read again: a start-up or permanent object stays put.
+    let all_permanent = holds.iter().flatten().all(HostRef::is_permanent);
+    let entries: Vec<(Raw, HostRef)> = if all_permanent || current_generation() == generation {
         raws.into_iter()
             .zip(holds)
             .filter_map(|(r, h)| Some((r, h?)))
