@@ -235,8 +235,8 @@ impl HostScope {
 }
 
 struct Raw {
-    name: String,
-    /// `dlpi_name` as glibc spells it, to take a reference by.
+    /// `dlpi_name` as glibc spells it, to take a reference by (the one copy
+    /// of the name a listing makes).
     c_name: CString,
     bias: u64,
     phdrs: Vec<libc::Elf64_Phdr>,
@@ -257,7 +257,6 @@ fn iterate() -> ((u64, u64), Vec<Raw>) {
         generation = o.generation;
         // Only copies: nothing here may call back into glibc's loader.
         raws.push(Raw {
-            name: o.name.to_string_lossy().into_owned(),
             c_name: o.name.to_owned(),
             bias: o.bias,
             phdrs: o.phdrs.to_vec(),
@@ -446,14 +445,18 @@ fn build(built: Built, entries: Vec<(Raw, HostRef)>, known: &[Known]) -> HostSco
         let index = first + i;
         let previous = known
             .iter()
-            .find(|o| o.name == raw.name && o.bias == raw.bias && same_phdrs(&o.phdrs, &raw.phdrs));
+            .find(|o| {
+                o.name.as_bytes() == raw.c_name.to_bytes()
+                    && o.bias == raw.bias
+                    && same_phdrs(&o.phdrs, &raw.phdrs)
+            });
         let hold = Arc::new(held);
         let object = match previous {
             // SAFETY (of the shared table's borrowed bytes): the object is
             // loaded and held now, at the same address with the same
             // segments, so every byte the table reads is mapped as before.
             Some(o) => Some(HostObject {
-                name: raw.name,
+                name: o.name.clone(),
                 bias: raw.bias,
                 symbols: Arc::clone(&o.symbols),
                 phdrs: raw.phdrs,
@@ -555,7 +558,7 @@ fn read_object(
         || (startup && !hostref::is_vdso(raw.bias, &raw.phdrs))
         || probe_global(&symbols, raw.bias);
     Some(HostObject {
-        name: raw.name,
+        name: raw.c_name.to_string_lossy().into_owned(),
         bias: raw.bias,
         symbols: Arc::new(symbols),
         phdrs: raw.phdrs,
