@@ -383,12 +383,22 @@ fn snapshot(known: &[Known]) -> HostScope {
             .filter_map(|(r, h)| Some((r, h?)))
             .collect()
     };
-    build(Built { generation, startup, ready }, entries, known)
+    build(
+        Built {
+            generation,
+            startup,
+            ready,
+        },
+        entries,
+        known,
+    )
 }
 
 /// Read the start-up objects at the head of the listing (`startup`), and
 /// remember how many there are for the rest of the process.
-fn walk_startup(raws: &mut std::iter::Peekable<std::vec::IntoIter<Raw>>) -> (usize, Vec<HostObject>) {
+fn walk_startup(
+    raws: &mut std::iter::Peekable<std::vec::IntoIter<Raw>>,
+) -> (usize, Vec<HostObject>) {
     let mut walk = startup::Walk::default();
     let mut objects = Vec::new();
     while let Some(raw) = raws.peek() {
@@ -443,13 +453,11 @@ fn build(built: Built, entries: Vec<(Raw, HostRef)>, known: &[Known]) -> HostSco
     let mut incomplete = false;
     for (i, (raw, held)) in entries.into_iter().enumerate() {
         let index = first + i;
-        let previous = known
-            .iter()
-            .find(|o| {
-                o.name.as_bytes() == raw.c_name.to_bytes()
-                    && o.bias == raw.bias
-                    && same_phdrs(&o.phdrs, &raw.phdrs)
-            });
+        let previous = known.iter().find(|o| {
+            o.name.as_bytes() == raw.c_name.to_bytes()
+                && o.bias == raw.bias
+                && same_phdrs(&o.phdrs, &raw.phdrs)
+        });
         let hold = Arc::new(held);
         let object = match previous {
             // SAFETY (of the shared table's borrowed bytes): the object is
@@ -469,7 +477,9 @@ fn build(built: Built, entries: Vec<(Raw, HostRef)>, known: &[Known]) -> HostSco
                 file: o.file.clone(),
                 hold,
             }),
-            None if index < startup => read_object(raw, index, hold, Some(&mut startup::Walk::default())),
+            None if index < startup => {
+                read_object(raw, index, hold, Some(&mut startup::Walk::default()))
+            }
             None => read_object(raw, index, hold, None),
         };
         match object {
