@@ -402,7 +402,7 @@ fn walk_startup(
     let mut objects = Vec::new();
     while let Some(raw) = raws.peek() {
         let index = objects.len();
-        let permanent = index == 0 || hostref::is_permanent(raw.bias, &raw.phdrs);
+        let permanent = || hostref::is_permanent(raw.bias, &raw.phdrs);
         if !walk.admits(index, raw.c_name.to_bytes(), permanent) {
             break;
         }
@@ -563,8 +563,8 @@ fn read_object(
     // global scope of every dynamically linked process, and so is every
     // start-up object but the vDSO: no need to ask.
     let global = index == 0
-        || hostref::is_libc_or_interpreter(raw.bias, &raw.phdrs)
         || (startup && !hostref::is_vdso(raw.bias, &raw.phdrs))
+        || hostref::is_libc_or_interpreter(raw.bias, &raw.phdrs)
         || probe_global(&symbols, raw.bias);
     Some(HostObject {
         name: raw.c_name.to_string_lossy().into_owned(),

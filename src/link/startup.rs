@@ -58,10 +58,11 @@ impl Walk {
     /// object? The executable and objects that live as long as the
     /// process (`permanent`) always may; any other only under a name some
     /// earlier start-up object needs. An admitted object answers that name.
-    pub fn admits(&mut self, index: usize, path: &[u8], permanent: bool) -> bool {
+    pub fn admits(&mut self, index: usize, path: &[u8], permanent: impl FnOnce() -> bool) -> bool {
         let base = path.rsplit(|&b| b == b'/').next().unwrap_or(path);
         let wanted = self.wanted.iter().position(|n| n.as_slice() == base);
-        if index != 0 && !permanent && wanted.is_none() && !self.preloaded(base) {
+        // Asked last: telling a permanent object costs two `getauxval`s.
+        if index != 0 && wanted.is_none() && !self.preloaded(base) && !permanent() {
             return false;
         }
         if let Some(i) = wanted {
@@ -130,15 +131,15 @@ mod tests {
     #[test]
     fn prefix_follows_needed_names() {
         let mut w = Walk::default();
-        assert!(w.admits(0, b"", false));
+        assert!(w.admits(0, b"", || false));
         w.needs(b"libm.so.6");
         w.needs(b"libc.so.6");
-        assert!(w.admits(1, b"/lib/x/libm.so.6", false));
+        assert!(w.admits(1, b"/lib/x/libm.so.6", || false));
         w.needs(b"libc.so.6");
-        assert!(w.admits(2, b"/lib/x/libc.so.6", true));
+        assert!(w.admits(2, b"/lib/x/libc.so.6", || true));
         // A second file under an answered name is a later dlopen.
-        assert!(!w.admits(3, b"/opt/libm.so.6", false));
+        assert!(!w.admits(3, b"/opt/libm.so.6", || false));
         // Nothing needs it: a later dlopen.
-        assert!(!w.admits(3, b"/opt/libfoo.so", false));
+        assert!(!w.admits(3, b"/opt/libfoo.so", || false));
     }
 }
