@@ -167,3 +167,32 @@ fn loads_see_what_glibc_loaded_and_unloaded_in_between() {
     );
     assert_eq!(with_mmld(dir.path()), glibc);
 }
+
+/// The host `dlopen`ed a library (local) before mmld's first look at the
+/// host: it is not a start-up object, so it is neither in the global scope
+/// nor kept without a reference. A library needing its symbol fails to
+/// load with mmld as with glibc, and glibc can still unload it.
+#[test]
+fn a_library_the_host_opened_first_is_not_taken_for_a_start_up_one() {
+    if !common::run_in_child("a_library_the_host_opened_first_is_not_taken_for_a_start_up_one") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    build_all(dir.path());
+    let provider = dir.path().join("libprova.so");
+    let a = glibc_dlopen(&provider, libc::RTLD_NOW | libc::RTLD_LOCAL);
+    assert!(!a.is_null(), "glibc refused provider A");
+    let consumer = dir.path().join("libcons1.so");
+    // SAFETY: our own test library, without constructors.
+    let mmld = unsafe { Library::open(&consumer) };
+    let glibc = glibc_dlopen(&consumer, libc::RTLD_NOW);
+    assert!(glibc.is_null(), "glibc bound to a local library");
+    assert!(
+        mmld.is_err(),
+        "mmld bound to a library outside the global scope"
+    );
+    // SAFETY: a handle glibc gave us, closed once.
+    unsafe { libc::dlclose(a) };
+    let still = glibc_dlopen(&provider, libc::RTLD_NOW | libc::RTLD_NOLOAD);
+    assert!(still.is_null(), "mmld kept the host's library loaded");
+}

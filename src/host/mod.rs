@@ -52,7 +52,9 @@ pub fn is_glibc_family(name: &str) -> bool {
 /// A handle to a library the host process already has loaded.
 #[derive(Debug)]
 pub struct HostLibrary {
-    handle: *mut libc::c_void,
+    /// glibc's handle, taken on first use for an object that lives as long
+    /// as the process (`permanent`): most loads never ask glibc about it.
+    handle: std::sync::atomic::AtomicPtr<libc::c_void>,
     pub name: String,
     /// The path glibc loaded it from, looked up once.
     path: std::sync::OnceLock<Option<String>>,
@@ -68,10 +70,51 @@ impl HostLibrary {
     pub fn find_loaded(name: &str) -> Option<HostLibrary> {
         let handle = glibc_dlopen(name, libc::RTLD_NOW | libc::RTLD_NOLOAD)?;
         Some(HostLibrary {
-            handle,
+            handle: handle.into(),
             name: name.to_string(),
             path: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The host's object glibc loaded from `path`, one that is never
+    /// unloaded (the C library, the dynamic linker, a start-up library):
+    /// no reference is needed to keep it, and a handle is taken only if
+    /// something asks glibc about it.
+    pub fn permanent(name: &str, path: &str) -> HostLibrary {
+        HostLibrary {
+            handle: std::ptr::null_mut::<libc::c_void>().into(),
+            name: name.to_string(),
+            path: std::sync::OnceLock::from(Some(path.to_string())),
+        }
+    }
+
+    /// glibc's handle, taken now if it was left for first use.
+    fn handle(&self) -> Option<*mut libc::c_void> {
+        use std::sync::atomic::Ordering;
+        let h = self.handle.load(Ordering::Acquire);
+        if !h.is_null() {
+            return Some(h);
+        }
+        // Only a permanent library leaves its handle for later, and it
+        // always knows its path.
+        let Some(Some(path)) = self.path.get() else {
+            return None;
+        };
+        let taken = glibc_dlopen(path, libc::RTLD_NOW | libc::RTLD_NOLOAD)?;
+        match self.handle.compare_exchange(
+            std::ptr::null_mut(),
+            taken,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => Some(taken),
+            Err(other) => {
+                // Another thread took one first: give this one back.
+                // SAFETY: balances the RTLD_NOLOAD dlopen just made.
+                unsafe { (real().dlclose)(taken) };
+                Some(other)
+            }
+        }
     }
 
     /// The path glibc loaded this library from, as `dl_iterate_phdr` names it.
@@ -87,7 +130,7 @@ impl HostLibrary {
     pub fn loaded_from(name: &str, path: &str) -> Option<HostLibrary> {
         let handle = glibc_dlopen(path, libc::RTLD_NOW | libc::RTLD_NOLOAD)?;
         Some(HostLibrary {
-            handle,
+            handle: handle.into(),
             name: name.to_string(),
             path: std::sync::OnceLock::from(Some(path.to_string())),
         })
@@ -98,7 +141,7 @@ impl HostLibrary {
     pub fn load_system(name: &str) -> Option<HostLibrary> {
         let handle = glibc_dlopen(name, libc::RTLD_NOW | libc::RTLD_LOCAL)?;
         Some(HostLibrary {
-            handle,
+            handle: handle.into(),
             name: name.to_string(),
             path: std::sync::OnceLock::new(),
         })
@@ -112,12 +155,16 @@ impl HostLibrary {
             l_addr: usize,
             l_name: *const libc::c_char,
         }
+        if let Some(Some(p)) = self.path.get() {
+            return Some(std::path::PathBuf::from(p));
+        }
+        let handle = self.handle()?;
         let mut map: *const LinkMapHead = std::ptr::null();
         // SAFETY: RTLD_DI_LINKMAP stores a `struct link_map *` for a valid
         // handle; the head fields are part of glibc's public ABI, and the
         // name string lives as long as the library (we hold a reference).
         unsafe {
-            if (real().dlinfo)(self.handle, libc::RTLD_DI_LINKMAP, (&raw mut map).cast()) != 0
+            if (real().dlinfo)(handle, libc::RTLD_DI_LINKMAP, (&raw mut map).cast()) != 0
                 || map.is_null()
                 || (*map).l_name.is_null()
             {
@@ -133,14 +180,17 @@ impl HostLibrary {
 
     /// Look `name` up in this library and its dependencies, as `dlsym` does.
     pub fn symbol(&self, name: &CStr, version: Option<&CStr>) -> Option<u64> {
-        dl_lookup(self.handle, name, version)
+        dl_lookup(self.handle()?, name, version)
     }
 }
 
 impl Drop for HostLibrary {
     fn drop(&mut self) {
-        // SAFETY: balances the reference taken by the RTLD_NOLOAD dlopen.
-        unsafe { (real().dlclose)(self.handle) };
+        let handle = *self.handle.get_mut();
+        if !handle.is_null() {
+            // SAFETY: balances the reference taken by the RTLD_NOLOAD dlopen.
+            unsafe { (real().dlclose)(handle) };
+        }
     }
 }
 

@@ -40,6 +40,11 @@ impl HostRef {
         }
     }
 
+    /// Does the object live as long as the process (no reference held)?
+    pub fn is_permanent(&self) -> bool {
+        self.handle.is_null()
+    }
+
     /// A reference on the object glibc loaded as `name` (its `dlpi_name`),
     /// if it is still loaded at load bias `bias`. `None` when the object is
     /// gone, or when the name now denotes another object (unloaded and
@@ -100,6 +105,13 @@ pub fn is_permanent(bias: u64, phdrs: &[libc::Elf64_Phdr]) -> bool {
     // SAFETY: getauxval only reads the auxiliary vector.
     let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
     (vdso != 0 && start == vdso) || is_libc_or_interpreter(bias, phdrs)
+}
+
+/// Is it the vDSO (which the kernel maps, and which is in no scope)?
+pub fn is_vdso(bias: u64, phdrs: &[libc::Elf64_Phdr]) -> bool {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+    vdso != 0 && start_of(bias, phdrs) == Some(vdso)
 }
 
 /// Is it the dynamic linker (at `AT_BASE`) or the C library this code

@@ -15,12 +15,12 @@
 use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use goblin::elf::dynamic as dt;
-
+use super::hostdynamic::read_dynamic;
 use super::hostref::{self, HostRef};
 use super::scopefilter::{self, ScopeFilter};
+use super::startup;
 use super::symbols::{self, Request, Sym, SymbolTable};
-use crate::elf::{DynamicInfo, Segment, VRange};
+use crate::elf::Segment;
 use crate::host;
 use crate::map::Mapping;
 
@@ -234,8 +234,8 @@ impl HostScope {
 }
 
 struct Raw {
-    name: String,
-    /// `dlpi_name` as glibc spells it, to take a reference by.
+    /// `dlpi_name` as glibc spells it, to take a reference by (the one copy
+    /// of the name a listing makes).
     c_name: CString,
     bias: u64,
     phdrs: Vec<libc::Elf64_Phdr>,
@@ -256,7 +256,6 @@ fn iterate() -> ((u64, u64), Vec<Raw>) {
         generation = o.generation;
         // Only copies: nothing here may call back into glibc's loader.
         raws.push(Raw {
-            name: o.name.to_string_lossy().into_owned(),
             c_name: o.name.to_owned(),
             bias: o.bias,
             phdrs: o.phdrs.to_vec(),
@@ -353,12 +352,24 @@ pub fn host_scope() -> Arc<HostScope> {
 /// and listed again unchanged are kept.
 fn snapshot(known: &[Known]) -> HostScope {
     let (generation, raws) = iterate();
+    let mut raws = raws.into_iter().peekable();
+    // Start-up objects need no reference: read the first time by the walk
+    // that finds them, and counted from then on.
+    let (startup, ready) = match startup::known_count() {
+        Some(n) => (n, Vec::new()),
+        None => walk_startup(&mut raws),
+    };
+    let first = ready.len();
+    let raws: Vec<Raw> = raws.collect();
     let holds: Vec<Option<HostRef>> = raws
         .iter()
         .enumerate()
-        .map(|(index, raw)| hold(raw, index == 0))
+        .map(|(i, raw)| hold(raw, first + i, first + i < startup))
         .collect();
-    let entries: Vec<(Raw, HostRef)> = if current_generation() == generation {
+    // Only a reference taken on an object that may come and go needs the
+    // counters read again: a start-up or permanent object stays put.
+    let all_permanent = holds.iter().flatten().all(HostRef::is_permanent);
+    let entries: Vec<(Raw, HostRef)> = if all_permanent || current_generation() == generation {
         raws.into_iter()
             .zip(holds)
             .filter_map(|(r, h)| Some((r, h?)))
@@ -371,12 +382,47 @@ fn snapshot(known: &[Known]) -> HostScope {
             .filter_map(|(r, h)| Some((r, h?)))
             .collect()
     };
-    build(generation, entries, known)
+    build(
+        Built {
+            generation,
+            startup,
+            ready,
+        },
+        entries,
+        known,
+    )
+}
+
+/// Read the start-up objects at the head of the listing (`startup`), and
+/// remember how many there are for the rest of the process.
+fn walk_startup(
+    raws: &mut std::iter::Peekable<std::vec::IntoIter<Raw>>,
+) -> (usize, Vec<HostObject>) {
+    let mut walk = startup::Walk::default();
+    let mut objects = Vec::new();
+    while let Some(raw) = raws.peek() {
+        let index = objects.len();
+        let permanent = || hostref::is_permanent(raw.bias, &raw.phdrs);
+        if !walk.admits(index, raw.c_name.to_bytes(), permanent) {
+            break;
+        }
+        let Some(raw) = raws.next() else { break };
+        let hold = Arc::new(HostRef::permanent());
+        match read_object(raw, index, hold, Some(&mut walk)) {
+            Some(o) => objects.push(o),
+            // Unreadable: it and what follows go the careful way (and are
+            // read no more successfully there).
+            None => break,
+        }
+    }
+    let count = startup::set_count(objects.len());
+    objects.truncate(count);
+    (count, objects)
 }
 
 /// A reference that keeps `raw` loaded, if it is still loaded.
-fn hold(raw: &Raw, is_executable: bool) -> Option<HostRef> {
-    if is_executable || hostref::is_permanent(raw.bias, &raw.phdrs) {
+fn hold(raw: &Raw, index: usize, startup: bool) -> Option<HostRef> {
+    if index == 0 || startup || hostref::is_permanent(raw.bias, &raw.phdrs) {
         return Some(HostRef::permanent());
     }
     if raw.c_name.is_empty() {
@@ -385,24 +431,44 @@ fn hold(raw: &Raw, is_executable: bool) -> Option<HostRef> {
     HostRef::take(&raw.c_name, raw.bias)
 }
 
-fn build(generation: (u64, u64), entries: Vec<(Raw, HostRef)>, known: &[Known]) -> HostScope {
-    let mut objects = Vec::with_capacity(entries.len());
+/// What `build` starts from besides the held objects.
+struct Built {
+    generation: (u64, u64),
+    /// How many objects at the head of the listing were loaded at start-up.
+    startup: usize,
+    /// The first objects, already read.
+    ready: Vec<HostObject>,
+}
+
+fn build(built: Built, entries: Vec<(Raw, HostRef)>, known: &[Known]) -> HostScope {
+    let Built {
+        generation,
+        startup,
+        ready,
+    } = built;
+    let first = ready.len();
+    let mut objects = Vec::with_capacity(first + entries.len());
+    objects.extend(ready.into_iter().map(Arc::new));
     let mut incomplete = false;
-    for (index, (raw, held)) in entries.into_iter().enumerate() {
-        let previous = known
-            .iter()
-            .find(|o| o.name == raw.name && o.bias == raw.bias && same_phdrs(&o.phdrs, &raw.phdrs));
+    for (i, (raw, held)) in entries.into_iter().enumerate() {
+        let index = first + i;
+        let previous = known.iter().find(|o| {
+            o.name.as_bytes() == raw.c_name.to_bytes()
+                && o.bias == raw.bias
+                && same_phdrs(&o.phdrs, &raw.phdrs)
+        });
         let hold = Arc::new(held);
         let object = match previous {
             // SAFETY (of the shared table's borrowed bytes): the object is
             // loaded and held now, at the same address with the same
             // segments, so every byte the table reads is mapped as before.
             Some(o) => Some(HostObject {
-                name: raw.name,
+                name: o.name.clone(),
                 bias: raw.bias,
                 symbols: Arc::clone(&o.symbols),
                 phdrs: raw.phdrs,
-                // An object only ever joins the global scope while loaded.
+                // An object only ever joins the global scope while loaded
+                // (a start-up object was found global when first read).
                 global: o.global || probe_global(&o.symbols, raw.bias),
                 soname: o.soname.clone(),
                 rpath: o.rpath.clone(),
@@ -410,7 +476,10 @@ fn build(generation: (u64, u64), entries: Vec<(Raw, HostRef)>, known: &[Known]) 
                 file: o.file.clone(),
                 hold,
             }),
-            None => read_object(raw, index == 0, hold),
+            None if index < startup => {
+                read_object(raw, index, hold, Some(&mut startup::Walk::default()))
+            }
+            None => read_object(raw, index, hold, None),
         };
         match object {
             Some(o) => objects.push(Arc::new(o)),
@@ -436,7 +505,14 @@ fn same_phdrs(a: &[libc::Elf64_Phdr], b: &[libc::Elf64_Phdr]) -> bool {
         })
 }
 
-fn read_object(raw: Raw, is_executable: bool, hold: Arc<HostRef>) -> Option<HostObject> {
+/// Read one object's tables. `walk` is given for a start-up object (one
+/// glibc never unloads, always global), and learns the names it needs.
+fn read_object(
+    raw: Raw,
+    index: usize,
+    hold: Arc<HostRef>,
+    walk: Option<&mut startup::Walk>,
+) -> Option<HostObject> {
     let segments: Vec<Segment> = raw
         .phdrs
         .iter()
@@ -463,8 +539,10 @@ fn read_object(raw: Raw, is_executable: bool, hold: Arc<HostRef>) -> Option<Host
         dynamic_phdr.p_vaddr,
         dynamic_phdr.p_memsz,
         raw.bias,
+        walk.is_some(),
     )?;
     let names = (dynamic.soname, dynamic.rpath, dynamic.runpath);
+    let needed = dynamic.needed.clone();
     // Located, not read through: a load reads only what its lookups touch.
     let symbols = SymbolTable::in_place(mapping, dynamic).ok()?;
     let string = |off: Option<u64>| {
@@ -472,13 +550,24 @@ fn read_object(raw: Raw, is_executable: bool, hold: Arc<HostRef>) -> Option<Host
             .map(|b| String::from_utf8_lossy(b).into_owned())
     };
     let (soname, rpath, runpath) = (string(names.0), string(names.1), string(names.2));
+    let startup = walk.is_some();
+    if let Some(walk) = walk {
+        if let Some(s) = &soname {
+            walk.answer(s.as_bytes());
+        }
+        for name in needed.iter().filter_map(|&o| symbols.string(o).ok()) {
+            walk.needs(name);
+        }
+    }
     // The executable, the C library and the dynamic linker are in the
-    // global scope of every dynamically linked process: no need to ask.
-    let global = is_executable
+    // global scope of every dynamically linked process, and so is every
+    // start-up object but the vDSO: no need to ask.
+    let global = index == 0
+        || (startup && !hostref::is_vdso(raw.bias, &raw.phdrs))
         || hostref::is_libc_or_interpreter(raw.bias, &raw.phdrs)
         || probe_global(&symbols, raw.bias);
     Some(HostObject {
-        name: raw.name,
+        name: raw.c_name.to_string_lossy().into_owned(),
         bias: raw.bias,
         symbols: Arc::new(symbols),
         phdrs: raw.phdrs,
@@ -489,49 +578,6 @@ fn read_object(raw: Raw, is_executable: bool, hold: Arc<HostRef>) -> Option<Host
         file: OnceLock::new(),
         hold,
     })
-}
-
-/// Read the host object's dynamic section. glibc rewrites the address
-/// entries of most objects in place to absolute addresses (not those of the
-/// vDSO, whose dynamic section is read-only); an entry at or above the bias
-/// is taken as already relocated.
-fn read_dynamic(mapping: &Mapping, vaddr: u64, size: u64, bias: u64) -> Option<DynamicInfo> {
-    let bytes = mapping.copy_out(vaddr, size)?;
-    let unbias = |v: u64| if bias != 0 && v >= bias { v - bias } else { v };
-    let mut info = DynamicInfo::default();
-    let (mut strsz, mut verdefnum, mut verneednum) = (0, 0, 0);
-    for chunk in bytes.chunks_exact(16) {
-        let tag = u64::from_le_bytes(chunk.get(..8)?.try_into().ok()?);
-        let val = u64::from_le_bytes(chunk.get(8..16)?.try_into().ok()?);
-        match tag {
-            dt::DT_NULL => break,
-            dt::DT_STRTAB => {
-                info.strtab = Some(VRange {
-                    vaddr: unbias(val),
-                    size: 0,
-                })
-            }
-            dt::DT_STRSZ => strsz = val,
-            dt::DT_SONAME => info.soname = Some(val),
-            dt::DT_RPATH => info.rpath = Some(val),
-            dt::DT_RUNPATH => info.runpath = Some(val),
-            dt::DT_SYMTAB => info.symtab = Some(unbias(val)),
-            dt::DT_HASH => info.hash = Some(unbias(val)),
-            dt::DT_GNU_HASH => info.gnu_hash = Some(unbias(val)),
-            dt::DT_VERSYM => info.versym = Some(unbias(val)),
-            dt::DT_VERDEF => info.verdef = Some((unbias(val), 0)),
-            dt::DT_VERDEFNUM => verdefnum = val,
-            dt::DT_VERNEED => info.verneed = Some((unbias(val), 0)),
-            dt::DT_VERNEEDNUM => verneednum = val,
-            _ => {}
-        }
-    }
-    if let Some(s) = info.strtab.as_mut() {
-        s.size = strsz;
-    }
-    info.verdef = info.verdef.map(|(a, _)| (a, verdefnum));
-    info.verneed = info.verneed.map(|(a, _)| (a, verneednum));
-    Some(info)
 }
 
 /// Is this object in the global scope? glibc does not say, so ask it about

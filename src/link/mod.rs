@@ -12,9 +12,11 @@
 //! relocation will write, faulted in ahead in runs), `tls` (values of TLS
 //! relocations), `lookup` (a name in a scope), `symbols` (one object's
 //! tables), `hostscope` and `index` (lookups in the host and in whole
-//! scopes).
+//! scopes), with `hostdynamic` (a host object's dynamic section) and
+//! `startup` (which host objects were loaded at start-up).
 
 mod bindcache;
+mod hostdynamic;
 pub mod hostref;
 pub mod hostscope;
 pub mod index;
@@ -24,6 +26,7 @@ mod relative;
 mod reloc;
 mod scopefilter;
 pub mod sharing;
+mod startup;
 pub mod symbols;
 pub mod tls;
 

@@ -61,11 +61,14 @@ impl Batch {
         }
         // Ask the host-scope table, not glibc: an `RTLD_NOLOAD` probe by
         // bare name makes glibc search the file system for it.
-        let h = match self
-            .host
-            .loaded_as(name)
-            .and_then(|o| HostLibrary::loaded_from(name, &o.name))
-        {
+        let found = self.host.loaded_as(name);
+        let h = match found.and_then(|o| {
+            if o.hold.is_permanent() {
+                Some(HostLibrary::permanent(name, &o.name))
+            } else {
+                HostLibrary::loaded_from(name, &o.name)
+            }
+        }) {
             Some(h) => h,
             None if load_if_absent => HostLibrary::load_system(name)?,
             None => return None,
