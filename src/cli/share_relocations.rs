@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use mmld::inspect::ShareTotals;
 use mmld::inspect::share::ShareReport;
@@ -91,18 +91,32 @@ pub fn outcome_label(o: &SharingOutcome) -> (&'static str, Option<&str>) {
     }
 }
 
+/// One object's outcome in JSON form (what `maps --json` and share's
+/// workers carry).
+#[derive(serde::Serialize)]
+struct OutcomeJson<'a> {
+    path: std::borrow::Cow<'a, str>,
+    outcome: &'static str,
+    reason: Option<&'a str>,
+    pages_from_cache: usize,
+    pages_private: usize,
+    cache_file: Option<std::borrow::Cow<'a, str>>,
+    address: usize,
+}
+
 /// One object's outcome as JSON (what `maps --json` and share's workers carry).
 pub fn to_json(s: &SharedRelocations) -> Value {
     let (outcome, reason) = outcome_label(&s.outcome);
-    json!({
-        "path": s.path.to_string_lossy(),
-        "outcome": outcome,
-        "reason": reason,
-        "pages_from_cache": s.pages_from_cache,
-        "pages_private": s.pages_private,
-        "cache_file": s.cache_file.as_ref().map(|p| p.to_string_lossy().into_owned()),
-        "address": s.address,
-    })
+    let view = OutcomeJson {
+        path: s.path.to_string_lossy(),
+        outcome,
+        reason,
+        pages_from_cache: s.pages_from_cache,
+        pages_private: s.pages_private,
+        cache_file: s.cache_file.as_ref().map(|p| p.to_string_lossy()),
+        address: s.address,
+    };
+    serde_json::to_value(view).unwrap_or(Value::Null)
 }
 
 /// Every object's outcome as a JSON array.
@@ -253,19 +267,35 @@ impl Comparison<'_> {
     pub fn to_json(&self) -> Value {
         let (s, n) = (self.shared.totals(), self.normal.totals());
         let (sd, nd) = (private_dirty(&s), private_dirty(&n));
-        json!({
-            "workers": self.outcomes,
-            "private_dirty_kib": sd,
-            "normal_private_dirty_kib": nd,
-            "saved_kib": sum(&nd).saturating_sub(sum(&sd)),
-            "relro_physical_pages": relro_physical(self.shared),
-            "normal_relro_physical_pages": relro_physical(self.normal),
-            "relro_resident_pages": relro_resident(self.shared),
-            "normal_relro_resident_pages": relro_resident(self.normal),
-            "normal_totals": serde_json::to_value(n.json()).unwrap_or(Value::Null),
-            "normal_pids": self.normal.pids,
-        })
+        let view = SummaryJson {
+            workers: &self.outcomes,
+            saved_kib: sum(&nd).saturating_sub(sum(&sd)),
+            private_dirty_kib: sd,
+            normal_private_dirty_kib: nd,
+            relro_physical_pages: relro_physical(self.shared),
+            normal_relro_physical_pages: relro_physical(self.normal),
+            relro_resident_pages: relro_resident(self.shared),
+            normal_relro_resident_pages: relro_resident(self.normal),
+            normal_totals: n.json(),
+            normal_pids: &self.normal.pids,
+        };
+        serde_json::to_value(view).unwrap_or(Value::Null)
     }
+}
+
+/// The comparison's JSON form ([`Comparison::to_json`]).
+#[derive(serde::Serialize)]
+struct SummaryJson<'a, T: serde::Serialize> {
+    workers: &'a [Value],
+    private_dirty_kib: Vec<u64>,
+    normal_private_dirty_kib: Vec<u64>,
+    saved_kib: u64,
+    relro_physical_pages: Option<u64>,
+    normal_relro_physical_pages: Option<u64>,
+    relro_resident_pages: Vec<u64>,
+    normal_relro_resident_pages: Vec<u64>,
+    normal_totals: T,
+    normal_pids: &'a [i32],
 }
 
 #[cfg(test)]

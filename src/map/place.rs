@@ -135,7 +135,7 @@ impl Mapping {
 
     /// The owner of a span just placed at `base` (`span` bytes, then
     /// `guard` bytes kept inaccessible), with no segment recorded yet.
-    fn owned_span(
+    pub(super) fn owned_span(
         base: NonNull<u8>,
         span: usize,
         guard: usize,

@@ -41,18 +41,9 @@ impl Mapping {
         };
         let base = sys::reserve_at(start, total)
             .map_err(map_err("reserving address space at a stable address"))?;
-        let mapping = Mapping {
-            base,
-            len: span,
-            bias: (start as u64).wrapping_sub(plan.min_vaddr),
-            segments: Vec::with_capacity(plan.segments.len()),
-            sealed: None,
-            strategy,
-            protection,
-            owned: true,
-            last_segment: std::sync::atomic::AtomicUsize::new(0),
-            guard,
-        };
+        // `reserve_at` returns exactly `start` (or fails), so the bias is
+        // `start - min_vaddr`.
+        let mapping = Self::owned_span(base, span, guard, plan, strategy, protection);
         Self::map_segments(mapping, file, plan, false)
     }
 }

@@ -18,12 +18,12 @@
 use std::sync::OnceLock;
 
 use super::hash::{gnu_header, parse_gnu, parse_sysv};
-use super::tables::{table_bytes, table_bytes_to_segment_end, u32_at};
+use super::tables::{table_bytes_to_segment_end, u32_at};
 use super::versions::{VERSYM_HIDDEN, parse_verdef, parse_verneed};
 use super::{SYM_SIZE, Sym, SymbolTable, VersionName, unhashed_symbol_count};
 use crate::elf::DynamicInfo;
 use crate::error::{ErrorKind, KindResult};
-use crate::map::{Mapping, RoBytes};
+use crate::map::Mapping;
 
 /// What the deferred reads of a table read in place need.
 #[derive(Debug)]
@@ -39,26 +39,9 @@ impl SymbolTable {
     /// Locate the tables `dynamic` points to in `mapping` (a host object
     /// glibc loaded and the caller holds) without reading them through.
     pub fn in_place(mapping: Mapping, dynamic: DynamicInfo) -> KindResult<SymbolTable> {
-        let strtab = match dynamic.strtab {
-            Some(r) => table_bytes(&mapping, "DT_STRTAB", r.vaddr, r.size)?,
-            None => RoBytes::EMPTY,
-        };
-        let mut table = SymbolTable {
-            strtab,
-            symtab: RoBytes::EMPTY,
-            limit: 0,
-            count: OnceLock::new(),
-            gnu: None,
-            sysv: None,
-            versym: None,
-            verdefs: OnceLock::new(),
-            verneeds: OnceLock::new(),
-            deferred: None,
-        };
+        let mut table = SymbolTable::strings_only(&mapping, &dynamic)?;
         let Some(symtab) = dynamic.symtab else {
-            table.set_versions(Vec::new(), Vec::new());
-            let _ = table.count.set(0);
-            return Ok(table);
+            return Ok(table.without_symbols());
         };
         table.gnu = dynamic
             .gnu_hash

@@ -153,26 +153,9 @@ pub struct SymbolTable {
 impl SymbolTable {
     /// Locate and validate the tables `dynamic` points to inside `mapping`.
     pub fn new(mapping: &Mapping, dynamic: &DynamicInfo) -> KindResult<SymbolTable> {
-        let strtab = match dynamic.strtab {
-            Some(r) => table_bytes(mapping, "DT_STRTAB", r.vaddr, r.size)?,
-            None => RoBytes::EMPTY,
-        };
-        let mut table = SymbolTable {
-            strtab,
-            symtab: RoBytes::EMPTY,
-            limit: 0,
-            count: OnceLock::new(),
-            gnu: None,
-            sysv: None,
-            versym: None,
-            verdefs: OnceLock::new(),
-            verneeds: OnceLock::new(),
-            deferred: None,
-        };
+        let mut table = SymbolTable::strings_only(mapping, dynamic)?;
         let Some(symtab_addr) = dynamic.symtab else {
-            table.set_versions(Vec::new(), Vec::new());
-            let _ = table.count.set(0);
-            return Ok(table);
+            return Ok(table.without_symbols());
         };
         if let Some(addr) = dynamic.hash {
             // SysV chains are walked only when there is no GNU hash table;

@@ -2,10 +2,15 @@
 //!
 //! Owns: the rule that every table LINK reads lies in the file-backed part
 //! of one read-only segment, and little-endian field reads that return
-//! `None` instead of panicking. Must never: index without a check, or hand
-//! out bytes of a writable segment.
+//! `None` instead of panicking; the string table every `SymbolTable`
+//! starts from. Must never: index without a check, or hand out bytes of a
+//! writable segment.
 
 use crate::error::{ErrorKind, KindResult};
+use std::sync::OnceLock;
+
+use super::SymbolTable;
+use crate::elf::DynamicInfo;
 use crate::map::{Mapping, RoBytes};
 
 pub(super) fn u32_at(bytes: &RoBytes, index: usize) -> Option<u32> {
@@ -169,6 +174,41 @@ impl<'m> EntryReader<'m> {
             self.bytes = rest;
         }
         Ok(b)
+    }
+}
+
+/// The start both constructors share: the string table, and the shape of
+/// a table without symbols.
+impl SymbolTable {
+    /// A table with only its string table read: where both constructors
+    /// ([`SymbolTable::new`], [`SymbolTable::in_place`]) start.
+    pub(super) fn strings_only(
+        mapping: &Mapping,
+        dynamic: &DynamicInfo,
+    ) -> KindResult<SymbolTable> {
+        let strtab = match dynamic.strtab {
+            Some(r) => table_bytes(mapping, "DT_STRTAB", r.vaddr, r.size)?,
+            None => RoBytes::EMPTY,
+        };
+        Ok(SymbolTable {
+            strtab,
+            symtab: RoBytes::EMPTY,
+            limit: 0,
+            count: OnceLock::new(),
+            gnu: None,
+            sysv: None,
+            versym: None,
+            verdefs: OnceLock::new(),
+            verneeds: OnceLock::new(),
+            deferred: None,
+        })
+    }
+
+    /// The table of an object without `DT_SYMTAB`: no symbols, no versions.
+    pub(super) fn without_symbols(self) -> SymbolTable {
+        self.set_versions(Vec::new(), Vec::new());
+        let _ = self.count.set(0);
+        self
     }
 }
 
